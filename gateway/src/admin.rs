@@ -1,0 +1,222 @@
+//! The admin listener (SPEC.md): health, readiness, metrics, the active config, upstream
+//! state, and reload behind a bearer token.
+
+use crate::metrics::Metrics;
+use crate::reload::{ReloadOutcome, Reloader};
+use crate::snapshot::Snapshot;
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct AdminApp {
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminApp {
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Self {
+        AdminApp { reloader, metrics }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec_pretty(body).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message, "request_id": ""}}),
+    )
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Values of keys that usually hold secrets are replaced, in case one was written inline.
+fn redact(value: &mut Value) {
+    const SENSITIVE: [&str; 7] = ["authorization", "token", "secret", "password", "api-key", "apikey", "cookie"];
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let lower = k.to_ascii_lowercase().replace('_', "-");
+                let is_env_name = lower.ends_with("-env");
+                if !is_env_name && SENSITIVE.iter().any(|s| lower.contains(s)) && v.is_string() {
+                    let references_env = v.as_str().is_some_and(|s| s.trim().starts_with("${env:") && s.trim().ends_with('}'));
+                    if !references_env {
+                        *v = Value::String("[redacted]".into());
+                    }
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn config_view(s: &Snapshot) -> Value {
+    let mut config = serde_json::to_value(&*s.config).unwrap_or(Value::Null);
+    redact(&mut config);
+    json!({
+        "version": s.version,
+        "loaded_at": rfc3339(s.loaded_at),
+        "file": &*s.file,
+        "routes": s.router.len(),
+        "config": config,
+    })
+}
+
+fn upstreams_view(s: &Snapshot) -> Value {
+    let mut pools: Vec<Value> = s
+        .pools
+        .values()
+        .map(|p| {
+            let members: Vec<Value> = p
+                .members
+                .iter()
+                .map(|m| {
+                    json!({
+                        "address": m.address,
+                        "resolved": m.addr.to_string(),
+                        "weight": m.weight,
+                        "source": m.source,
+                        "health": if m.is_available() { "healthy" } else { "unhealthy" },
+                        "circuit": "closed",
+                        "in_flight": m.inflight(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": &*p.name,
+                "balance": p.balance,
+                "health_checked": p.health.is_some(),
+                "healthy": p.healthy_count(),
+                "members": members,
+            })
+        })
+        .collect();
+    pools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json!({ "version": s.version, "upstreams": pools })
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        let auth = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let snapshot = self.reloader.store().load_full();
+        match (method, path.as_str()) {
+            (Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            (Method::GET, "/ready") => json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "config_version": snapshot.version}),
+            ),
+            (Method::GET, "/metrics") => {
+                let body = self.metrics.render();
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .header(http::header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
+            (Method::GET, "/config") => json_response(StatusCode::OK, &config_view(&snapshot)),
+            (Method::GET, "/upstreams") => json_response(StatusCode::OK, &upstreams_view(&snapshot)),
+            (Method::POST, "/reload") => {
+                let Some(token) = snapshot.admin_token.clone() else {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "set admin.token_env to enable mutating admin endpoints",
+                    );
+                };
+                let presented = auth
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix(b"Bearer "))
+                    .unwrap_or_default();
+                if !constant_time_eq(presented, token.as_bytes()) {
+                    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+                    r.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer realm=\"portico-admin\""),
+                    );
+                    return r;
+                }
+                match self.reloader.reload(true).await {
+                    Ok(ReloadOutcome::Applied { version, elapsed }) => json_response(
+                        StatusCode::OK,
+                        &json!({"status": "reloaded", "version": version, "elapsed_ms": elapsed.as_secs_f64() * 1000.0}),
+                    ),
+                    Ok(ReloadOutcome::Unchanged { version }) => json_response(
+                        StatusCode::OK,
+                        &json!({"status": "unchanged", "version": version}),
+                    ),
+                    Err(errors) => {
+                        let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+                        json_response(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": {"code": "bad_request", "message": "the config was rejected; the running config keeps serving", "request_id": ""}, "errors": list, "version": snapshot.version}),
+                        )
+                    }
+                }
+            }
+            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, "route_not_found", "no such admin endpoint"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn redacts_inline_secrets_not_env_refs() {
+        let mut v = json!({"set": {"Authorization": "Bearer abc", "X-Api-Key": "${env:KEY}", "X-Other": "fine"}, "token_env": "ADMIN"});
+        redact(&mut v);
+        assert_eq!(v["set"]["Authorization"], "[redacted]");
+        assert_eq!(v["set"]["X-Api-Key"], "${env:KEY}");
+        assert_eq!(v["set"]["X-Other"], "fine");
+        assert_eq!(v["token_env"], "ADMIN");
+    }
+}

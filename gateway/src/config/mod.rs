@@ -1,0 +1,390 @@
+//! The config file: typed, `deny_unknown_fields` everywhere, loaded with source locations so
+//! every error can be reported as `FILE:LINE:COL: message`.
+
+mod load;
+mod units;
+
+pub use load::{load_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
+pub use units::{ByteSize, Duration};
+
+use portico_plugins::PluginConfig;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-level settings (threads, shutdown, upgrade). Changing them needs a restart or
+    /// `run --upgrade`.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Where clients connect. Changing them needs a restart or `run --upgrade`.
+    #[schemars(with = "Vec<ListenerConfig>")]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// The admin listener (health, readiness, metrics, config, upstreams, reload).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-*` headers are believed when deciding the
+    /// client's address, scheme and host.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// Limits that protect the edge.
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    /// Upstream pools by name.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, UpstreamConfig>")]
+    pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
+    /// Routes, matched by host, method and path.
+    #[serde(default)]
+    #[schemars(with = "Vec<RouteConfig>")]
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Worker threads of the proxy. Default: the number of CPUs.
+    pub threads: Option<usize>,
+    /// After SIGTERM: how long requests in flight get to finish.
+    pub grace_period: Duration,
+    /// After the grace period: how long to wait for tasks before exiting.
+    pub shutdown_timeout: Duration,
+    /// The socket over which `run --upgrade` takes over the listeners.
+    pub upgrade_sock: String,
+    /// Idle upstream connections kept for reuse, across all pools.
+    pub upstream_keepalive_pool_size: usize,
+    /// Reload automatically when the config file changes.
+    pub watch_config: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: None,
+            grace_period: Duration::secs(30),
+            shutdown_timeout: Duration::secs(5),
+            upgrade_sock: "/tmp/portico_upgrade.sock".into(),
+            upstream_keepalive_pool_size: 1024,
+            watch_config: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `IP:PORT` to listen on.
+    #[schemars(with = "String")]
+    pub address: Spanned<String>,
+    /// Accept HTTP/2 without TLS (prior knowledge); HTTP/1 keeps working.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Serve TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificates; SNI picks the one whose `server_names` match, else the first.
+    #[schemars(with = "Vec<CertificateConfig>")]
+    pub certificates: Vec<Spanned<CertificateConfig>>,
+    /// Offer HTTP/2 through ALPN.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain file.
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// Host names (exact, or `*.example.com`) this certificate serves.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `IP:PORT`; loopback by default. Empty string disables the admin listener.
+    pub address: String,
+    /// The environment variable that holds the bearer token for mutating endpoints.
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: "127.0.0.1:9901".into(),
+            token_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line and headers) → 431.
+    pub max_header_bytes: ByteSize,
+    /// Most request headers → 431.
+    pub max_headers: usize,
+    /// Longest request target (path and query) → 414.
+    pub max_uri_bytes: ByteSize,
+    /// Largest request body, by Content-Length or as streamed → 413.
+    pub max_body_bytes: ByteSize,
+    /// Time a client has to send the whole request head (slowloris).
+    pub request_header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed.
+    pub keepalive_requests: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: ByteSize::kib(32),
+            max_headers: 100,
+            max_uri_bytes: ByteSize::kib(8),
+            max_body_bytes: ByteSize::mib(10),
+            request_header_timeout: Duration::secs(10),
+            keepalive_timeout: Duration::secs(60),
+            keepalive_requests: Some(10_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// A file to append JSON lines to; standard output when absent.
+    pub path: Option<String>,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            path: None,
+        }
+    }
+}
+
+/// A pool of upstream members.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Static members.
+    #[schemars(with = "Vec<MemberConfig>")]
+    pub members: Vec<Spanned<MemberConfig>>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `consistent_hash`: `header:NAME`, `cookie:NAME`, `client_ip` or `path`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub hash_key: Option<Spanned<String>>,
+    /// Connect to members over TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Further members tried after a connect failure.
+    #[serde(default = "one")]
+    pub connect_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// `HOST:PORT`; a host name is resolved when the config is loaded.
+    pub address: String,
+    /// Relative share of traffic, 1–1000.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight, of two members picked at random (weighted).
+    LeastRequest,
+    /// The same key goes to the same member while it is healthy (ketama ring).
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// The server name sent in SNI and verified; default: the member's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the member's certificate against the system roots.
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeouts {
+    /// Establishing the TCP (and TLS) connection.
+    pub connect: Duration,
+    /// Waiting for each read from the member.
+    pub read: Duration,
+    /// Waiting for each write to the member.
+    pub write: Duration,
+    /// The whole exchange up to the response header, across tries.
+    pub total: Option<Duration>,
+    /// How long an idle pooled connection is kept.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::secs(2),
+            read: Duration::secs(30),
+            write: Duration::secs(30),
+            total: None,
+            idle: Duration::secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// HTTP: the path to GET.
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// HTTP: the Host header; default: the member's address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// HTTP: statuses that count as healthy; default any 2xx.
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    #[serde(default = "five_seconds")]
+    pub interval: Duration,
+    #[serde(default = "one_second")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a member back.
+    #[serde(default = "two")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a member out.
+    #[serde(default = "three")]
+    pub unhealthy_threshold: u32,
+}
+
+/// One route.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in logs and metric labels.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// The upstream pool that serves the route.
+    #[schemars(with = "String")]
+    pub upstream: Spanned<String>,
+    /// Remove the matched `prefix` from the path sent upstream.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Rewrite the path sent upstream with a regex.
+    #[serde(default)]
+    pub rewrite: Option<RewriteConfig>,
+    /// Plugins, run by priority (ties in this order).
+    #[serde(default)]
+    #[schemars(with = "Vec<PluginConfig>")]
+    pub plugins: Vec<Spanned<PluginConfig>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Host names: exact (`api.example.com`) or suffix (`*.example.com`). Empty: any host.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub hosts: Vec<Spanned<String>>,
+    /// Methods; empty: any method.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub methods: Vec<Spanned<String>>,
+    /// The path exactly.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub exact: Option<Spanned<String>>,
+    /// A path prefix, segment-aware: `/api` matches `/api` and `/api/x`, not `/apix`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub prefix: Option<Spanned<String>>,
+    /// A regex the whole path must match.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub regex: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    #[schemars(with = "String")]
+    pub regex: Spanned<String>,
+    /// Replacement, with `$1` / `${name}` for capture groups.
+    pub replacement: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn root_path() -> String {
+    "/".into()
+}
+fn five_seconds() -> Duration {
+    Duration::secs(5)
+}
+fn one_second() -> Duration {
+    Duration::secs(1)
+}
+
+/// The JSON Schema of the config file.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Config)).unwrap_or_default()
+}

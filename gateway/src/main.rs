@@ -1,0 +1,110 @@
+//! `portico`: a programmable API gateway built on Pingora.
+
+mod access_log;
+mod admin;
+mod config;
+mod metrics;
+mod proxy;
+mod reload;
+mod router;
+mod server;
+mod snapshot;
+mod tls;
+mod upstream;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "A programmable API gateway built on Pingora")]
+struct Cli {
+    /// The config file (for `run` when no command is given).
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic.
+    Run {
+        /// Take over the listening sockets of a running instance (graceful upgrade).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate a config file exactly as `run` would load it.
+    Check,
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .try_init();
+}
+
+fn require_config(cli: &Cli) -> Result<PathBuf, ExitCode> {
+    cli.config.clone().ok_or_else(|| {
+        eprintln!("portico: a config file is required: -c FILE");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Schema) => {
+            let schema = config::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check) => {
+            let path = match require_config(&cli) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match server::check(&path) {
+                Ok(_) => {
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        println!("{e}");
+                    }
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Run { upgrade }) => run(&cli, *upgrade),
+        None => run(&cli, false),
+    }
+}
+
+fn run(cli: &Cli, upgrade: bool) -> ExitCode {
+    let path = match require_config(cli) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    init_logging();
+    match server::run(path, upgrade) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::StartError::Config(errors)) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("portico: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

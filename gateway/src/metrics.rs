@@ -1,0 +1,115 @@
+//! Prometheus metrics (names fixed by SPEC.md). One registry per gateway instance, not a
+//! process-wide singleton, so tests can run several gateways in one process.
+
+use crate::upstream::Pool;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_members: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub access_log_dropped: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("portico_requests_total", "Requests served, by route, method and status."),
+            &["route", "method", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portico_request_duration_seconds",
+                "Time from request head to the end of the response, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portico_upstream_duration_seconds",
+                "Time from choosing a member to the upstream's response header, by upstream.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        let upstream_members = IntGaugeVec::new(
+            Opts::new("portico_upstream_members", "Members per upstream and state."),
+            &["upstream", "state"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("portico_config_reloads_total", "Config reloads by result."),
+            &["result"],
+        )?;
+        let access_log_dropped = IntCounter::new(
+            "portico_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_members.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_members,
+            config_reloads,
+            access_log_dropped,
+        })
+    }
+
+    pub fn update_members(&self, pool: &Pool) {
+        let healthy = pool.healthy_count() as i64;
+        let total = pool.members.len() as i64;
+        self.upstream_members
+            .with_label_values(&[&pool.name, "healthy"])
+            .set(healthy);
+        self.upstream_members
+            .with_label_values(&[&pool.name, "unhealthy"])
+            .set(total - healthy);
+    }
+
+    /// Drops the series of pools that a reload removed.
+    pub fn forget_pool(&self, name: &str) {
+        for state in ["healthy", "unhealthy"] {
+            let _ = self.upstream_members.remove_label_values(&[name, state]);
+        }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The method as a metric label: only standard methods, so clients cannot mint series.
+pub fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}

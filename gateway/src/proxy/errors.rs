@@ -1,0 +1,160 @@
+//! Responses the gateway produces itself: always the JSON body of SPEC.md.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+use portico_plugins::Rejection;
+use std::fmt::Write;
+
+/// The SPEC.md error code for a status the gateway produces.
+pub fn code_for(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "route_not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        429 => "rate_limited",
+        431 => "headers_too_large",
+        502 => "bad_gateway",
+        503 => "upstream_unavailable",
+        504 => "gateway_timeout",
+        _ if status >= 500 => "internal_error",
+        _ => "bad_request",
+    }
+}
+
+pub fn default_message(status: u16) -> &'static str {
+    match status {
+        400 => "The request is malformed",
+        401 => "Authentication is required",
+        403 => "Access is forbidden",
+        404 => "No route matches this request",
+        405 => "The method is not allowed on this route",
+        408 => "The request took too long to arrive",
+        413 => "The request body is too large",
+        414 => "The request URI is too long",
+        429 => "Too many requests",
+        431 => "The request headers are too large",
+        502 => "The upstream server failed to answer",
+        503 => "No healthy upstream server is available",
+        504 => "The upstream server did not answer in time",
+        _ => "The gateway failed to handle the request",
+    }
+}
+
+/// `{"error":{"code":…,"message":…,"request_id":…}}`
+pub fn body(code: &str, message: &str, request_id: &str) -> Bytes {
+    let mut out = String::with_capacity(96 + message.len());
+    out.push_str("{\"error\":{\"code\":");
+    json_string(&mut out, code);
+    out.push_str(",\"message\":");
+    json_string(&mut out, message);
+    out.push_str(",\"request_id\":");
+    json_string(&mut out, request_id);
+    out.push_str("}}");
+    Bytes::from(out)
+}
+
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Writes a gateway-produced response. Keep-alive is turned off when the request body may
+/// not have been read, so a large unread body is not drained.
+pub async fn respond(
+    session: &mut Session,
+    rejection: &Rejection,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let body = body(rejection.code, &rejection.message, request_id);
+    let mut header = ResponseHeader::build(rejection.status, Some(6))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if !request_id.is_empty() {
+        header.insert_header("x-request-id", request_id)?;
+    }
+    for (name, value) in &rejection.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    let body_pending = session.is_body_empty() || session.is_body_done();
+    if !body_pending {
+        session.set_keepalive(None);
+    }
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+/// Maps a proxying error to the status the client gets (0: the client is gone, send nothing).
+pub fn status_for(error: &Error) -> u16 {
+    use ErrorType::*;
+    match &error.etype {
+        HTTPStatus(code) => *code,
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            if error.esource == pingora::ErrorSource::Downstream {
+                if matches!(error.etype, ReadTimedout) {
+                    408
+                } else {
+                    0
+                }
+            } else {
+                504
+            }
+        }
+        _ => match error.esource {
+            pingora::ErrorSource::Upstream => 502,
+            pingora::ErrorSource::Downstream => match error.etype {
+                InvalidHTTPHeader | H1Error | H2Error | InvalidH2 => 400,
+                _ => 0,
+            },
+            pingora::ErrorSource::Internal | pingora::ErrorSource::Unset => 502,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_json() {
+        let b = body("rate_limited", "Too many \"requests\"\n", "abc");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["code"], "rate_limited");
+        assert_eq!(v["error"]["message"], "Too many \"requests\"\n");
+        assert_eq!(v["error"]["request_id"], "abc");
+    }
+
+    #[test]
+    fn statuses() {
+        let e = Error::new(ErrorType::ConnectRefused).into_up();
+        assert_eq!(status_for(&e), 502);
+        let e = Error::new(ErrorType::ReadTimedout).into_up();
+        assert_eq!(status_for(&e), 504);
+        let e = Error::new(ErrorType::HTTPStatus(413));
+        assert_eq!(status_for(&e), 413);
+        assert_eq!(code_for(503), "upstream_unavailable");
+    }
+}

@@ -1,0 +1,86 @@
+//! Identity headers (SPEC.md) reach an upstream only from a verified identity: every copy a
+//! client sent is removed before anything else runs, whatever its case, with `_` for `-`,
+//! repeated, or named in `Connection:`.
+
+use pingora::http::RequestHeader;
+
+pub const X_USER_ID: &str = "x-user-id";
+pub const X_USER_ROLES: &str = "x-user-roles";
+pub const X_AUTH_METHOD: &str = "x-auth-method";
+
+const IDENTITY_HEADERS: [&str; 3] = [X_USER_ID, X_USER_ROLES, X_AUTH_METHOD];
+
+/// `name` equals an identity header, ignoring case and reading `_` as `-`.
+pub fn is_identity_header(name: &[u8]) -> bool {
+    IDENTITY_HEADERS.iter().any(|h| {
+        h.len() == name.len()
+            && h.bytes().zip(name).all(|(a, &b)| {
+                let b = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+                a == b
+            })
+    })
+}
+
+/// Removes spoofed identity headers. Allocates only when there is something to remove.
+pub fn strip(req: &mut RequestHeader) {
+    let mut doomed: Vec<http::HeaderName> = Vec::new();
+    for name in req.headers.keys() {
+        if is_identity_header(name.as_str().as_bytes()) {
+            doomed.push(name.clone());
+        }
+    }
+    // Identity headers nominated as hop-by-hop: drop the nomination too, so nothing later
+    // treats the name specially.
+    let connection_names_identity = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| is_identity_header(t.trim_ascii())));
+    for name in doomed {
+        req.remove_header(&name);
+    }
+    if connection_names_identity {
+        let kept: Vec<String> = req
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty() && !is_identity_header(t))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
+        req.remove_header(&http::header::CONNECTION);
+        if !kept.is_empty() {
+            let _ = req.insert_header(http::header::CONNECTION, kept.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_match() {
+        assert!(is_identity_header(b"X-User-Id"));
+        assert!(is_identity_header(b"x_user_id"));
+        assert!(is_identity_header(b"X-AUTH-METHOD"));
+        assert!(!is_identity_header(b"x-user-ids"));
+        assert!(!is_identity_header(b"x-request-id"));
+    }
+
+    #[test]
+    fn strips_all_copies_and_nominations() {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        r.append_header("X-User-Id", "evil").unwrap();
+        r.append_header("x-user-id", "evil2").unwrap();
+        r.append_header("X_User_Roles", "admin").unwrap();
+        r.append_header("Connection", "keep-alive, X-User-Id").unwrap();
+        r.append_header("X-Other", "kept").unwrap();
+        strip(&mut r);
+        assert!(r.headers.get("x-user-id").is_none());
+        assert!(r.headers.get("x_user_roles").is_none());
+        assert_eq!(r.headers.get("connection").unwrap(), "keep-alive");
+        assert_eq!(r.headers.get("x-other").unwrap(), "kept");
+    }
+}

@@ -1,0 +1,58 @@
+//! `X-Request-Id`: a client's valid id is kept; otherwise one is generated.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub const HEADER: &str = "x-request-id";
+const MAX_LEN: usize = 128;
+
+/// Accepts ids made of URL-safe characters, up to 128 of them.
+pub fn is_valid(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'+' | b'/' | b'='))
+}
+
+/// 32 hex digits: a per-process random prefix and a counter, unique across replicas without
+/// coordination.
+pub fn generate() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        crate::upstream::stable_hash(&(t, std::process::id()))
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut out = String::with_capacity(32);
+    push_hex(&mut out, prefix);
+    push_hex(&mut out, n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    out
+}
+
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..16).rev() {
+        out.push(DIGITS[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_valid() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(is_valid(a.as_bytes()));
+        assert!(!is_valid(b"has space"));
+        assert!(!is_valid(&[b'a'; 129]));
+    }
+}

@@ -1,0 +1,158 @@
+//! Assembles the Pingora server: proxy services per listener group, the admin service, and
+//! the background control tasks (health checks, config watch, SIGHUP).
+
+use crate::access_log::AccessLog;
+use crate::admin::AdminApp;
+use crate::config::{load_file, ConfigErrors};
+use crate::metrics::Metrics;
+use crate::proxy::{EdgeApp, Gateway};
+use crate::reload::Reloader;
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::upstream::run_health_checks;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error("listener {address}: {message}")]
+    Listener { address: String, message: String },
+}
+
+/// Loads and compiles the file exactly as `run` does, without starting anything.
+pub fn check(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+    let loaded = load_file(path)?;
+    Snapshot::compile(&loaded, 1, None)
+}
+
+struct Control {
+    store: SnapshotStore,
+    metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    watch: bool,
+}
+
+#[async_trait]
+impl BackgroundService for Control {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = vec![
+            tokio::spawn(run_health_checks(self.store.clone(), self.metrics.clone())),
+            tokio::spawn(self.reloader.clone().on_sighup()),
+        ];
+        if self.watch {
+            tasks.push(tokio::spawn(self.reloader.clone().watch()));
+        }
+        let _ = shutdown.changed().await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
+    let snapshot = check(&path)?;
+    let config = snapshot.config.clone();
+    let metrics = Arc::new(Metrics::new()?);
+    for pool in snapshot.pools.values() {
+        metrics.update_members(pool);
+    }
+    let store: SnapshotStore = Arc::new(ArcSwap::from_pointee(snapshot));
+    let access_log = if config.access_log.enabled {
+        Some(AccessLog::open(config.access_log.path.as_deref(), metrics.access_log_dropped.clone()).map_err(StartError::AccessLog)?)
+    } else {
+        None
+    };
+
+    let s = &config.server;
+    let mut conf = ServerConf {
+        threads: s.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        grace_period_seconds: Some(s.grace_period.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.get().as_secs().max(1)),
+        upgrade_sock: s.upgrade_sock.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        ..ServerConf::default()
+    };
+    conf.max_retries = 16;
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let server_conf = server.configuration.clone();
+
+    // One proxy service per h2c setting: Pingora's server options are per service.
+    for h2c in [false, true] {
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| &l.value)
+            .filter(|l| l.h2c == h2c)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
+        let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway);
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = h2c;
+        options.h2_idle_timeout = Some(config.limits.keepalive_timeout.get());
+        proxy.server_options = Some(options);
+        let app = EdgeApp::new(proxy, store.clone(), h2c);
+        let name = if h2c { "portico-proxy-h2c" } else { "portico-proxy" };
+        let mut service = Service::new(name.to_string(), app);
+        for l in listeners {
+            let address = l.address.value.clone();
+            match &l.tls {
+                Some(tls) => {
+                    let settings = crate::tls::settings(tls).map_err(|message| StartError::Listener {
+                        address: address.clone(),
+                        message,
+                    })?;
+                    service.add_tls_with_settings(&address, None, settings);
+                }
+                None => service.add_tcp(&address),
+            }
+            tracing::info!(address = %address, tls = l.tls.is_some(), h2c, "listening");
+        }
+        server.add_service(service);
+    }
+
+    let reloader = Arc::new(Reloader::new(path, store.clone(), metrics.clone()));
+    if !config.admin.address.is_empty() {
+        let mut admin = Service::new(
+            "portico-admin".to_string(),
+            AdminApp::new(reloader.clone(), metrics.clone()),
+        );
+        admin.add_tcp(&config.admin.address);
+        admin.threads = Some(1);
+        server.add_service(admin);
+        tracing::info!(address = %config.admin.address, "admin listening");
+    }
+    let control = background_service(
+        "portico-control",
+        Control {
+            store,
+            metrics,
+            reloader,
+            watch: config.server.watch_config,
+        },
+    );
+    server.add_service(control);
+    server.run_forever();
+}

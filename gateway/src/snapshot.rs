@@ -1,0 +1,377 @@
+//! A config compiled into what the request path reads: the router, the pools, each route's
+//! plugin pipeline, and the edge settings. Immutable once built; a reload compiles a new one
+//! beside the live one and swaps it in (`ArcSwap`), so requests in flight finish on the
+//! snapshot they started with.
+
+use crate::config::{Config, ConfigError, ConfigErrors, Diagnostics, Loaded, RouteConfig};
+use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
+use crate::upstream::{Pool, PoolError};
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use portico_plugins::Pipeline;
+use regex::Regex;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub type SnapshotStore = Arc<ArcSwap<Snapshot>>;
+
+/// A compiled route.
+pub struct Route {
+    pub name: Arc<str>,
+    pub pool: Arc<Pool>,
+    /// The prefix to remove from the upstream path (`strip_prefix: true`).
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<(Regex, String)>,
+    pub pipeline: Pipeline,
+}
+
+/// Limits and trust settings of the edge, read per connection and per request.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+    pub request_header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: Option<u32>,
+}
+
+impl Edge {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+pub struct Snapshot {
+    pub version: u64,
+    pub loaded_at: SystemTime,
+    pub file: Arc<str>,
+    pub source: Arc<str>,
+    pub config: Arc<Config>,
+    pub router: Router<Route>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub edge: Edge,
+    pub admin_token: Option<Arc<str>>,
+}
+
+impl Snapshot {
+    /// Validates and compiles a parsed config. Pools whose definition did not change are
+    /// taken from `previous`, keeping their health state (and, through Pingora's shared
+    /// connection pool, their idle connections).
+    pub fn compile(
+        loaded: &Loaded,
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let config = &loaded.config;
+        let mut diag = Diagnostics::new(loaded.file.clone());
+
+        check_listeners(config, &mut diag);
+        let trusted_proxies = compile_trusted(config, &mut diag);
+        let admin_token = compile_admin(config, &mut diag);
+        let pools = compile_pools(config, previous, &mut diag);
+        let entries = compile_routes(config, &pools, &mut diag);
+
+        let router = if diag.is_empty() {
+            match Router::build(entries) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    diag.top(e.0);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        diag.finish()?;
+        let Some(router) = router else {
+            return Err(ConfigErrors(vec![ConfigError {
+                file: loaded.file.clone(),
+                line: 1,
+                column: 1,
+                message: "the routes could not be compiled".into(),
+            }]));
+        };
+        let l = &config.limits;
+        Ok(Snapshot {
+            version,
+            loaded_at: SystemTime::now(),
+            file: loaded.file.clone(),
+            source: loaded.source.clone(),
+            config: Arc::new(config.clone()),
+            router,
+            pools,
+            edge: Edge {
+                trusted_proxies,
+                max_header_bytes: l.max_header_bytes.as_usize(),
+                max_headers: l.max_headers,
+                max_uri_bytes: l.max_uri_bytes.as_usize(),
+                max_body_bytes: l.max_body_bytes.get(),
+                request_header_timeout: l.request_header_timeout.get(),
+                keepalive_timeout: l.keepalive_timeout.get(),
+                keepalive_requests: l.keepalive_requests,
+            },
+            admin_token,
+        })
+    }
+}
+
+fn check_listeners(config: &Config, diag: &mut Diagnostics) {
+    if config.listeners.is_empty() {
+        diag.top("`listeners` needs at least one entry");
+    }
+    let mut seen = HashSet::new();
+    for l in &config.listeners {
+        match l.value.address.value.parse::<SocketAddr>() {
+            Ok(a) => {
+                if !seen.insert(a) {
+                    diag.at_span(&l.value.address, format!("address `{a}` is used by another listener"));
+                }
+            }
+            Err(_) => diag.at_span(
+                &l.value.address,
+                format!("`{}` is not an IP:PORT address", l.value.address.value),
+            ),
+        }
+        if let Some(tls) = &l.value.tls {
+            if tls.certificates.is_empty() {
+                diag.at_span(l, "tls needs at least one certificate");
+            }
+            for c in &tls.certificates {
+                if let Err(e) = crate::tls::load_certified_key(&c.value.cert, &c.value.key) {
+                    diag.at_span(c, e);
+                }
+            }
+        }
+    }
+}
+
+fn compile_trusted(config: &Config, diag: &mut Diagnostics) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    for t in &config.trusted_proxies {
+        let text = t.value.trim();
+        let net = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => out.push(n),
+            Err(_) => diag.at_span(t, format!("`{text}` is not a CIDR or IP address")),
+        }
+    }
+    out
+}
+
+fn compile_admin(config: &Config, diag: &mut Diagnostics) -> Option<Arc<str>> {
+    let admin = &config.admin;
+    if !admin.address.is_empty() && admin.address.parse::<SocketAddr>().is_err() {
+        diag.top(format!("admin.address `{}` is not an IP:PORT address", admin.address));
+    }
+    let name = admin.token_env.as_ref()?;
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v.into()),
+        _ => {
+            diag.top(format!(
+                "admin.token_env names `{name}`, which is not set in the environment"
+            ));
+            None
+        }
+    }
+}
+
+fn compile_pools(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    diag: &mut Diagnostics,
+) -> HashMap<String, Arc<Pool>> {
+    let mut pools = HashMap::new();
+    for (name, up) in &config.upstreams {
+        if let Some(prev) = previous.and_then(|p| p.pools.get(name)) {
+            if prev.fingerprint == Pool::fingerprint_of(&up.value) {
+                pools.insert(name.clone(), prev.clone());
+                continue;
+            }
+        }
+        if up.value.members.is_empty() {
+            diag.at_span(up, format!("upstream `{name}` has no members"));
+            continue;
+        }
+        match Pool::build(name, &up.value) {
+            Ok(p) => {
+                pools.insert(name.clone(), Arc::new(p));
+            }
+            Err(errors) => {
+                for e in errors {
+                    match &e {
+                        PoolError::Member { index, .. } => {
+                            diag.at_span(&up.value.members[*index], format!("upstream `{name}`: {e}"))
+                        }
+                        PoolError::HashKey(_) => match &up.value.hash_key {
+                            Some(k) => diag.at_span(k, format!("upstream `{name}`: {e}")),
+                            None => diag.at_span(up, format!("upstream `{name}`: {e}")),
+                        },
+                        PoolError::Other(_) => diag.at_span(up, format!("upstream `{name}`: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    pools
+}
+
+fn compile_routes(
+    config: &Config,
+    pools: &HashMap<String, Arc<Pool>>,
+    diag: &mut Diagnostics,
+) -> Vec<RouteEntry<Route>> {
+    let mut names = HashSet::new();
+    let mut entries = Vec::new();
+    for spanned in &config.routes {
+        let r: &RouteConfig = &spanned.value;
+        let name = r.name.value.trim();
+        if name.is_empty() {
+            diag.at_span(&r.name, "a route name cannot be empty");
+        } else if !names.insert(name.to_string()) {
+            diag.at_span(&r.name, format!("route name `{name}` is used twice"));
+        }
+        let before = diag.len();
+        let path = compile_path(spanned, diag);
+        let methods = compile_methods(r, diag);
+        let hosts = compile_hosts(r, diag);
+        let pool = match pools.get(&r.upstream.value) {
+            Some(p) => Some(p.clone()),
+            None => {
+                if !config.upstreams.contains_key(&r.upstream.value) {
+                    diag.at_span(
+                        &r.upstream,
+                        format!("route `{name}` names unknown upstream `{}`", r.upstream.value),
+                    );
+                }
+                None
+            }
+        };
+        let strip_prefix = match (&path, r.strip_prefix) {
+            (Some(PathMatch::Prefix(p)), true) => Some(p.trim_end_matches('/').to_string()),
+            (_, true) => {
+                diag.at_span(spanned, format!("route `{name}`: strip_prefix needs a `prefix` match"));
+                None
+            }
+            _ => None,
+        };
+        let rewrite = r.rewrite.as_ref().and_then(|rw| match Regex::new(&rw.regex.value) {
+            Ok(re) => Some((re, rw.replacement.clone())),
+            Err(e) => {
+                diag.at_span(&rw.regex, format!("route `{name}`: invalid rewrite regex: {}", first_line(&e.to_string())));
+                None
+            }
+        });
+        let mut plugins = Vec::new();
+        for p in &r.plugins {
+            match p.value.build() {
+                Ok(built) => plugins.push(built),
+                Err(e) => diag.at_span(p, format!("route `{name}`: {e}")),
+            }
+        }
+        if diag.len() != before {
+            continue;
+        }
+        let (Some(path), Some(pool)) = (path, pool) else {
+            continue;
+        };
+        entries.push(RouteEntry {
+            hosts,
+            methods,
+            path,
+            route: Arc::new(Route {
+                name: name.into(),
+                pool,
+                strip_prefix,
+                rewrite,
+                pipeline: Pipeline::new(plugins),
+            }),
+        });
+    }
+    entries
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().last().unwrap_or(s).trim().to_string()
+}
+
+fn compile_path(route: &serde_saphyr::Spanned<RouteConfig>, diag: &mut Diagnostics) -> Option<PathMatch> {
+    let m = &route.value.matcher;
+    let given = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        diag.at_span(
+            route,
+            format!(
+                "route `{}`: `match` needs exactly one of `exact`, `prefix` or `regex`",
+                route.value.name.value
+            ),
+        );
+        return None;
+    }
+    if let Some(p) = &m.exact {
+        if !p.value.starts_with('/') {
+            diag.at_span(p, "a path must start with `/`");
+            return None;
+        }
+        return Some(PathMatch::Exact(p.value.clone()));
+    }
+    if let Some(p) = &m.prefix {
+        if !p.value.starts_with('/') {
+            diag.at_span(p, "a path prefix must start with `/`");
+            return None;
+        }
+        return Some(PathMatch::Prefix(p.value.clone()));
+    }
+    let r = m.regex.as_ref()?;
+    match Regex::new(&r.value) {
+        Ok(_) => Some(PathMatch::Regex(r.value.clone())),
+        Err(e) => {
+            diag.at_span(r, format!("invalid regex: {}", first_line(&e.to_string())));
+            None
+        }
+    }
+}
+
+fn compile_methods(r: &RouteConfig, diag: &mut Diagnostics) -> MethodSet {
+    let mut methods = Vec::new();
+    for m in &r.matcher.methods {
+        let upper = m.value.trim().to_ascii_uppercase();
+        match http::Method::from_bytes(upper.as_bytes()) {
+            Ok(method) if !upper.is_empty() => methods.push(method),
+            _ => diag.at_span(m, format!("`{}` is not an HTTP method", m.value)),
+        }
+    }
+    MethodSet::new(methods)
+}
+
+fn compile_hosts(r: &RouteConfig, diag: &mut Diagnostics) -> Vec<String> {
+    let mut hosts = Vec::new();
+    for h in &r.matcher.hosts {
+        let host = h.value.trim().to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        let valid = !bare.is_empty()
+            && !bare.contains('*')
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if valid {
+            hosts.push(host);
+        } else {
+            diag.at_span(
+                h,
+                format!("`{}` is not a host name (use `example.com` or `*.example.com`, no port)", h.value),
+            );
+        }
+    }
+    hosts
+}
+

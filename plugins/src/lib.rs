@@ -1,0 +1,42 @@
+//! Portico's plugin API and its built-in plugins.
+//!
+//! A plugin is a small piece of request-path logic with typed configuration. The gateway
+//! compiles each route's plugin list once per config snapshot into a [`Pipeline`], which
+//! calls each plugin's hooks in Pingora's phase order.
+
+mod api;
+pub mod headers;
+mod pipeline;
+pub mod template;
+
+pub use api::{Flow, Identity, Phases, Plugin, PluginError, Rejection, RequestContext};
+pub use pipeline::Pipeline;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// One entry of a route's `plugins:` list: the plugin's name as the key, its typed config
+/// as the value.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PluginConfig {
+    /// Set, add and remove request and response headers.
+    Headers(headers::HeadersConfig),
+}
+
+impl PluginConfig {
+    /// The name the plugin is configured under.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PluginConfig::Headers(_) => headers::NAME,
+        }
+    }
+
+    /// Validates the config and builds the ready-to-run plugin.
+    pub fn build(&self) -> Result<Arc<dyn Plugin>, PluginError> {
+        match self {
+            PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c)?)),
+        }
+    }
+}
