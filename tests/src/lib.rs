@@ -1,1 +1,179 @@
-//! Test support lives in tests/tests/support.
+//! The witness upstream: an HTTP/1.1 server that answers every request with a JSON echo of
+//! what it received (method, path, headers, body size) and records it, so tests can assert
+//! exactly what crossed the gateway. `portico-demo-upstream` serves it for the demo config.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// What the witness saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+}
+
+impl Seen {
+    /// All values of a header, case-insensitively.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    name: String,
+    seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+    /// When set, `/health` answers 503.
+    unhealthy: std::sync::atomic::AtomicBool,
+}
+
+/// A running witness server.
+#[derive(Clone)]
+pub struct Witness {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Witness {
+    /// Starts on a free loopback port.
+    pub async fn start(name: &str) -> std::io::Result<Witness> {
+        Self::start_on("127.0.0.1:0".parse().expect("literal address"), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> std::io::Result<Witness> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            name: name.to_string(),
+            ..State::default()
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.connections.fetch_add(1, Ordering::Relaxed);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Ok(Witness {
+            addr,
+            state,
+            task: Arc::new(task),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn set_unhealthy(&self, unhealthy: bool) {
+        self.state.unhealthy.store(unhealthy, Ordering::Relaxed);
+    }
+
+    /// Stops accepting connections (existing ones end with their requests).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = req.into_body().collect().await?.to_bytes();
+    // `?sleep=MS` delays the answer, to test timeouts and draining.
+    if let Some(ms) = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sleep="))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let seen = Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers: headers.clone(),
+        body_len: body.len(),
+    };
+    if path == "/health" {
+        let status = if state.unhealthy.load(Ordering::Relaxed) { 503 } else { 200 };
+        return Ok(Response::builder()
+            .status(status)
+            .body(Full::new(Bytes::from_static(b"ok")))
+            .unwrap_or_default());
+    }
+    if let Ok(mut s) = state.seen.lock() {
+        s.push(seen);
+    }
+    let header_map: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+        .collect();
+    let echo = json!({
+        "upstream": state.name,
+        "method": method,
+        "path": path,
+        "headers": header_map,
+        "body_bytes": body.len(),
+    });
+    let body = serde_json::to_vec(&echo).unwrap_or_default();
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .header("x-upstream", state.name.as_str())
+        .header("server", "witness")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default())
+}

@@ -78,12 +78,14 @@ pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Writes a gateway-produced response. Keep-alive is turned off when the request body may
-/// not have been read, so a large unread body is not drained.
+/// Writes a gateway-produced response. Keep-alive is turned off (and the client told so) when
+/// `close` is set or the request body may not have been read, so a large unread body is not
+/// drained.
 pub async fn respond(
     session: &mut Session,
     rejection: &Rejection,
     request_id: &str,
+    close: bool,
 ) -> pingora::Result<()> {
     let body = body(rejection.code, &rejection.message, request_id);
     let mut header = ResponseHeader::build(rejection.status, Some(6))?;
@@ -96,8 +98,7 @@ pub async fn respond(
     for (name, value) in &rejection.headers {
         header.append_header(name.clone(), value.clone())?;
     }
-    let body_pending = session.is_body_empty() || session.is_body_done();
-    if !body_pending {
+    if close || !(session.is_body_empty() || session.is_body_done()) {
         session.set_keepalive(None);
     }
     session

@@ -105,7 +105,7 @@ fn head_size(req: &RequestHeader) -> (usize, usize) {
 }
 
 async fn reject(session: &mut Session, ctx: &RequestState, r: &Rejection) -> Result<bool> {
-    errors::respond(session, r, &ctx.plugin.request_id).await?;
+    errors::respond(session, r, &ctx.plugin.request_id, false).await?;
     Ok(true)
 }
 
@@ -377,7 +377,8 @@ impl ProxyHttp for Gateway {
         }
         let message: Cow<'static, str> = Cow::Borrowed(errors::default_message(status));
         let r = ctx.reject(status, message);
-        if let Err(write_err) = errors::respond(session, &r, &ctx.plugin.request_id).await {
+        // After a proxying failure Pingora does not reuse the client connection, so say so.
+        if let Err(write_err) = errors::respond(session, &r, &ctx.plugin.request_id, true).await {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
         FailToProxy {

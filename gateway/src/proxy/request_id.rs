@@ -30,7 +30,7 @@ pub fn generate() -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut out = String::with_capacity(32);
     push_hex(&mut out, prefix);
-    push_hex(&mut out, n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    push_hex(&mut out, (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     out
 }
 

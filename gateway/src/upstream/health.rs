@@ -144,7 +144,7 @@ async fn probe_member(pool: Arc<Pool>, index: usize, streak: Arc<AtomicU32>, met
     if count >= threshold && member.set_healthy(ok) {
         match &result {
             Ok(()) => tracing::info!(upstream = %pool.name, member = %member.address, "member is healthy again"),
-            Err(e) => tracing::warn!(upstream = %pool.name, member = %member.address, error = %e, "member failed its health check and left rotation"),
+            Err(e) => tracing::warn!(upstream = %pool.name, member = %member.address, error = %e.root_cause(), "member failed its health check and left rotation"),
         }
         metrics.update_members(&pool);
     }

@@ -1,0 +1,80 @@
+use crate::support::*;
+use std::process::Command;
+
+fn check(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(binary()).arg("check").arg("-c").arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "bad.yaml");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+const GOOD: &str = "listeners:\n  - address: 127.0.0.1:8080\nupstreams:\n  p:\n    members:\n      - address: 127.0.0.1:9000\nroutes:\n  - name: r\n    match: { prefix: / }\n    upstream: p\n";
+
+#[test]
+fn check_reports_every_error_with_its_position() {
+    assert_eq!(check(GOOD), (0, "ok\n".to_string()));
+    let cases: &[(&str, &str)] = &[
+        // Syntax.
+        ("listeners:\n  - address: 127.0.0.1:80\n   bad: indent\n", "bad.yaml:3:4: while parsing a block collection"),
+        // A wrong type.
+        ("listeners:\n  - address: [\n", "bad.yaml:2:14: expected string scalar"),
+        // Unknown field, at the field.
+        ("listeners:\n  - address: 127.0.0.1:8080\n    colour: blue\n", "bad.yaml:3:5: unknown field `colour`"),
+        // Wrong unit.
+        (&GOOD.replace("routes:", "limits:\n  max_body_bytes: 3 parsecs\nroutes:"), "bad.yaml:8:19:"),
+        // Unknown upstream: at the route's `upstream:` value.
+        (&GOOD.replace("upstream: p", "upstream: q"), "bad.yaml:10:15: route `r` names unknown upstream `q`"),
+        // A bad listener address.
+        (&GOOD.replace("127.0.0.1:8080", "nowhere"), "bad.yaml:2:14: `nowhere` is not an IP:PORT address"),
+        // A bad regex.
+        (&GOOD.replace("{ prefix: / }", "{ regex: \"(\" }"), "bad.yaml:9:21: invalid regex"),
+        // A bad member weight.
+        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:6:9: upstream `p`: member `127.0.0.1:9000`: weight 5000 is outside 1–1000"),
+        // A plugin template naming an unset env variable.
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:9: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
+    ];
+    for (yaml, want) in cases {
+        let (code, out) = check(yaml);
+        assert_eq!(code, 1, "{yaml}\n{out}");
+        assert!(out.lines().any(|l| l.starts_with(want)), "want `{want}`, got:\n{out}");
+    }
+    // Several semantic errors are all reported, in file order.
+    let two = GOOD.replace("upstream: p", "upstream: q").replace("127.0.0.1:8080", "nowhere");
+    let (code, out) = check(&two);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().next().unwrap().starts_with("bad.yaml:2:"), "{out}");
+}
+
+#[test]
+fn schema_is_json_schema() {
+    let out = Command::new(binary()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["properties"]["routes"].is_object(), "{v}");
+    assert!(v["properties"]["listeners"].is_object(), "{v}");
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(binary())
+                .arg("check")
+                .arg("-c")
+                .arg(&path)
+                .env("PORTICO_ADMIN_TOKEN", "x")
+                .env("PAYMENTS_API_KEY", "x")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stdout));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

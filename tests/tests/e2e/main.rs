@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `portico` binary, real upstreams, real sockets.
+
+mod support;
+
+mod admin;
+mod balancing;
+mod check;
+mod health;
+mod lifecycle;
+mod limits;
+mod reload;
+mod routing;
+mod tls;

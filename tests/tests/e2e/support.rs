@@ -1,0 +1,251 @@
+//! Runs the real `portico` binary on free ports with a config written for the test.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use portico_e2e::Witness;
+
+/// A free loopback port (bound and released; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("PORTICO_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/portico");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build -p portico`; `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub extra_ports: Vec<u16>,
+}
+
+/// Config text with `{port}`, `{admin}` and `{portN}` (extra free ports) filled in.
+pub struct GatewayBuilder {
+    yaml: String,
+    env: Vec<(String, String)>,
+    extra_ports: usize,
+}
+
+impl GatewayBuilder {
+    pub fn new(yaml: &str) -> Self {
+        GatewayBuilder {
+            yaml: yaml.to_string(),
+            env: Vec::new(),
+            extra_ports: 0,
+        }
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn extra_ports(mut self, n: usize) -> Self {
+        self.extra_ports = n;
+        self
+    }
+    pub async fn start(self) -> Gateway {
+        let port = free_port();
+        let admin_port = free_port();
+        let extra: Vec<u16> = (0..self.extra_ports).map(|_| free_port()).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut yaml = self
+            .yaml
+            .replace("{port}", &port.to_string())
+            .replace("{admin}", &admin_port.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        for (i, p) in extra.iter().enumerate() {
+            yaml = yaml.replace(&format!("{{port{i}}}"), &p.to_string());
+        }
+        if !yaml.contains("admin:") {
+            yaml.push_str(&format!("\nadmin:\n  address: 127.0.0.1:{admin_port}\n"));
+        }
+        if !yaml.contains("upgrade_sock") {
+            yaml.push_str(&format!(
+                "\nserver:\n  threads: 2\n  grace_period: 5s\n  shutdown_timeout: 1s\n  upgrade_sock: {}/upgrade.sock\n",
+                dir.path().display()
+            ));
+        }
+        let config_path = dir.path().join("portico.yaml");
+        std::fs::write(&config_path, &yaml).expect("write config");
+        // The gateway's own log goes to a file beside the config: read it when a test fails.
+        let log = std::fs::File::create(dir.path().join("portico.log")).expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .env("PORTICO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn portico");
+        let gw = Gateway {
+            child,
+            port,
+            admin_port,
+            dir,
+            config_path,
+            extra_ports: extra,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+}
+
+impl Gateway {
+    pub async fn start(yaml: &str) -> Gateway {
+        GatewayBuilder::new(yaml).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            let admin_ok = client
+                .get(self.admin("/health"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            let proxy_ok = tokio::net::TcpStream::connect(self.addr()).await.is_ok();
+            if admin_ok && proxy_ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("portico did not become ready on port {}", self.port);
+    }
+
+    /// Replaces the config file (atomically, as editors and config maps do).
+    pub fn write_config(&self, yaml: &str) {
+        let yaml = yaml
+            .replace("{port}", &self.port.to_string())
+            .replace("{admin}", &self.admin_port.to_string())
+            .replace("{dir}", &self.dir.path().display().to_string());
+        let tmp = self.dir.path().join("portico.yaml.tmp");
+        let mut f = std::fs::File::create(&tmp).expect("create");
+        f.write_all(yaml.as_bytes()).expect("write");
+        f.sync_all().ok();
+        std::fs::rename(&tmp, &self.config_path).expect("rename");
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A demo upstream in its own process, so a test can really kill it.
+pub struct UpstreamProcess {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl UpstreamProcess {
+    pub async fn start(name: &str, port: u16) -> UpstreamProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_portico-demo-upstream"))
+            .arg(format!("{name}=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo upstream");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return UpstreamProcess { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("demo upstream did not start on {port}");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UpstreamProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    resp.json().await.expect("a JSON body")
+}
+
+/// Asserts a gateway-produced error: status, SPEC.md code, and a request id.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(ct, "application/json");
+    let v = json(resp).await;
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+}
