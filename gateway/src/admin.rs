@@ -57,14 +57,24 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 
 /// Values of keys that usually hold secrets are replaced, in case one was written inline.
 fn redact(value: &mut Value) {
-    const SENSITIVE: [&str; 7] = ["authorization", "token", "secret", "password", "api-key", "apikey", "cookie"];
+    const SENSITIVE: [&str; 7] = [
+        "authorization",
+        "token",
+        "secret",
+        "password",
+        "api-key",
+        "apikey",
+        "cookie",
+    ];
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 let lower = k.to_ascii_lowercase().replace('_', "-");
                 let is_env_name = lower.ends_with("-env");
                 if !is_env_name && SENSITIVE.iter().any(|s| lower.contains(s)) && v.is_string() {
-                    let references_env = v.as_str().is_some_and(|s| s.trim().starts_with("${env:") && s.trim().ends_with('}'));
+                    let references_env = v
+                        .as_str()
+                        .is_some_and(|s| s.trim().starts_with("${env:") && s.trim().ends_with('}'));
                     if !references_env {
                         *v = Value::String("[redacted]".into());
                     }
@@ -150,7 +160,9 @@ impl ServeHttp for AdminApp {
                     .unwrap_or_default()
             }
             (Method::GET, "/config") => json_response(StatusCode::OK, &config_view(&snapshot)),
-            (Method::GET, "/upstreams") => json_response(StatusCode::OK, &upstreams_view(&snapshot)),
+            (Method::GET, "/upstreams") => {
+                json_response(StatusCode::OK, &upstreams_view(&snapshot))
+            }
             (Method::POST, "/reload") => {
                 let Some(token) = snapshot.admin_token.clone() else {
                     return error(
@@ -164,7 +176,11 @@ impl ServeHttp for AdminApp {
                     .and_then(|a| a.strip_prefix(b"Bearer "))
                     .unwrap_or_default();
                 if !constant_time_eq(presented, token.as_bytes()) {
-                    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required");
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a valid bearer token is required",
+                    );
                     r.headers_mut().insert(
                         http::header::WWW_AUTHENTICATE,
                         http::HeaderValue::from_static("Bearer realm=\"portico-admin\""),
@@ -189,10 +205,16 @@ impl ServeHttp for AdminApp {
                     }
                 }
             }
-            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
-                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
-            }
-            _ => error(StatusCode::NOT_FOUND, "route_not_found", "no such admin endpoint"),
+            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed",
+            ),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such admin endpoint",
+            ),
         }
     }
 }

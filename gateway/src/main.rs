@@ -1,23 +1,16 @@
 //! `portico`: a programmable API gateway built on Pingora.
 
-mod access_log;
-mod admin;
-mod config;
-mod metrics;
-mod proxy;
-mod reload;
-mod router;
-mod server;
-mod snapshot;
-mod tls;
-mod upstream;
-
 use clap::{Parser, Subcommand};
+use portico::{config, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portico", version, about = "A programmable API gateway built on Pingora")]
+#[command(
+    name = "portico",
+    version,
+    about = "A programmable API gateway built on Pingora"
+)]
 struct Cli {
     /// The config file (for `run` when no command is given).
     #[arg(short = 'c', long = "config", global = true)]
@@ -62,7 +55,10 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Schema) => {
             let schema = config::json_schema();
-            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Some(Command::Check) => {

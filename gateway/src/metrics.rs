@@ -3,7 +3,8 @@
 
 use crate::upstream::Pool;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,7 +25,10 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("portico_requests_total", "Requests served, by route, method and status."),
+            Opts::new(
+                "portico_requests_total",
+                "Requests served, by route, method and status.",
+            ),
             &["route", "method", "status"],
         )?;
         let request_duration = HistogramVec::new(
@@ -44,7 +48,10 @@ impl Metrics {
             &["upstream"],
         )?;
         let upstream_members = IntGaugeVec::new(
-            Opts::new("portico_upstream_members", "Members per upstream and state."),
+            Opts::new(
+                "portico_upstream_members",
+                "Members per upstream and state.",
+            ),
             &["upstream", "state"],
         )?;
         let config_reloads = IntCounterVec::new(

@@ -90,14 +90,24 @@ impl Reloader {
             self.metrics.update_members(pool);
         }
         self.store.store(Arc::new(next));
-        self.metrics.config_reloads.with_label_values(&["success"]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&["success"])
+            .inc();
         let elapsed = started.elapsed();
-        tracing::info!(version, elapsed_ms = elapsed.as_millis() as u64, "config reloaded");
+        tracing::info!(
+            version,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "config reloaded"
+        );
         Ok(ReloadOutcome::Applied { version, elapsed })
     }
 
     fn failed(&self, e: ConfigErrors) -> ConfigErrors {
-        self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&["failure"])
+            .inc();
         for err in &e.0 {
             tracing::error!(error = %err, "config reload rejected; the running config keeps serving");
         }
@@ -135,8 +145,7 @@ impl Reloader {
     }
 
     pub async fn on_sighup(self: Arc<Self>) {
-        let Ok(mut hup) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         else {
             tracing::error!("cannot install the SIGHUP handler");
             return;

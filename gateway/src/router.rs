@@ -186,7 +186,10 @@ impl<R> Router<R> {
                 rest = &rest[dot + 1..];
             }
         }
-        if let Some(r) = self.any_host.find(method, path, &mut saw_path, &mut allowed) {
+        if let Some(r) = self
+            .any_host
+            .find(method, path, &mut saw_path, &mut allowed)
+        {
             return Match::Found(r);
         }
         if saw_path {
@@ -270,7 +273,12 @@ impl<R> PathTable<R> {
 mod tests {
     use super::*;
 
-    fn entry(name: &'static str, hosts: &[&str], methods: &[Method], path: PathMatch) -> RouteEntry<&'static str> {
+    fn entry(
+        name: &'static str,
+        hosts: &[&str],
+        methods: &[Method],
+        path: PathMatch,
+    ) -> RouteEntry<&'static str> {
         RouteEntry {
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             methods: MethodSet::new(methods.to_vec()),
@@ -281,14 +289,39 @@ mod tests {
 
     fn router() -> Router<&'static str> {
         Router::build(vec![
-            entry("regex-users", &[], &[], PathMatch::Regex("/api/users/[0-9]+".into())),
+            entry(
+                "regex-users",
+                &[],
+                &[],
+                PathMatch::Regex("/api/users/[0-9]+".into()),
+            ),
             entry("api", &[], &[], PathMatch::Prefix("/api".into())),
             entry("api-v1", &[], &[], PathMatch::Prefix("/api/v1/".into())),
-            entry("health", &[], &[Method::GET], PathMatch::Exact("/api/health".into())),
+            entry(
+                "health",
+                &[],
+                &[Method::GET],
+                PathMatch::Exact("/api/health".into()),
+            ),
             entry("root", &[], &[], PathMatch::Prefix("/".into())),
-            entry("host", &["example.com"], &[], PathMatch::Prefix("/api".into())),
-            entry("wild", &["*.example.com"], &[], PathMatch::Prefix("/".into())),
-            entry("post-only", &[], &[Method::POST], PathMatch::Exact("/submit".into())),
+            entry(
+                "host",
+                &["example.com"],
+                &[],
+                PathMatch::Prefix("/api".into()),
+            ),
+            entry(
+                "wild",
+                &["*.example.com"],
+                &[],
+                PathMatch::Prefix("/".into()),
+            ),
+            entry(
+                "post-only",
+                &[],
+                &[Method::POST],
+                PathMatch::Exact("/submit".into()),
+            ),
         ])
         .unwrap()
     }
@@ -320,7 +353,12 @@ mod tests {
     fn regex_and_405() {
         let r = Router::build(vec![
             entry("users", &[], &[], PathMatch::Regex("/users/[0-9]+".into())),
-            entry("post", &[], &[Method::POST, Method::PUT], PathMatch::Exact("/submit".into())),
+            entry(
+                "post",
+                &[],
+                &[Method::POST, Method::PUT],
+                PathMatch::Exact("/submit".into()),
+            ),
         ])
         .unwrap();
         assert_eq!(name(&r, "x", Method::GET, "/users/42"), "users");

@@ -11,6 +11,8 @@ use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::upstream::run_health_checks;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -60,6 +62,10 @@ impl BackgroundService for Control {
     }
 }
 
+/// Read buffer of a cleartext client connection: a request head fits; measured faster than
+/// both no buffer and Pingora's 64 KiB default on the load benchmark.
+const PLAIN_READ_BUFFER: usize = 4096;
+
 pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     let snapshot = check(&path)?;
     let config = snapshot.config.clone();
@@ -69,7 +75,13 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     }
     let store: SnapshotStore = Arc::new(ArcSwap::from_pointee(snapshot));
     let access_log = if config.access_log.enabled {
-        Some(AccessLog::open(config.access_log.path.as_deref(), metrics.access_log_dropped.clone()).map_err(StartError::AccessLog)?)
+        Some(
+            AccessLog::open(
+                config.access_log.path.as_deref(),
+                metrics.access_log_dropped.clone(),
+            )
+            .map_err(StartError::AccessLog)?,
+        )
     } else {
         None
     };
@@ -114,20 +126,32 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         options.h2_idle_timeout = Some(config.limits.keepalive_timeout.get());
         proxy.server_options = Some(options);
         let app = EdgeApp::new(proxy, store.clone(), h2c);
-        let name = if h2c { "portico-proxy-h2c" } else { "portico-proxy" };
+        let name = if h2c {
+            "portico-proxy-h2c"
+        } else {
+            "portico-proxy"
+        };
         let mut service = Service::new(name.to_string(), app);
         for l in listeners {
             let address = l.address.value.clone();
+            let mut listener = ListenerConfig::tcp(address.clone());
             match &l.tls {
                 Some(tls) => {
-                    let settings = crate::tls::settings(tls).map_err(|message| StartError::Listener {
-                        address: address.clone(),
-                        message,
-                    })?;
-                    service.add_tls_with_settings(&address, None, settings);
+                    let settings =
+                        crate::tls::settings(tls).map_err(|message| StartError::Listener {
+                            address: address.clone(),
+                            message,
+                        })?;
+                    listener = listener.tls(settings);
                 }
-                None => service.add_tcp(&address),
+                None => {
+                    // Pingora gives every connection a 64 KiB read buffer, held while the
+                    // connection idles: 640 MiB for 10k keep-alive clients. Plain HTTP parses
+                    // from its own header buffer, so a small one costs no throughput.
+                    listener = listener.l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, 1460));
+                }
             }
+            service.add_listener(listener);
             tracing::info!(address = %address, tls = l.tls.is_some(), h2c, "listening");
         }
         server.add_service(service);

@@ -129,7 +129,10 @@ fn check_listeners(config: &Config, diag: &mut Diagnostics) {
         match l.value.address.value.parse::<SocketAddr>() {
             Ok(a) => {
                 if !seen.insert(a) {
-                    diag.at_span(&l.value.address, format!("address `{a}` is used by another listener"));
+                    diag.at_span(
+                        &l.value.address,
+                        format!("address `{a}` is used by another listener"),
+                    );
                 }
             }
             Err(_) => diag.at_span(
@@ -168,7 +171,10 @@ fn compile_trusted(config: &Config, diag: &mut Diagnostics) -> Vec<IpNet> {
 fn compile_admin(config: &Config, diag: &mut Diagnostics) -> Option<Arc<str>> {
     let admin = &config.admin;
     if !admin.address.is_empty() && admin.address.parse::<SocketAddr>().is_err() {
-        diag.top(format!("admin.address `{}` is not an IP:PORT address", admin.address));
+        diag.top(format!(
+            "admin.address `{}` is not an IP:PORT address",
+            admin.address
+        ));
     }
     let name = admin.token_env.as_ref()?;
     match std::env::var(name) {
@@ -206,9 +212,8 @@ fn compile_pools(
             Err(errors) => {
                 for e in errors {
                     match &e {
-                        PoolError::Member { index, .. } => {
-                            diag.at_span(&up.value.members[*index], format!("upstream `{name}`: {e}"))
-                        }
+                        PoolError::Member { index, .. } => diag
+                            .at_span(&up.value.members[*index], format!("upstream `{name}`: {e}")),
                         PoolError::HashKey(_) => match &up.value.hash_key {
                             Some(k) => diag.at_span(k, format!("upstream `{name}`: {e}")),
                             None => diag.at_span(up, format!("upstream `{name}`: {e}")),
@@ -247,7 +252,10 @@ fn compile_routes(
                 if !config.upstreams.contains_key(&r.upstream.value) {
                     diag.at_span(
                         &r.upstream,
-                        format!("route `{name}` names unknown upstream `{}`", r.upstream.value),
+                        format!(
+                            "route `{name}` names unknown upstream `{}`",
+                            r.upstream.value
+                        ),
                     );
                 }
                 None
@@ -256,18 +264,30 @@ fn compile_routes(
         let strip_prefix = match (&path, r.strip_prefix) {
             (Some(PathMatch::Prefix(p)), true) => Some(p.trim_end_matches('/').to_string()),
             (_, true) => {
-                diag.at_span(spanned, format!("route `{name}`: strip_prefix needs a `prefix` match"));
+                diag.at_span(
+                    spanned,
+                    format!("route `{name}`: strip_prefix needs a `prefix` match"),
+                );
                 None
             }
             _ => None,
         };
-        let rewrite = r.rewrite.as_ref().and_then(|rw| match Regex::new(&rw.regex.value) {
-            Ok(re) => Some((re, rw.replacement.clone())),
-            Err(e) => {
-                diag.at_span(&rw.regex, format!("route `{name}`: invalid rewrite regex: {}", first_line(&e.to_string())));
-                None
-            }
-        });
+        let rewrite = r
+            .rewrite
+            .as_ref()
+            .and_then(|rw| match Regex::new(&rw.regex.value) {
+                Ok(re) => Some((re, rw.replacement.clone())),
+                Err(e) => {
+                    diag.at_span(
+                        &rw.regex,
+                        format!(
+                            "route `{name}`: invalid rewrite regex: {}",
+                            first_line(&e.to_string())
+                        ),
+                    );
+                    None
+                }
+            });
         let mut plugins = Vec::new();
         for p in &r.plugins {
             match p.value.build() {
@@ -301,7 +321,10 @@ fn first_line(s: &str) -> String {
     s.lines().last().unwrap_or(s).trim().to_string()
 }
 
-fn compile_path(route: &serde_saphyr::Spanned<RouteConfig>, diag: &mut Diagnostics) -> Option<PathMatch> {
+fn compile_path(
+    route: &serde_saphyr::Spanned<RouteConfig>,
+    diag: &mut Diagnostics,
+) -> Option<PathMatch> {
     let m = &route.value.matcher;
     let given = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
         .iter()
@@ -368,10 +391,12 @@ fn compile_hosts(r: &RouteConfig, diag: &mut Diagnostics) -> Vec<String> {
         } else {
             diag.at_span(
                 h,
-                format!("`{}` is not a host name (use `example.com` or `*.example.com`, no port)", h.value),
+                format!(
+                    "`{}` is not a host name (use `example.com` or `*.example.com`, no port)",
+                    h.value
+                ),
             );
         }
     }
     hosts
 }
-

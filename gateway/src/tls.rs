@@ -65,8 +65,8 @@ pub fn settings(config: &TlsConfig) -> Result<TlsSettings, String> {
         }
     }
     let default = default.ok_or_else(|| "tls needs at least one certificate".to_string())?;
-    let mut settings = TlsSettings::with_callbacks(Box::new(NoCallbacks))
-        .map_err(|e| format!("tls: {e}"))?;
+    let mut settings =
+        TlsSettings::with_callbacks(Box::new(NoCallbacks)).map_err(|e| format!("tls: {e}"))?;
     settings.set_cert_resolver(Arc::new(SniResolver {
         exact,
         suffix,

@@ -73,7 +73,11 @@ impl CompiledEdits {
                 .collect()
         };
         Ok(CompiledEdits {
-            remove: edits.remove.iter().map(|n| name(n)).collect::<Result<_, _>>()?,
+            remove: edits
+                .remove
+                .iter()
+                .map(|n| name(n))
+                .collect::<Result<_, _>>()?,
             set: pairs(&edits.set)?,
             add: pairs(&edits.add)?,
         })

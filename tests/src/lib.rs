@@ -97,7 +97,11 @@ impl Witness {
 
     /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.state.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.state
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     pub fn count(&self) -> usize {
@@ -119,7 +123,10 @@ impl Witness {
     }
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let method = req.method().to_string();
     let path = req
         .uri()
@@ -129,7 +136,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let query = req.uri().query().unwrap_or("").to_string();
     let body = req.into_body().collect().await?.to_bytes();
@@ -148,7 +160,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         body_len: body.len(),
     };
     if path == "/health" {
-        let status = if state.unhealthy.load(Ordering::Relaxed) { 503 } else { 200 };
+        let status = if state.unhealthy.load(Ordering::Relaxed) {
+            503
+        } else {
+            200
+        };
         return Ok(Response::builder()
             .status(status)
             .body(Full::new(Bytes::from_static(b"ok")))

@@ -114,7 +114,32 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    load_str(file, &text)
+    let mut loaded = load_str(file, &text)?;
+    if let Some(dir) = path.parent() {
+        resolve_relative_paths(&mut loaded.config, dir);
+    }
+    Ok(loaded)
+}
+
+/// File paths in the config are relative to the config file, as in nginx, so a config works
+/// from whatever directory the gateway is started in.
+fn resolve_relative_paths(config: &mut Config, dir: &Path) {
+    let fix = |p: &mut String| {
+        if !p.is_empty() && Path::new(p.as_str()).is_relative() {
+            *p = dir.join(p.as_str()).display().to_string();
+        }
+    };
+    for l in &mut config.listeners {
+        if let Some(tls) = &mut l.value.tls {
+            for c in &mut tls.certificates {
+                fix(&mut c.value.cert);
+                fix(&mut c.value.key);
+            }
+        }
+    }
+    if let Some(p) = &mut config.access_log.path {
+        fix(p);
+    }
 }
 
 pub fn load_str(file: Arc<str>, text: &str) -> Result<Loaded, ConfigErrors> {

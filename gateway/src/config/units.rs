@@ -24,7 +24,11 @@ impl<'de> Deserialize<'de> for Duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(Duration)
-            .map_err(|e| de::Error::custom(format!("invalid duration `{text}` ({e}); write e.g. `500ms`, `2s`, `1m`")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid duration `{text}` ({e}); write e.g. `500ms`, `2s`, `1m`"
+                ))
+            })
     }
 }
 

@@ -109,7 +109,11 @@ mod tests {
 
     #[test]
     fn untrusted_peer_is_the_client() {
-        let ip = client_ip(Some("1.2.3.4".parse().unwrap()), &req("9.9.9.9"), &edge(&[]));
+        let ip = client_ip(
+            Some("1.2.3.4".parse().unwrap()),
+            &req("9.9.9.9"),
+            &edge(&[]),
+        );
         assert_eq!(ip, Some("1.2.3.4".parse().unwrap()));
     }
 

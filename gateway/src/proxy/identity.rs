@@ -15,7 +15,11 @@ pub fn is_identity_header(name: &[u8]) -> bool {
     IDENTITY_HEADERS.iter().any(|h| {
         h.len() == name.len()
             && h.bytes().zip(name).all(|(a, &b)| {
-                let b = if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+                let b = if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                };
                 a == b
             })
     })
@@ -35,7 +39,11 @@ pub fn strip(req: &mut RequestHeader) {
         .headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| is_identity_header(t.trim_ascii())));
+        .any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| is_identity_header(t.trim_ascii()))
+        });
     for name in doomed {
         req.remove_header(&name);
     }
@@ -75,7 +83,8 @@ mod tests {
         r.append_header("X-User-Id", "evil").unwrap();
         r.append_header("x-user-id", "evil2").unwrap();
         r.append_header("X_User_Roles", "admin").unwrap();
-        r.append_header("Connection", "keep-alive, X-User-Id").unwrap();
+        r.append_header("Connection", "keep-alive, X-User-Id")
+            .unwrap();
         r.append_header("X-Other", "kept").unwrap();
         strip(&mut r);
         assert!(r.headers.get("x-user-id").is_none());

@@ -140,7 +140,11 @@ impl ProxyHttp for Gateway {
     }
 
     /// Edge hygiene, before any plugin: spoofed identity headers out, request id in, limits.
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
         mark_head_received();
         identity::strip(session.req_header_mut());
 
@@ -158,9 +162,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         ctx.trusted_peer = ctx.peer_ip.is_some_and(|ip| edge.is_trusted(ip));
         ctx.plugin.client_ip = forwarded::client_ip(ctx.peer_ip, req, edge);
-        let tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.plugin.scheme = if tls { "https" } else { "http" };
         Ok(())
     }
@@ -213,7 +215,11 @@ impl ProxyHttp for Gateway {
         ctx.plugin.route = route.name.clone();
         ctx.route = Some(route.clone());
 
-        match route.pipeline.request_filter(session, &mut ctx.plugin).await {
+        match route
+            .pipeline
+            .request_filter(session, &mut ctx.plugin)
+            .await
+        {
             Ok(Flow::Continue) => Ok(false),
             Ok(Flow::Reject(r)) => {
                 ctx.error_code = Some(r.code);
@@ -227,7 +233,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestState) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
             return Err(Error::explain(ErrorType::HTTPStatus(404), "no route"));
         };
@@ -236,7 +246,8 @@ impl ProxyHttp for Gateway {
             Some(total) => match total.checked_sub(ctx.started.elapsed()) {
                 Some(r) if !r.is_zero() => Some(r),
                 _ => {
-                    let mut e = Error::explain(ErrorType::HTTPStatus(504), "total upstream timeout");
+                    let mut e =
+                        Error::explain(ErrorType::HTTPStatus(504), "total upstream timeout");
                     e.set_retry(false);
                     return Err(e);
                 }
@@ -363,7 +374,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestState) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestState,
+    ) -> FailToProxy {
         let status = errors::status_for(e);
         if status == 0 || session.response_written().is_some() {
             return FailToProxy {
@@ -429,7 +445,11 @@ impl ProxyHttp for Gateway {
 
 fn itoa_status(status: u16) -> [u8; 3] {
     let s = status.min(999);
-    [b'0' + (s / 100) as u8, b'0' + (s / 10 % 10) as u8, b'0' + (s % 10) as u8]
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }
 
 fn status_str(buf: &mut [u8; 3]) -> &str {
@@ -485,7 +505,11 @@ fn access_line(session: &Session, ctx: &RequestState, status: u16, elapsed: Dura
     out.push_str(",\"path\":");
     js(&mut out, req.uri.path());
     let _ = write!(out, ",\"status\":{status}");
-    let _ = write!(out, ",\"duration_ms\":{:.3}", elapsed.as_secs_f64() * 1000.0);
+    let _ = write!(
+        out,
+        ",\"duration_ms\":{:.3}",
+        elapsed.as_secs_f64() * 1000.0
+    );
     out.push_str(",\"route\":");
     match &ctx.route {
         Some(r) => js(&mut out, &r.name),
@@ -514,7 +538,11 @@ fn access_line(session: &Session, ctx: &RequestState, status: u16, elapsed: Dura
     }
     let _ = write!(out, ",\"bytes_in\":{}", ctx.body_bytes);
     out.push_str(",\"user_agent\":");
-    match req.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+    match req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(ua) => js(&mut out, ua),
         None => out.push_str("null"),
     }

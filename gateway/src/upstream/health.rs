@@ -49,8 +49,9 @@ impl HealthChecker {
                 check.peer_template.options.total_connection_timeout = Some(timeout);
                 check.peer_template.options.read_timeout = Some(timeout);
                 check.peer_template.options.write_timeout = Some(timeout);
-                check.req = pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
-                    .map_err(|e| format!("path `{}`: {e}", config.path))?;
+                check.req =
+                    pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
+                        .map_err(|e| format!("path `{}`: {e}", config.path))?;
                 check
                     .req
                     .insert_header(http::header::HOST, host)
@@ -123,7 +124,12 @@ fn record(streak: &AtomicU32, ok: bool) -> u32 {
     next & !FAIL_BIT
 }
 
-async fn probe_member(pool: Arc<Pool>, index: usize, streak: Arc<AtomicU32>, metrics: Arc<Metrics>) {
+async fn probe_member(
+    pool: Arc<Pool>,
+    index: usize,
+    streak: Arc<AtomicU32>,
+    metrics: Arc<Metrics>,
+) {
     let Some(checker) = pool.health.as_ref() else {
         return;
     };
@@ -143,8 +149,12 @@ async fn probe_member(pool: Arc<Pool>, index: usize, streak: Arc<AtomicU32>, met
     };
     if count >= threshold && member.set_healthy(ok) {
         match &result {
-            Ok(()) => tracing::info!(upstream = %pool.name, member = %member.address, "member is healthy again"),
-            Err(e) => tracing::warn!(upstream = %pool.name, member = %member.address, error = %e.root_cause(), "member failed its health check and left rotation"),
+            Ok(()) => {
+                tracing::info!(upstream = %pool.name, member = %member.address, "member is healthy again")
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %pool.name, member = %member.address, error = %e.root_cause(), "member failed its health check and left rotation")
+            }
         }
         metrics.update_members(&pool);
     }

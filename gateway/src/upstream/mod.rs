@@ -9,7 +9,7 @@ pub use select::stable_hash;
 use crate::config::{Balance, UpstreamConfig};
 use http::HeaderName;
 use pingora::upstreams::peer::HttpPeer;
-use select::{LeastRequest, RoundRobin, Ring};
+use select::{LeastRequest, Ring, RoundRobin};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,7 +99,11 @@ impl HashKey {
 
     /// The key's hash for this request; `None` when the request does not carry the key
     /// (the pool then falls back to round robin).
-    pub fn hash(&self, req: &pingora::http::RequestHeader, client_ip: Option<IpAddr>) -> Option<u64> {
+    pub fn hash(
+        &self,
+        req: &pingora::http::RequestHeader,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u64> {
         match self {
             HashKey::Header(name) => req.headers.get(name).map(|v| stable_hash(v.as_bytes())),
             HashKey::Cookie(name) => req
@@ -126,7 +130,11 @@ pub fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 enum Selector {
     RoundRobin(RoundRobin),
     LeastRequest(LeastRequest),
-    Consistent { ring: Ring, fallback: RoundRobin, key: HashKey },
+    Consistent {
+        ring: Ring,
+        fallback: RoundRobin,
+        key: HashKey,
+    },
 }
 
 /// A compiled upstream pool.
@@ -154,7 +162,11 @@ impl std::fmt::Debug for Pool {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     #[error("member `{address}`: {message}")]
-    Member { index: usize, address: String, message: String },
+    Member {
+        index: usize,
+        address: String,
+        message: String,
+    },
     #[error("hash_key: {0}")]
     HashKey(String),
     #[error("{0}")]
@@ -262,7 +274,11 @@ impl Pool {
         match &self.selector {
             Selector::RoundRobin(rr) => rr.pick(&self.members, skip),
             Selector::LeastRequest(lr) => lr.pick(&self.members, skip),
-            Selector::Consistent { ring, fallback, key } => match key.hash(req, client_ip) {
+            Selector::Consistent {
+                ring,
+                fallback,
+                key,
+            } => match key.hash(req, client_ip) {
                 Some(h) => ring.pick(&self.members, h, skip),
                 None => fallback.pick(&self.members, skip),
             },
@@ -323,7 +339,10 @@ mod tests {
     #[test]
     fn hash_keys_parse() {
         assert_eq!(HashKey::parse("client_ip").unwrap(), HashKey::ClientIp);
-        assert!(matches!(HashKey::parse("header:x-user").unwrap(), HashKey::Header(_)));
+        assert!(matches!(
+            HashKey::parse("header:x-user").unwrap(),
+            HashKey::Header(_)
+        ));
         assert!(HashKey::parse("header:bad name").is_err());
         assert!(HashKey::parse("moon").is_err());
     }

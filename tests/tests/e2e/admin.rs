@@ -33,17 +33,37 @@ routes:
     let seen = up.seen().pop().unwrap();
     assert_eq!(seen.header_values("x-api-key"), vec!["s3cret-key"]);
 
-    assert_eq!(c.get(gw.admin("/health")).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(gw.admin("/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw.admin("/health")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin("/ready")).send().await.unwrap().status(),
+        200
+    );
 
-    let config = c.get(gw.admin("/config")).send().await.unwrap().text().await.unwrap();
+    let config = c
+        .get(gw.admin("/config"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(!config.contains("s3cret"), "{config}");
     assert!(!config.contains("inline-secret"), "{config}");
     let v: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(v["version"], 1);
     assert!(v["loaded_at"].as_str().is_some());
 
-    let metrics = c.get(gw.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = c
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("portico_requests_total{method=\"GET\",route=\"all\",status=\"200\"} 1"),
         "{metrics}"
@@ -51,9 +71,19 @@ routes:
     assert!(metrics.contains("portico_request_duration_seconds_bucket{route=\"all\""));
     assert!(metrics.contains("portico_upstream_duration_seconds_bucket{upstream=\"p\""));
 
-    let r = c.post(gw.admin("/reload")).bearer_auth("wrong").send().await.unwrap();
+    let r = c
+        .post(gw.admin("/reload"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(gw.admin("/reload")).bearer_auth("s3cret-admin").send().await.unwrap();
+    let r = c
+        .post(gw.admin("/reload"))
+        .bearer_auth("s3cret-admin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["version"], 2);
 

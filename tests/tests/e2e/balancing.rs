@@ -4,7 +4,10 @@ use std::collections::HashMap;
 fn pool_config(balance: &str, extra: &str, members: &[(&Witness, u32)]) -> String {
     let mut m = String::new();
     for (w, weight) in members {
-        m.push_str(&format!("      - {{ address: {}, weight: {weight} }}\n", w.addr));
+        m.push_str(&format!(
+            "      - {{ address: {}, weight: {weight} }}\n",
+            w.addr
+        ));
     }
     format!(
         "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    balance: {balance}\n{extra}    members:\n{m}routes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
@@ -30,12 +33,19 @@ async fn weighted_round_robin_distribution() {
     let a = Witness::start("a").await.unwrap();
     let b = Witness::start("b").await.unwrap();
     let c = Witness::start("c").await.unwrap();
-    let gw = Gateway::start(&pool_config("round_robin", "", &[(&a, 1), (&b, 2), (&c, 5)])).await;
+    let gw = Gateway::start(&pool_config(
+        "round_robin",
+        "",
+        &[(&a, 1), (&b, 2), (&c, 5)],
+    ))
+    .await;
     let client = reqwest::Client::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
     let n = 800;
     for _ in 0..n {
-        *counts.entry(upstream_of(&client, &gw.url("/"), None).await).or_default() += 1;
+        *counts
+            .entry(upstream_of(&client, &gw.url("/"), None).await)
+            .or_default() += 1;
     }
     // Round robin is deterministic: each full cycle of 8 gives exactly 1:2:5.
     let share = |k: &str| counts.get(k).copied().unwrap_or(0) as f64 / n as f64;
@@ -53,7 +63,9 @@ async fn least_request_prefers_the_idle_member() {
     // Sequential requests: both members idle, so traffic is split between them.
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..200 {
-        *counts.entry(upstream_of(&client, &gw.url("/"), None).await).or_default() += 1;
+        *counts
+            .entry(upstream_of(&client, &gw.url("/"), None).await)
+            .or_default() += 1;
     }
     assert!(counts.get("a").copied().unwrap_or(0) > 40, "{counts:?}");
     assert!(counts.get("b").copied().unwrap_or(0) > 40, "{counts:?}");

@@ -5,8 +5,14 @@ fn check(yaml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let out = Command::new(binary()).arg("check").arg("-c").arg(&path).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "bad.yaml");
+    let out = Command::new(binary())
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "bad.yaml");
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -38,14 +44,22 @@ fn check_reports_every_error_with_its_position() {
     for (yaml, want) in cases {
         let (code, out) = check(yaml);
         assert_eq!(code, 1, "{yaml}\n{out}");
-        assert!(out.lines().any(|l| l.starts_with(want)), "want `{want}`, got:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(want)),
+            "want `{want}`, got:\n{out}"
+        );
     }
     // Several semantic errors are all reported, in file order.
-    let two = GOOD.replace("upstream: p", "upstream: q").replace("127.0.0.1:8080", "nowhere");
+    let two = GOOD
+        .replace("upstream: p", "upstream: q")
+        .replace("127.0.0.1:8080", "nowhere");
     let (code, out) = check(&two);
     assert_eq!(code, 1);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.lines().next().unwrap().starts_with("bad.yaml:2:"), "{out}");
+    assert!(
+        out.lines().next().unwrap().starts_with("bad.yaml:2:"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -72,7 +86,12 @@ fn example_configs_are_valid() {
                 .env("PAYMENTS_API_KEY", "x")
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stdout));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
             n += 1;
         }
     }

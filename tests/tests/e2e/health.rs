@@ -54,7 +54,14 @@ routes:
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers().get("x-upstream").unwrap(), "a");
     }
-    let metrics = client.get(gw.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics.contains("portico_upstream_members{state=\"unhealthy\",upstream=\"p\"} 1"),
         "{metrics}"
@@ -105,7 +112,15 @@ routes:
     );
     let gw = Gateway::start(&yaml).await;
     let client = reqwest::Client::new();
-    assert_eq!(client.get(gw.url("/checked")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(gw.url("/checked"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = client.get(gw.url("/unchecked")).send().await.unwrap();
     assert_error(r, 502, "bad_gateway").await;
     a.kill();
@@ -133,6 +148,10 @@ async fn connect_failure_tries_another_member() {
     let client = reqwest::Client::new();
     for _ in 0..20 {
         let r = client.get(gw.url("/")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "a refused connect must fall over to the live member");
+        assert_eq!(
+            r.status(),
+            200,
+            "a refused connect must fall over to the live member"
+        );
     }
 }

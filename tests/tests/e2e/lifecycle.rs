@@ -10,10 +10,14 @@ async fn sigterm_drains_an_in_flight_request() {
     );
     let mut gw = Gateway::start(&yaml).await;
     let url = gw.url("/slow?sleep=1500");
-    let inflight = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    let inflight =
+        tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.signal("TERM");
-    let status = inflight.await.unwrap().expect("the in-flight request completed");
+    let status = inflight
+        .await
+        .unwrap()
+        .expect("the in-flight request completed");
     assert_eq!(status, 200);
     // New connections are refused once draining started.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -34,7 +34,12 @@ async fn every_limit_answers_with_its_status_and_json() {
     let c = reqwest::Client::new();
 
     let long = format!("/{}", "a".repeat(2000));
-    assert_error(c.get(gw.url(&long)).send().await.unwrap(), 414, "uri_too_long").await;
+    assert_error(
+        c.get(gw.url(&long)).send().await.unwrap(),
+        414,
+        "uri_too_long",
+    )
+    .await;
 
     let mut rb = c.get(gw.url("/"));
     for i in 0..30 {
@@ -42,30 +47,57 @@ async fn every_limit_answers_with_its_status_and_json() {
     }
     assert_error(rb.send().await.unwrap(), 431, "headers_too_large").await;
     let big = "b".repeat(5000);
-    assert_error(c.get(gw.url("/")).header("x-big", big).send().await.unwrap(), 431, "headers_too_large").await;
+    assert_error(
+        c.get(gw.url("/"))
+            .header("x-big", big)
+            .send()
+            .await
+            .unwrap(),
+        431,
+        "headers_too_large",
+    )
+    .await;
 
     // Content-Length over the limit: refused before anything reaches the upstream.
     let before = up.count();
-    let r = c.post(gw.url("/")).body(vec![b'x'; 2000]).send().await.unwrap();
+    let r = c
+        .post(gw.url("/"))
+        .body(vec![b'x'; 2000])
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 413, "payload_too_large").await;
     assert_eq!(up.count(), before);
 
     // A chunked body over the limit: cut off while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'y'; 512])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let r = c.post(gw.url("/")).body(body).send().await.unwrap();
     assert_error(r, 413, "payload_too_large").await;
 
     // Within limits all is well.
-    let r = c.post(gw.url("/")).body(vec![b'x'; 1000]).send().await.unwrap();
+    let r = c
+        .post(gw.url("/"))
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // Upstream read timeout → 504.
-    assert_error(c.get(gw.url("/slow?sleep=1500")).send().await.unwrap(), 504, "gateway_timeout").await;
+    assert_error(
+        c.get(gw.url("/slow?sleep=1500")).send().await.unwrap(),
+        504,
+        "gateway_timeout",
+    )
+    .await;
 
     // A malformed request line → 400 (Pingora answers it before any route).
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
@@ -86,7 +118,8 @@ async fn slow_request_head_is_cut_off() {
             break;
         }
         let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+        {
             closed_after = Some(start.elapsed());
             break;
         }

@@ -55,7 +55,13 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let v = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
-        let flaky = v["upstreams"].as_array().unwrap().iter().find(|p| p["name"] == "flaky").cloned().unwrap();
+        let flaky = v["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "flaky")
+            .cloned()
+            .unwrap();
         if flaky["healthy"] == 0 {
             break;
         }
@@ -84,7 +90,13 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         wait_version(&client, &gw, &format!("v{v}")).await;
         // The unchanged pool kept its health state: no reset to healthy on reload.
         let state = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
-        let flaky = state["upstreams"].as_array().unwrap().iter().find(|p| p["name"] == "flaky").cloned().unwrap();
+        let flaky = state["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "flaky")
+            .cloned()
+            .unwrap();
         assert_eq!(flaky["healthy"], 0, "health state lost on reload: {state}");
     }
     // Admin-triggered reload too.
@@ -99,8 +111,16 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
     for w in workers {
         w.await.unwrap();
     }
-    assert!(ok.load(Ordering::Relaxed) > 200, "too little load: {}", ok.load(Ordering::Relaxed));
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "requests failed during reloads");
+    assert!(
+        ok.load(Ordering::Relaxed) > 200,
+        "too little load: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
 }
 
 #[tokio::test]
@@ -124,19 +144,41 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     // POST /reload answers 400 with the same messages as `check`.
     let r = client.post(gw.admin("/reload")).send().await.unwrap();
     assert_eq!(r.status(), 401, "reload needs the token");
-    let r = client.post(gw.admin("/reload")).bearer_auth("t0ken").send().await.unwrap();
+    let r = client
+        .post(gw.admin("/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let v = json(r).await;
     let errors = v["errors"].as_array().unwrap();
-    let line = broken.lines().position(|l| l.contains("upstream: nowhere")).unwrap() + 1;
+    let line = broken
+        .lines()
+        .position(|l| l.contains("upstream: nowhere"))
+        .unwrap()
+        + 1;
     let want = format!("portico.yaml:{line}:15: route `flaky` names unknown upstream `nowhere`");
-    assert!(errors.iter().any(|e| e.as_str().unwrap().ends_with(&want)), "{v}");
+    assert!(
+        errors.iter().any(|e| e.as_str().unwrap().ends_with(&want)),
+        "{v}"
+    );
 
     // Still the old config.
     let r = client.get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.headers().get("x-version").unwrap(), "v1");
-    let metrics = client.get(gw.admin("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("portico_config_reloads_total{result=\"failure\"} 0"), "{metrics}");
+    let metrics = client
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("portico_config_reloads_total{result=\"failure\"} 0"),
+        "{metrics}"
+    );
 
     // A fixed file is picked up again.
     gw.write_config(&config(&up, dead, 3));

@@ -51,7 +51,13 @@ routes:
     )
 }
 
-async fn route_of(client: &reqwest::Client, gw: &Gateway, method: reqwest::Method, host: &str, path: &str) -> String {
+async fn route_of(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    method: reqwest::Method,
+    host: &str,
+    path: &str,
+) -> String {
     let resp = client
         .request(method, gw.url(path))
         .header("host", host)
@@ -109,7 +115,10 @@ async fn routing_precedence_table() {
     let paths: Vec<String> = up.seen().into_iter().map(|s| s.path).collect();
     assert!(paths.contains(&"/things?q=1".to_string()), "{paths:?}");
     assert!(paths.contains(&"/new/a/b?z=2".to_string()), "{paths:?}");
-    assert!(paths.contains(&"/".to_string()), "/api/v1 strips to /: {paths:?}");
+    assert!(
+        paths.contains(&"/".to_string()),
+        "/api/v1 strips to /: {paths:?}"
+    );
 }
 
 #[tokio::test]
@@ -129,11 +138,19 @@ async fn forwarded_headers_and_identity_stripping() {
     s.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("x-request-id: client-id-123"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-request-id: client-id-123"),
+        "{text}"
+    );
     let seen = up.seen();
     let last = seen.last().unwrap();
     for h in ["x-user-id", "x_user_id", "x-user-roles", "x-auth-method"] {
-        assert!(last.header_values(h).is_empty(), "{h} reached the upstream: {:?}", last.headers);
+        assert!(
+            last.header_values(h).is_empty(),
+            "{h} reached the upstream: {:?}",
+            last.headers
+        );
     }
     assert_eq!(last.header_values("x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(last.header_values("x-forwarded-proto"), vec!["http"]);
@@ -147,7 +164,13 @@ async fn forwarded_headers_and_identity_stripping() {
         .send()
         .await
         .unwrap();
-    let id = r.headers().get("x-request-id").unwrap().to_str().unwrap().to_string();
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(id.len(), 32, "{id}");
 }
 
@@ -168,6 +191,9 @@ async fn trusted_proxies_decide_the_client_ip() {
         .unwrap();
     let last = up.seen().pop().unwrap();
     assert_eq!(last.header_values("x-client"), vec!["203.0.113.9"]);
-    assert_eq!(last.header_values("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.5, 127.0.0.1"]);
+    assert_eq!(
+        last.header_values("x-forwarded-for"),
+        vec!["203.0.113.9, 127.0.0.5, 127.0.0.1"]
+    );
     assert_eq!(last.header_values("x-forwarded-proto"), vec!["https"]);
 }

@@ -202,6 +202,8 @@ pub struct UpstreamProcess {
 
 impl UpstreamProcess {
     pub async fn start(name: &str, port: u16) -> UpstreamProcess {
+        // Reaped by `Drop` (clippy cannot see through the struct).
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(env!("CARGO_BIN_EXE_portico-demo-upstream"))
             .arg(format!("{name}=127.0.0.1:{port}"))
             .stdout(Stdio::null())
@@ -210,7 +212,10 @@ impl UpstreamProcess {
             .expect("spawn demo upstream");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return UpstreamProcess { child, port };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -246,6 +251,16 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(ct, "application/json");
     let v = json(resp).await;
     assert_eq!(v["error"]["code"], code, "{v}");
-    assert!(v["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert!(
+        v["error"]["request_id"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
 }

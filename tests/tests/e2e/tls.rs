@@ -1,8 +1,9 @@
 use crate::support::*;
 
 fn cert(names: &[&str]) -> (String, String) {
-    let c = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .expect("generate cert");
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("generate cert");
     (c.cert.pem(), c.signing_key.serialize_pem())
 }
 
@@ -12,7 +13,12 @@ async fn tls_with_sni_and_http2_and_h2c() {
     let dir = tempfile::tempdir().unwrap();
     let (a_cert, a_key) = cert(&["localhost"]);
     let (b_cert, b_key) = cert(&["api.other.test"]);
-    for (name, text) in [("a.pem", &a_cert), ("a.key", &a_key), ("b.pem", &b_cert), ("b.key", &b_key)] {
+    for (name, text) in [
+        ("a.pem", &a_cert),
+        ("a.key", &a_key),
+        ("b.pem", &b_cert),
+        ("b.key", &b_key),
+    ] {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
     let d = dir.path().display();
@@ -66,18 +72,36 @@ routes:
         .http1_only()
         .build()
         .unwrap();
-    let r = h1.get(format!("https://localhost:{}/", gw.port)).send().await.unwrap();
+    let r = h1
+        .get(format!("https://localhost:{}/", gw.port))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 
     // h2c with prior knowledge on the cleartext listener, and HTTP/1 beside it.
     let port0 = gw.extra_ports[0];
-    let h2c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
-    let r = h2c.get(format!("http://127.0.0.1:{port0}/")).send().await.unwrap();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c
+        .get(format!("http://127.0.0.1:{port0}/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    let r = reqwest::get(format!("http://127.0.0.1:{port0}/")).await.unwrap();
+    let r = reqwest::get(format!("http://127.0.0.1:{port0}/"))
+        .await
+        .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     // A gateway error over HTTP/2 is JSON too.
-    let r = h2c.get(format!("http://127.0.0.1:{port0}/x")).header("x-big", "z".repeat(40_000)).send().await.unwrap();
+    let r = h2c
+        .get(format!("http://127.0.0.1:{port0}/x"))
+        .header("x-big", "z".repeat(40_000))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 431, "headers_too_large").await;
 }

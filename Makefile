@@ -1,0 +1,29 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+.PHONY: run test build lint bench bench-micro setup
+
+setup:
+	@scripts/setup.sh test
+
+build: setup
+	cargo build -p portico -p portico-e2e --bins
+
+## Run the gateway on conf/portico.yaml with its demo upstreams (no Redis needed).
+run: build
+	scripts/run-demo.sh conf/portico.yaml
+
+## Unit tests and end-to-end tests against the real binary.
+test: build
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Load benchmark: Portico beside nginx, HAProxy and direct-to-upstream (see benches/README.md).
+bench:
+	@scripts/setup.sh bench
+	benches/load/run.sh
+
+## Criterion micro-benchmarks.
+bench-micro:
+	cargo bench -p portico --bench hot_path

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Portico's load benchmark, run beside nginx, HAProxy and direct-to-upstream in one run.
+
+Layout on a 2-core machine: every proxy is pinned to core 0 with one worker; the upstream
+(nginx `return 200`, 12-byte body) and the load generator (wrk, one thread, 50 keep-alive
+connections) share core 1. Targets are measured in alternating rounds so drift hits all of
+them alike. Reports requests/s, p50/p99, ratios to nginx, new upstream connections per 100k
+requests, RSS with 10k idle keep-alive clients, 10k routes against 10, and the reload of a
+10k-route config under load.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PORTICO = os.path.join(ROOT, "target", "release", "portico")
+PROXY_CORE, LOAD_CORE = "0", "1"
+UPSTREAM = 18000
+PORTS = {"direct": UPSTREAM, "nginx": 18001, "haproxy": 18002}
+ADMIN_TOKEN = "bench-token"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def http_get(url, token=None, method="GET"):
+    req = urllib.request.Request(url, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()
+
+
+class Procs:
+    def __init__(self):
+        self.procs = []
+
+    def start(self, cmd, core, env=None, port=None):
+        p = subprocess.Popen(["taskset", "-c", core] + cmd, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+        self.procs.append(p)
+        if port:
+            wait_port(port)
+        return p
+
+    def stop(self, p):
+        p.terminate()
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def nginx_conf(tmp, name, body):
+    path = os.path.join(tmp, f"{name}.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+worker_processes 1;
+pid {tmp}/{name}.pid;
+error_log {tmp}/{name}.err warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  {body}
+}}
+""")
+    return ["nginx", "-c", path, "-p", tmp, "-g", "daemon off;"]
+
+
+def upstream_accepts():
+    text = http_get(f"http://127.0.0.1:{UPSTREAM}/nginx_status")
+    return int(text.splitlines()[2].split()[0])
+
+
+def portico_yaml(port, admin, routes=1, headers=False):
+    lines = [
+        "server: { threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024 }",
+        f"listeners: [ {{ address: 127.0.0.1:{port} }} ]",
+        f"admin: {{ address: 127.0.0.1:{admin}, token_env: BENCH_ADMIN_TOKEN }}",
+        "access_log: { enabled: false }",
+        f"upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{UPSTREAM} }} ] }} }}",
+        "routes:",
+    ]
+    for i in range(routes - 1):
+        lines.append(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: up }}")
+    plugin = ""
+    if headers:
+        plugin = ', plugins: [ { headers: { request: { set: { X-Client-Ip: "${client_ip}" } }, response: { remove: [Server] } } } ]'
+    lines.append(f"  - {{ name: main, match: {{ prefix: / }}, upstream: up{plugin} }}")
+    return "\n".join(lines) + "\n"
+
+
+def start_portico(procs, tmp, name, port, admin, **kw):
+    path = os.path.join(tmp, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(portico_yaml(port, admin, **kw))
+    env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, PORTICO_LOG="error")
+    p = procs.start([PORTICO, "run", "-c", path], PROXY_CORE, env=env, port=port)
+    return p, path
+
+
+LAT = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+
+
+def to_ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, seconds, path="/", conns=50):
+    out = sh(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+              f"http://127.0.0.1:{port}{path}"]).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = {p: to_ms(v, u) for p, v, u in LAT.findall(out)}
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return {"rps": rps, "total": total, "p50": lat.get("50"), "p99": lat.get("99"), "errors": errors}
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_clients_rss(port, pid, n):
+    """Opens n keep-alive connections one after another, one request each, and keeps them idle
+    (as clients accumulate at an edge), then reads the proxy's resident memory."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.settimeout(10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            s.recv(4096)
+            socks.append(s)
+        time.sleep(1.0)
+        return rss_kib(pid)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--idle-clients", type=int, default=10000)
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 s, 2k idle clients")
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.rounds, args.idle_clients = 2, 1, 2000
+
+    tmp = tempfile.mkdtemp(prefix="portico-bench-")
+    procs = Procs()
+    results = {}
+    try:
+        procs.start(nginx_conf(tmp, "upstream", f"""
+  server {{
+    listen 127.0.0.1:{UPSTREAM} backlog=4096;
+    location = /nginx_status {{ stub_status; }}
+    location / {{ return 200 "hello world\\n"; }}
+  }}"""), LOAD_CORE, port=UPSTREAM)
+        procs.start(nginx_conf(tmp, "proxy", f"""
+  upstream backend {{ server 127.0.0.1:{UPSTREAM}; keepalive 128; keepalive_requests 100000000; }}
+  server {{
+    listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}"""), PROXY_CORE, port=PORTS["nginx"])
+        hap = os.path.join(tmp, "haproxy.cfg")
+        with open(hap, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy']}
+  default_backend be
+backend be
+  server s1 127.0.0.1:{UPSTREAM}
+""")
+        procs.start(["haproxy", "-f", hap], PROXY_CORE, port=PORTS["haproxy"])
+        targets = dict(PORTS)
+        pp, _ = start_portico(procs, tmp, "passthrough", 18010, 18011)
+        targets["portico"] = 18010
+        start_portico(procs, tmp, "headers", 18012, 18013, headers=True)
+        targets["portico-headers"] = 18012
+        start_portico(procs, tmp, "routes10", 18014, 18015, routes=10)
+        targets["portico-10-routes"] = 18014
+        start_portico(procs, tmp, "routes10k", 18016, 18017, routes=10000)
+        targets["portico-10k-routes"] = 18016
+
+        for name, port in targets.items():  # warm-up: connections, caches, JIT of the kernel
+            wrk(port, 1)
+
+        runs = {name: [] for name in targets}
+        new_conns = {name: [] for name in targets}
+        names = list(targets)
+        for r in range(args.rounds):
+            order = names if r % 2 == 0 else list(reversed(names))
+            for name in order:
+                path = "/svc9990/x" if name == "portico-10k-routes" else "/svc5/x" if name == "portico-10-routes" else "/"
+                before = upstream_accepts()
+                res = wrk(targets[name], args.seconds, path=path)
+                after = upstream_accepts()
+                runs[name].append(res)
+                if name != "direct":
+                    # minus 1: the status request itself opens a connection
+                    new_conns[name].append(max(0, after - before - 1) * 100000 / max(1, res["total"]))
+                print(f"round {r + 1} {name:20s} {res['rps']:9.0f} req/s  p50 {res['p50']:.2f} ms  p99 {res['p99']:.2f} ms  errors {res['errors']}", file=sys.stderr)
+
+        summary = {}
+        for name, rs in runs.items():
+            summary[name] = {
+                "rps": statistics.median(x["rps"] for x in rs),
+                "p50_ms": statistics.median(x["p50"] for x in rs),
+                "p99_ms": statistics.median(x["p99"] for x in rs),
+                "errors": sum(x["errors"] for x in rs),
+                "new_upstream_conns_per_100k": statistics.median(new_conns[name]) if new_conns[name] else None,
+            }
+        nginx_rps = summary["nginx"]["rps"]
+        for s in summary.values():
+            s["vs_nginx"] = s["rps"] / nginx_rps
+        results["throughput"] = summary
+        results["routes_10k_vs_10"] = summary["portico-10k-routes"]["rps"] / summary["portico-10-routes"]["rps"]
+
+        # RSS with idle keep-alive clients.
+        nginx_pid = int(open(os.path.join(tmp, "proxy.pid")).read())
+        results["rss_idle"] = {
+            "clients": args.idle_clients,
+            "portico_baseline_mib": rss_kib(pp.pid) / 1024,
+            "portico_mib": idle_clients_rss(18010, pp.pid, args.idle_clients) / 1024,
+            "nginx_mib": idle_clients_rss(PORTS["nginx"], nginx_pid, args.idle_clients) / 1024,
+        }
+
+        # Reload of the 10k-route config under load.
+        path10k = os.path.join(tmp, "routes10k.yaml")
+        load = subprocess.Popen(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c50", "-d6s", "--latency",
+                                 "http://127.0.0.1:18016/svc9990/x"], stdout=subprocess.PIPE, text=True)
+        times = []
+        time.sleep(0.5)
+        for i in range(5):
+            with open(path10k, "a") as f:
+                f.write(f"# change {i}\n")
+            out = json.loads(http_get("http://127.0.0.1:18017/reload", token=ADMIN_TOKEN, method="POST"))
+            times.append(out["elapsed_ms"])
+            time.sleep(0.5)
+        out, _ = load.communicate()
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        failed = int(m.group(1)) if m else 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if m:
+            failed += sum(int(x) for x in m.groups())
+        results["reload_10k_routes"] = {"elapsed_ms": times, "median_ms": statistics.median(times),
+                                        "failed_requests": failed}
+    finally:
+        procs.stop_all()
+
+    print()
+    print(f"{'target':22s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'new upstream conns/100k':>24s}")
+    for name, s in results["throughput"].items():
+        nc = s["new_upstream_conns_per_100k"]
+        print(f"{name:22s} {s['rps']:9.0f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['vs_nginx']:8.2f}x {('-' if nc is None else f'{nc:.1f}'):>24s}")
+    r = results["rss_idle"]
+    print(f"\nRSS with {r['clients']} idle keep-alive clients: portico {r['portico_mib']:.1f} MiB (idle {r['portico_baseline_mib']:.1f} MiB), nginx {r['nginx_mib']:.1f} MiB")
+    print(f"10k routes vs 10 routes: {results['routes_10k_vs_10']:.3f}x")
+    rl = results["reload_10k_routes"]
+    print(f"reload of 10k routes: median {rl['median_ms']:.1f} ms, failed requests during reloads: {rl['failed_requests']}")
+    os.makedirs(os.path.join(ROOT, "benches", "out"), exist_ok=True)
+    with open(os.path.join(ROOT, "benches", "out", "latest.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

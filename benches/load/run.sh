@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The load benchmark (`make bench`): see benches/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -p portico -p portico-e2e --bins
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+exec python3 benches/load/bench.py "$@"

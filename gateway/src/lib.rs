@@ -1,0 +1,17 @@
+//! Portico: a programmable API gateway built on Pingora.
+//!
+//! The binary (`src/main.rs`) is a thin command line over this library: [`server::run`]
+//! assembles the Pingora server; [`snapshot::Snapshot`] is a config compiled into what the
+//! request path reads; [`proxy::Gateway`] is the request path.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the system packages Portico's build, tests and benchmarks need, when missing.
+# Idempotent: does nothing when everything is there. Usage: scripts/setup.sh [test|bench]
+set -euo pipefail
+
+want=(cmake gcc make pkg-config redis-server)
+if [[ "${1:-test}" == "bench" ]]; then
+  want+=(nginx wrk haproxy taskset)
+fi
+
+package_for() {
+  case "$1" in
+    redis-server) echo redis-server ;;
+    nginx) echo nginx-light ;;
+    taskset) echo util-linux ;;
+    pkg-config) echo pkg-config ;;
+    *) echo "$1" ;;
+  esac
+}
+
+missing=()
+for cmd in "${want[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$cmd" ]]; then
+    missing+=("$(package_for "$cmd")")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
