@@ -63,7 +63,7 @@ fn bench_strip(c: &mut Criterion) {
     c.bench_function("identity/strip/clean-request", |b| {
         b.iter_batched_ref(
             || clean.clone(),
-            |h| identity::strip(h),
+            identity::strip,
             criterion::BatchSize::SmallInput,
         )
     });
@@ -75,7 +75,7 @@ fn bench_strip(c: &mut Criterion) {
     c.bench_function("identity/strip/spoofed-request", |b| {
         b.iter_batched_ref(
             || spoofed.clone(),
-            |h| identity::strip(h),
+            identity::strip,
             criterion::BatchSize::SmallInput,
         )
     });

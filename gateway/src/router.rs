@@ -165,6 +165,10 @@ impl<R> Router<R> {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// `host` must be lower case and without a port.
     pub fn find(&self, host: &str, method: &Method, path: &str) -> Match<'_, R> {
         let mut allowed: Vec<Method> = Vec::new();
