@@ -264,7 +264,9 @@ backend be
         results["routes_10k_vs_10"] = summary["portico-10k-routes"]["rps"] / summary["portico-10-routes"]["rps"]
 
         # RSS with idle keep-alive clients.
-        nginx_pid = int(open(os.path.join(tmp, "proxy.pid")).read())
+        master = open(os.path.join(tmp, "proxy.pid")).read().strip()
+        # The worker holds the connections, not the master.
+        nginx_pid = int(sh(["pgrep", "-P", master]).stdout.split()[0])
         results["rss_idle"] = {
             "clients": args.idle_clients,
             "portico_baseline_mib": rss_kib(pp.pid) / 1024,

@@ -14,7 +14,7 @@
 use super::Gateway;
 use crate::snapshot::SnapshotStore;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -61,14 +61,34 @@ impl EdgeApp {
     }
 }
 
+/// How a request's session starts: fresh on a new connection, or with the settings the
+/// previous request on the connection left.
+enum Start {
+    New {
+        keepalive: Option<u64>,
+        reuses: Option<u32>,
+    },
+    Reused(Option<HttpPersistentSettings>),
+}
+
 /// Runs one request on a connection. Before the head is complete, the deadline applies;
 /// once it is, the request may take as long as its own timeouts allow.
 async fn serve_one(
     proxy: &Arc<HttpProxy<Gateway>>,
-    session: ServerSession,
+    stream: Stream,
+    start: Start,
     shutdown: &ShutdownWatch,
     deadline: Duration,
-) -> Option<pingora::apps::ReusedHttpStream> {
+) -> Option<ReusedHttpStream> {
+    let mut session = ServerSession::new_http1(stream);
+    match start {
+        Start::New { keepalive, reuses } => {
+            session.set_keepalive(keepalive);
+            session.set_keepalive_reuses_remaining(reuses);
+        }
+        Start::Reused(Some(settings)) => settings.apply_to_session(&mut session),
+        Start::Reused(None) => {}
+    }
     HEAD_RECEIVED
         .scope(Cell::new(false), async move {
             let serve = proxy.process_new_http(session, shutdown);
@@ -110,29 +130,33 @@ impl ServerApp for EdgeApp {
         if self.is_h2(&mut stream).await {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let edge = self.store.load().edge.clone();
+        let (header_timeout, idle, reuses) = {
+            let snapshot = self.store.load();
+            let e = &snapshot.edge;
+            (e.request_header_timeout, e.keepalive_timeout, e.keepalive_requests)
+        };
         // A new connection must start its request within the head deadline.
-        if !wait_for_request(&mut stream, edge.request_header_timeout).await {
+        if !wait_for_request(&mut stream, header_timeout).await {
             return None;
         }
-        let mut session = ServerSession::new_http1(stream);
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
+        let keepalive = if *shutdown.borrow() {
+            None
         } else {
-            session.set_keepalive(Some(edge.keepalive_timeout.as_secs().max(1)));
-        }
-        session.set_keepalive_reuses_remaining(edge.keepalive_requests);
+            Some(idle.as_secs().max(1))
+        };
+        let mut start = Start::New { keepalive, reuses };
         loop {
+            // Boxed: the request machinery is large, and this future stays allocated for as
+            // long as the connection is open, idle time included; the box is freed between
+            // requests.
             let reused =
-                serve_one(&self.proxy, session, shutdown, edge.request_header_timeout).await?;
-            let (mut stream, settings) = reused.consume();
-            if !wait_for_request(&mut stream, edge.keepalive_timeout).await {
+                Box::pin(serve_one(&self.proxy, stream, start, shutdown, header_timeout)).await?;
+            let (next, settings) = reused.consume();
+            stream = next;
+            if !wait_for_request(&mut stream, idle).await {
                 return None;
             }
-            session = ServerSession::new_http1(stream);
-            if let Some(settings) = settings {
-                settings.apply_to_session(&mut session);
-            }
+            start = Start::Reused(settings);
         }
     }
 
