@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 use portico::{config, server};
+
+/// mimalloc: glibc's malloc and free were a fifth of the instructions per proxied request
+/// (callgrind), and glibc keeps freed per-request memory resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -133,7 +133,11 @@ impl ServerApp for EdgeApp {
         let (header_timeout, idle, reuses) = {
             let snapshot = self.store.load();
             let e = &snapshot.edge;
-            (e.request_header_timeout, e.keepalive_timeout, e.keepalive_requests)
+            (
+                e.request_header_timeout,
+                e.keepalive_timeout,
+                e.keepalive_requests,
+            )
         };
         // A new connection must start its request within the head deadline.
         if !wait_for_request(&mut stream, header_timeout).await {
@@ -149,8 +153,14 @@ impl ServerApp for EdgeApp {
             // Boxed: the request machinery is large, and this future stays allocated for as
             // long as the connection is open, idle time included; the box is freed between
             // requests.
-            let reused =
-                Box::pin(serve_one(&self.proxy, stream, start, shutdown, header_timeout)).await?;
+            let reused = Box::pin(serve_one(
+                &self.proxy,
+                stream,
+                start,
+                shutdown,
+                header_timeout,
+            ))
+            .await?;
             let (next, settings) = reused.consume();
             stream = next;
             if !wait_for_request(&mut stream, idle).await {
