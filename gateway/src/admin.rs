@@ -2,6 +2,7 @@
 //! state, and reload behind a bearer token.
 
 use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::snapshot::Snapshot;
 use async_trait::async_trait;
@@ -14,11 +15,44 @@ use std::sync::Arc;
 pub struct AdminApp {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
+    redis: Option<Arc<RedisLink>>,
 }
 
 impl AdminApp {
-    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>) -> Self {
-        AdminApp { reloader, metrics }
+    pub fn new(
+        reloader: Arc<Reloader>,
+        metrics: Arc<Metrics>,
+        redis: Option<Arc<RedisLink>>,
+    ) -> Self {
+        AdminApp {
+            reloader,
+            metrics,
+            redis,
+        }
+    }
+
+    /// 200 when the config is loaded and Redis, where something needs it, answers.
+    fn ready(&self, snapshot: &Snapshot) -> Response<Vec<u8>> {
+        let redis = self
+            .redis
+            .as_ref()
+            .map(|link| (link.status(), link.required_for_ready));
+        match redis {
+            Some((Err(reason), true)) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not_ready", "reason": format!("redis unreachable: {reason}"),
+                        "config_version": snapshot.version,
+                        "note": "pools keep serving their last known members"}),
+            ),
+            Some((Err(reason), false)) => json_response(
+                StatusCode::OK,
+                &json!({"status": "degraded", "reason": format!("redis unreachable: {reason}"), "config_version": snapshot.version}),
+            ),
+            _ => json_response(
+                StatusCode::OK,
+                &json!({"status": "ready", "config_version": snapshot.version}),
+            ),
+        }
     }
 }
 
@@ -106,16 +140,23 @@ fn upstreams_view(s: &Snapshot) -> Value {
         .values()
         .map(|p| {
             let members: Vec<Value> = p
+                .members()
                 .members
                 .iter()
                 .map(|m| {
+                    let id = match &m.source {
+                        crate::upstream::Source::Registry(id) => Some(id.as_str()),
+                        crate::upstream::Source::Static => None,
+                    };
                     json!({
                         "address": m.address,
                         "resolved": m.addr.to_string(),
                         "weight": m.weight,
-                        "source": m.source,
-                        "health": if m.is_available() { "healthy" } else { "unhealthy" },
-                        "circuit": "closed",
+                        "source": m.source_name(),
+                        "id": id,
+                        "tls": m.tls,
+                        "health": if m.is_healthy() { "healthy" } else { "unhealthy" },
+                        "circuit": m.circuit().as_str(),
                         "in_flight": m.inflight(),
                     })
                 })
@@ -124,6 +165,7 @@ fn upstreams_view(s: &Snapshot) -> Value {
                 "name": &*p.name,
                 "balance": p.balance,
                 "health_checked": p.health.is_some(),
+                "service": p.service,
                 "healthy": p.healthy_count(),
                 "members": members,
             })
@@ -146,10 +188,7 @@ impl ServeHttp for AdminApp {
         let snapshot = self.reloader.store().load_full();
         match (method, path.as_str()) {
             (Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
-            (Method::GET, "/ready") => json_response(
-                StatusCode::OK,
-                &json!({"status": "ready", "config_version": snapshot.version}),
-            ),
+            (Method::GET, "/ready") => self.ready(&snapshot),
             (Method::GET, "/metrics") => {
                 let body = self.metrics.render();
                 Response::builder()

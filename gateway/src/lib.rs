@@ -6,9 +6,13 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cli_registry;
 pub mod config;
+pub mod discovery;
 pub mod metrics;
 pub mod proxy;
+pub mod redis_link;
+pub mod registry;
 pub mod reload;
 pub mod router;
 pub mod server;

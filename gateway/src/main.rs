@@ -36,6 +36,15 @@ enum Command {
     Check,
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Register, deregister and list instances in the Redis registry.
+    Registry {
+        /// Redis URL (comma-separated seed URLs for a cluster); default: the `redis` section
+        /// of the config file (-c).
+        #[arg(long, global = true)]
+        redis: Option<String>,
+        #[command(subcommand)]
+        command: portico::cli_registry::RegistryCommand,
+    },
 }
 
 fn init_logging() {
@@ -85,6 +94,18 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Run { upgrade }) => run(&cli, *upgrade),
+        Some(Command::Registry { redis, command }) => {
+            use portico::cli_registry;
+            let result = cli_registry::redis_config(redis.as_deref(), cli.config.as_deref())
+                .and_then(|cfg| cli_registry::run(command.clone(), cfg));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portico registry: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => run(&cli, false),
     }
 }

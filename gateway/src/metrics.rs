@@ -15,6 +15,8 @@ pub struct Metrics {
     pub upstream_members: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub access_log_dropped: IntCounter,
+    pub circuit_open: IntGaugeVec,
+    pub registry_events: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -63,6 +65,22 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind.",
         )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        let circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "portico_circuit_open",
+                "1 while a member is ejected by passive health.",
+            ),
+            &["upstream", "member"],
+        )?;
+        let registry_events = IntCounterVec::new(
+            Opts::new(
+                "portico_registry_events_total",
+                "Registry reads (on events, expiries and resyncs) by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(circuit_open.clone()))?;
+        registry.register(Box::new(registry_events.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -79,25 +97,44 @@ impl Metrics {
             upstream_members,
             config_reloads,
             access_log_dropped,
+            circuit_open,
+            registry_events,
         })
     }
 
+    /// Members by state: `healthy`, `unhealthy` (active checks) and `ejected` (passive).
     pub fn update_members(&self, pool: &Pool) {
-        let healthy = pool.healthy_count() as i64;
-        let total = pool.members.len() as i64;
-        self.upstream_members
-            .with_label_values(&[&pool.name, "healthy"])
-            .set(healthy);
-        self.upstream_members
-            .with_label_values(&[&pool.name, "unhealthy"])
-            .set(total - healthy);
+        let set = pool.members();
+        let (mut healthy, mut unhealthy, mut ejected) = (0, 0, 0);
+        for m in &set.members {
+            if !m.is_healthy() {
+                unhealthy += 1;
+            } else if m.circuit() != crate::upstream::Circuit::Closed {
+                ejected += 1;
+            } else {
+                healthy += 1;
+            }
+        }
+        for (state, n) in [
+            ("healthy", healthy),
+            ("unhealthy", unhealthy),
+            ("ejected", ejected),
+        ] {
+            self.upstream_members
+                .with_label_values(&[&pool.name, state])
+                .set(n);
+        }
     }
 
     /// Drops the series of pools that a reload removed.
     pub fn forget_pool(&self, name: &str) {
-        for state in ["healthy", "unhealthy"] {
+        for state in ["healthy", "unhealthy", "ejected"] {
             let _ = self.upstream_members.remove_label_values(&[name, state]);
         }
+    }
+
+    pub fn registry_event(&self, result: &str) {
+        self.registry_events.with_label_values(&[result]).inc();
     }
 
     pub fn render(&self) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! of a Kubernetes ConfigMap that inotify misses), SIGHUP, and the admin `POST /reload`.
 
 use crate::config::{load_file, ConfigErrors};
+use crate::discovery::DiscoveryService;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ pub struct Reloader {
     path: PathBuf,
     store: SnapshotStore,
     metrics: Arc<Metrics>,
+    discovery: Option<Arc<DiscoveryService>>,
     /// Reloads are serialized: two at once would race on the version and the pools.
     lock: tokio::sync::Mutex<()>,
 }
@@ -24,11 +26,17 @@ pub enum ReloadOutcome {
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, store: SnapshotStore, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        store: SnapshotStore,
+        metrics: Arc<Metrics>,
+        discovery: Option<Arc<DiscoveryService>>,
+    ) -> Self {
         Reloader {
             path,
             store,
             metrics,
+            discovery,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -65,9 +73,11 @@ impl Reloader {
         let version = current.version + 1;
         // Compiling resolves member host names, so keep it off the async workers.
         let prev = current.clone();
-        let compiled =
-            tokio::task::spawn_blocking(move || Snapshot::compile(&loaded, version, Some(&prev)))
-                .await;
+        let cache = self.discovery.as_ref().map(|d| d.cache.clone());
+        let compiled = tokio::task::spawn_blocking(move || {
+            Snapshot::compile(&loaded, version, Some(&prev), cache.as_deref())
+        })
+        .await;
         let next = match compiled {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(self.failed(e)),
@@ -161,10 +171,12 @@ fn warn_restart_only_changes(current: &Snapshot, next: &Snapshot) {
     let listeners = |s: &Snapshot| serde_json::to_string(&s.config.listeners).unwrap_or_default();
     let server = |s: &Snapshot| serde_json::to_string(&s.config.server).unwrap_or_default();
     let admin = |s: &Snapshot| s.config.admin.address.clone();
+    let redis = |s: &Snapshot| serde_json::to_string(&s.config.redis).unwrap_or_default();
     if listeners(current) != listeners(next)
         || server(current) != server(next)
         || admin(current) != admin(next)
+        || redis(current) != redis(next)
     {
-        tracing::warn!("listener, admin address and server settings apply only after a restart or `run --upgrade`");
+        tracing::warn!("listener, admin address, redis and server settings apply only after a restart or `run --upgrade`");
     }
 }

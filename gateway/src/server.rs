@@ -4,8 +4,10 @@
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::{load_file, ConfigErrors};
+use crate::discovery::{DiscoveryCache, DiscoveryService};
 use crate::metrics::Metrics;
 use crate::proxy::{EdgeApp, Gateway};
+use crate::redis_link::RedisLink;
 use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::upstream::run_health_checks;
@@ -28,6 +30,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
+    #[error("{0}")]
+    Redis(String),
     #[error("listener {address}: {message}")]
     Listener { address: String, message: String },
 }
@@ -35,13 +39,14 @@ pub enum StartError {
 /// Loads and compiles the file exactly as `run` does, without starting anything.
 pub fn check(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     let loaded = load_file(path)?;
-    Snapshot::compile(&loaded, 1, None)
+    Snapshot::compile(&loaded, 1, None, None)
 }
 
 struct Control {
     store: SnapshotStore,
     metrics: Arc<Metrics>,
     reloader: Arc<Reloader>,
+    discovery: Option<Arc<DiscoveryService>>,
     watch: bool,
 }
 
@@ -54,6 +59,9 @@ impl BackgroundService for Control {
         ];
         if self.watch {
             tasks.push(tokio::spawn(self.reloader.clone().watch()));
+        }
+        if let Some(d) = &self.discovery {
+            tasks.push(tokio::spawn(d.clone().run()));
         }
         let _ = shutdown.changed().await;
         for t in tasks {
@@ -157,11 +165,34 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         server.add_service(service);
     }
 
-    let reloader = Arc::new(Reloader::new(path, store.clone(), metrics.clone()));
+    // Redis clients are made here, after Pingora's bootstrap, and connect lazily inside the
+    // services' runtimes.
+    let link = match &config.redis {
+        Some(r) => Some(Arc::new(
+            RedisLink::new(&r.value).map_err(|e| StartError::Redis(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let discovery = match (&link, &config.redis) {
+        (Some(link), Some(r)) => Some(Arc::new(DiscoveryService::new(
+            link.clone(),
+            store.clone(),
+            metrics.clone(),
+            Arc::new(DiscoveryCache::default()),
+            r.value.resync_interval.get(),
+        ))),
+        _ => None,
+    };
+    let reloader = Arc::new(Reloader::new(
+        path,
+        store.clone(),
+        metrics.clone(),
+        discovery.clone(),
+    ));
     if !config.admin.address.is_empty() {
         let mut admin = Service::new(
             "portico-admin".to_string(),
-            AdminApp::new(reloader.clone(), metrics.clone()),
+            AdminApp::new(reloader.clone(), metrics.clone(), link.clone()),
         );
         admin.add_tcp(&config.admin.address);
         admin.threads = Some(1);
@@ -174,6 +205,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             store,
             metrics,
             reloader,
+            discovery,
             watch: config.server.watch_config,
         },
     );

@@ -4,6 +4,7 @@
 //! snapshot they started with.
 
 use crate::config::{Config, ConfigError, ConfigErrors, Diagnostics, Loaded, RouteConfig};
+use crate::discovery::DiscoveryCache;
 use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
 use crate::upstream::{Pool, PoolError};
 use arc_swap::ArcSwap;
@@ -66,14 +67,16 @@ impl Snapshot {
         loaded: &Loaded,
         version: u64,
         previous: Option<&Snapshot>,
+        discovered: Option<&DiscoveryCache>,
     ) -> Result<Snapshot, ConfigErrors> {
         let config = &loaded.config;
         let mut diag = Diagnostics::new(loaded.file.clone());
 
         check_listeners(config, &mut diag);
+        check_redis(config, &mut diag);
         let trusted_proxies = compile_trusted(config, &mut diag);
         let admin_token = compile_admin(config, &mut diag);
-        let pools = compile_pools(config, previous, &mut diag);
+        let pools = compile_pools(config, previous, discovered, &mut diag);
         let entries = compile_routes(config, &pools, &mut diag);
 
         let router = if diag.is_empty() {
@@ -153,6 +156,22 @@ fn check_listeners(config: &Config, diag: &mut Diagnostics) {
     }
 }
 
+fn check_redis(config: &Config, diag: &mut Diagnostics) {
+    if let Some(r) = &config.redis {
+        if let Err(e) = crate::redis_link::RedisLink::new(&r.value) {
+            diag.at_span(r, e.to_string());
+        }
+    }
+    for (name, up) in &config.upstreams {
+        if up.value.discovery == crate::config::Discovery::Redis && config.redis.is_none() {
+            diag.at_span(
+                up,
+                format!("upstream `{name}` uses discovery: redis, but there is no `redis` section"),
+            );
+        }
+    }
+}
+
 fn compile_trusted(config: &Config, diag: &mut Diagnostics) -> Vec<IpNet> {
     let mut out = Vec::new();
     for t in &config.trusted_proxies {
@@ -191,6 +210,7 @@ fn compile_admin(config: &Config, diag: &mut Diagnostics) -> Option<Arc<str>> {
 fn compile_pools(
     config: &Config,
     previous: Option<&Snapshot>,
+    discovered: Option<&DiscoveryCache>,
     diag: &mut Diagnostics,
 ) -> HashMap<String, Arc<Pool>> {
     let mut pools = HashMap::new();
@@ -201,11 +221,12 @@ fn compile_pools(
                 continue;
             }
         }
-        if up.value.members.is_empty() {
-            diag.at_span(up, format!("upstream `{name}` has no members"));
-            continue;
-        }
-        match Pool::build(name, &up.value) {
+        let known = up
+            .value
+            .service
+            .as_ref()
+            .and_then(|s| discovered.and_then(|c| c.get(&s.value)));
+        match Pool::build(name, &up.value, known.as_deref()) {
             Ok(p) => {
                 pools.insert(name.clone(), Arc::new(p));
             }

@@ -43,6 +43,8 @@ struct State {
     connections: AtomicUsize,
     /// When set, `/health` answers 503.
     unhealthy: std::sync::atomic::AtomicBool,
+    /// When not 0, every other request is answered with this status.
+    fail_status: std::sync::atomic::AtomicU16,
 }
 
 /// A running witness server.
@@ -113,6 +115,11 @@ impl Witness {
         self.state.connections.load(Ordering::Relaxed)
     }
 
+    /// Answers every request (but `/health`) with `status`; 0 turns it off.
+    pub fn fail_with(&self, status: u16) {
+        self.state.fail_status.store(status, Ordering::Relaxed);
+    }
+
     pub fn set_unhealthy(&self, unhealthy: bool) {
         self.state.unhealthy.store(unhealthy, Ordering::Relaxed);
     }
@@ -172,6 +179,14 @@ async fn handle(
     }
     if let Ok(mut s) = state.seen.lock() {
         s.push(seen);
+    }
+    let fail = state.fail_status.load(Ordering::Relaxed);
+    if fail != 0 {
+        return Ok(Response::builder()
+            .status(fail)
+            .header("x-upstream", state.name.as_str())
+            .body(Full::new(Bytes::from_static(b"failing on purpose")))
+            .unwrap_or_default());
     }
     let header_map: serde_json::Map<String, Value> = headers
         .iter()

@@ -37,6 +37,10 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The Redis that the service registry (and global rate limits) use.
+    #[serde(default)]
+    #[schemars(with = "Option<RedisConfig>")]
+    pub redis: Option<Spanned<RedisConfig>>,
     /// Upstream pools by name.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, UpstreamConfig>")]
@@ -185,13 +189,100 @@ impl Default for AccessLogConfig {
     }
 }
 
+/// Redis: one node, a cluster, or a master found through Sentinel.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS) for a single node.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs).
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// A master found through Sentinel.
+    #[serde(default)]
+    pub sentinel: Option<SentinelConfig>,
+    /// Environment variable holding the password (never the password itself).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// ACL user name, with `password_env`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Prefix of every key (`P` in the registry schema).
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "one_second")]
+    pub connect_timeout: Duration,
+    #[serde(default = "one_second")]
+    pub command_timeout: Duration,
+    /// Full registry resync period (events make changes visible sooner).
+    #[serde(default = "ten_seconds")]
+    pub resync_interval: Duration,
+    /// Whether `/ready` answers 503 while Redis is unreachable (SPEC.md). Traffic keeps
+    /// flowing either way; set to false when one Redis outage must not take every replica
+    /// out of a load balancer at once.
+    #[serde(default = "yes")]
+    pub required_for_ready: bool,
+}
+
+impl RedisConfig {
+    /// A single-node config with defaults, for `--redis URL` on the command line.
+    pub fn from_url(url: &str) -> RedisConfig {
+        RedisConfig {
+            url: Some(url.to_string()),
+            cluster: Vec::new(),
+            sentinel: None,
+            password_env: None,
+            username: None,
+            key_prefix: default_prefix(),
+            connect_timeout: one_second(),
+            command_timeout: one_second(),
+            resync_interval: ten_seconds(),
+            required_for_ready: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The monitored master's name.
+    pub master_name: String,
+    /// Sentinel nodes, `redis://host:port`.
+    pub nodes: Vec<String>,
+}
+
+/// Where a pool's members come from besides `members`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Only the static `members`.
+    #[default]
+    Static,
+    /// Instances registered in the Redis registry under `service`, plus the static members.
+    Redis,
+}
+
 /// A pool of upstream members.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Static members.
+    #[serde(default)]
     #[schemars(with = "Vec<MemberConfig>")]
     pub members: Vec<Spanned<MemberConfig>>,
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// With `discovery: redis`: the registered service name.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub service: Option<Spanned<String>>,
+    /// Passive health: members that fail are ejected for a while (circuit breaking).
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealthConfig>,
+    /// Retrying failed requests on another member.
+    #[serde(default)]
+    pub retries: RetryConfig,
     #[serde(default)]
     pub balance: Balance,
     /// For `consistent_hash`: `header:NAME`, `cookie:NAME`, `client_ip` or `path`.
@@ -208,6 +299,71 @@ pub struct UpstreamConfig {
     /// Further members tried after a connect failure.
     #[serde(default = "one")]
     pub connect_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthConfig {
+    /// Consecutive failures (connect errors, resets, 5xx) that eject a member.
+    pub consecutive_failures: u32,
+    /// Statuses that count as failures.
+    pub failure_statuses: Vec<u16>,
+    /// First ejection; each further ejection doubles it, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// At most this share of the pool is ejected at once (percent).
+    pub max_ejected_percent: u32,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        PassiveHealthConfig {
+            consecutive_failures: 5,
+            failure_statuses: vec![502, 503, 504],
+            base_ejection: Duration::secs(10),
+            max_ejection: Duration::secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// 502, 503 and 504 answers from the member.
+    #[serde(rename = "5xx")]
+    Gateway5xx,
+    /// The connection broke before a response arrived.
+    Reset,
+    /// The per-try timeout passed before a response arrived.
+    Timeout,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra tries after a failure of the kinds in `on` (idempotent methods only). Connect
+    /// failures are governed by `connect_retries`.
+    pub attempts: u32,
+    pub on: Vec<RetryOn>,
+    /// Time for each try to produce a response header.
+    pub per_try_timeout: Option<Duration>,
+    /// Retries may add at most this share of the pool's requests (percent)…
+    pub budget_percent: u32,
+    /// …but at least this many per second.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 0,
+            on: vec![RetryOn::Gateway5xx, RetryOn::Reset, RetryOn::Timeout],
+            per_try_timeout: None,
+            budget_percent: 20,
+            budget_min_per_second: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -376,6 +532,12 @@ fn three() -> u32 {
 }
 fn root_path() -> String {
     "/".into()
+}
+fn ten_seconds() -> Duration {
+    Duration::secs(10)
+}
+fn default_prefix() -> String {
+    "portico".into()
 }
 fn five_seconds() -> Duration {
     Duration::secs(5)

@@ -13,7 +13,7 @@ use crate::access_log::AccessLog;
 use crate::metrics::{method_label, Metrics};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot, SnapshotStore};
-use crate::upstream::{InflightGuard, Member};
+use crate::upstream::{InflightGuard, Member, Pool, Transition};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
@@ -57,14 +57,49 @@ pub struct RequestState {
     upstream_uri: Option<http::Uri>,
     member: Option<Arc<Member>>,
     _inflight: Option<InflightGuard>,
-    /// Members already tried (bit per member index), so a retry picks another.
-    tried: u64,
+    /// Members already tried, so a retry picks another.
+    tried: Tried,
+    tries: u32,
     connect_failures: u32,
+    /// Retries taken for 5xx, resets and timeouts (connect failures are counted apart).
+    retries: u32,
+    /// The current try ended in a 5xx that is being retried.
+    retry_pending: bool,
+    /// A pooled connection went stale: the next try may reuse the same member.
+    retry_same_member: bool,
+    /// The current try's outcome went to passive health already.
+    reported: bool,
     upstream_started: Option<Instant>,
     upstream_elapsed: Option<Duration>,
     body_bytes: u64,
     /// The error code of a response the gateway produced itself.
     error_code: Option<&'static str>,
+}
+
+/// Members tried by this request, by identity.
+#[derive(Default)]
+struct Tried {
+    members: [usize; 8],
+    len: usize,
+}
+
+impl Tried {
+    fn contains(&self, m: &Arc<Member>) -> bool {
+        self.members[..self.len].contains(&(Arc::as_ptr(m) as usize))
+    }
+    fn push(&mut self, m: &Arc<Member>) {
+        if self.len < self.members.len() {
+            self.members[self.len] = Arc::as_ptr(m) as usize;
+            self.len += 1;
+        }
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 impl RequestState {
@@ -130,8 +165,13 @@ impl ProxyHttp for Gateway {
             upstream_uri: None,
             member: None,
             _inflight: None,
-            tried: 0,
+            tried: Tried::default(),
+            tries: 0,
             connect_failures: 0,
+            retries: 0,
+            retry_pending: false,
+            retry_same_member: false,
+            reported: false,
             upstream_started: None,
             upstream_elapsed: None,
             body_bytes: 0,
@@ -254,24 +294,32 @@ impl ProxyHttp for Gateway {
             },
             None => None,
         };
-        let tried = ctx.tried;
-        let skip = move |i: usize| i < 64 && tried & (1u64 << i) != 0;
-        let Some(index) = pool.select(session.req_header(), ctx.plugin.client_ip, &skip) else {
+        if ctx.tries == 0 {
+            pool.retry.on_request();
+        }
+        let same_ok = std::mem::take(&mut ctx.retry_same_member);
+        let tried = &ctx.tried;
+        let skip = |m: &Arc<Member>| !same_ok && tried.contains(m);
+        let Some(member) = pool.select(session.req_header(), ctx.plugin.client_ip, &skip) else {
             let mut e = Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream member");
             e.set_retry(false);
             return Err(e);
         };
-        if index < 64 {
-            ctx.tried |= 1 << index;
-        }
-        let member = pool.members[index].clone();
+        ctx.tried.push(&member);
+        ctx.tries += 1;
+        ctx.reported = false;
+        ctx.retry_pending = false;
         ctx._inflight = Some(member.start_request());
         let mut peer = Box::new(member.peer.clone());
-        if let Some(remaining) = remaining {
+        let per_try = match (remaining, pool.retry.per_try_timeout) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        };
+        if let Some(limit) = per_try {
             let o = &mut peer.options;
-            o.connection_timeout = o.connection_timeout.map(|t| t.min(remaining));
-            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(remaining));
-            o.read_timeout = Some(o.read_timeout.map_or(remaining, |t| t.min(remaining)));
+            o.connection_timeout = o.connection_timeout.map(|t| t.min(limit));
+            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(limit));
+            o.read_timeout = Some(o.read_timeout.map_or(limit, |t| t.min(limit)));
         }
         if session.is_upgrade_req() {
             // WebSocket: frames may be far apart; the per-read timeout must not cut them.
@@ -286,18 +334,78 @@ impl ProxyHttp for Gateway {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        peer: &HttpPeer,
+        _peer: &HttpPeer,
         ctx: &mut RequestState,
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.connect_failures += 1;
-        if let Some(route) = &ctx.route {
-            let pool = &route.pool;
-            let untried = pool.members.len() > ctx.tried.count_ones() as usize;
-            if ctx.connect_failures <= pool.connect_retries && untried {
-                tracing::warn!(upstream = %pool.name, member = %peer, error = %e, "connect failed; trying another member");
-                e.set_retry(true);
+        let Some(route) = ctx.route.clone() else {
+            return e;
+        };
+        let pool = &route.pool;
+        self.report(pool, ctx, false);
+        let tried = &ctx.tried;
+        if ctx.connect_failures <= pool.connect_retries && pool.has_other(&|m| tried.contains(m)) {
+            // Nothing was sent: another member is safe for any method.
+            let member = ctx
+                .member
+                .as_ref()
+                .map(|m| m.address.as_str())
+                .unwrap_or("");
+            tracing::warn!(upstream = %pool.name, member, error = %e.root_cause(), "connect failed; trying another member");
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestState,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retry_pending) {
+            e.set_retry(true);
+            return e;
+        }
+        let Some(route) = ctx.route.clone() else {
+            e.set_retry(false);
+            return e;
+        };
+        let pool = &route.pool;
+        let stale_pooled = client_reused
+            && matches!(
+                e.etype,
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+            && session.response_written().is_none();
+        let replayable =
+            is_idempotent(&session.req_header().method) && !session.retry_buffer_truncated();
+        if session.response_written().is_some() || !replayable {
+            // Never after response bytes went out; never a request that cannot be replayed.
+            if !ctx.reported {
+                self.report(pool, ctx, false);
             }
+            e.set_retry(false);
+        } else if stale_pooled {
+            // A pooled connection the member had closed: not the member's fault.
+            ctx.retry_same_member = true;
+            e.set_retry(true);
+        } else {
+            if !ctx.reported {
+                self.report(pool, ctx, false);
+            }
+            let timeout = matches!(e.etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+            let wanted = if timeout {
+                pool.retry.on_timeout
+            } else {
+                pool.retry.on_reset
+            };
+            e.set_retry(wanted && self.take_retry(pool, ctx));
         }
         e
     }
@@ -350,11 +458,33 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        let pool = &route.pool;
+        let status = upstream_response.status.as_u16();
+        let failed = pool
+            .passive
+            .as_ref()
+            .is_some_and(|p| p.is_failure_status(status));
+        self.report(pool, ctx, !failed);
+        if matches!(status, 502..=504)
+            && pool.retry.on_5xx
+            && is_idempotent(&session.req_header().method)
+            && !session.retry_buffer_truncated()
+            && self.take_retry(pool, ctx)
+        {
+            ctx.retry_pending = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "upstream answered with a retryable status",
+            ));
+        }
         Ok(())
     }
 
@@ -437,9 +567,57 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             route.pipeline.logging(session, &ctx.plugin);
         }
+        if !ctx.reported {
+            if let Some(m) = &ctx.member {
+                m.release_probe();
+            }
+        }
         if let Some(log) = &self.access_log {
             log.write(access_line(session, ctx, status, elapsed));
         }
+    }
+}
+
+impl Gateway {
+    /// Sends the current try's outcome to passive health, once per try.
+    fn report(&self, pool: &Pool, ctx: &mut RequestState, ok: bool) {
+        if std::mem::replace(&mut ctx.reported, true) {
+            return;
+        }
+        let Some(member) = &ctx.member else { return };
+        match pool.report(member, ok) {
+            Transition::None => {}
+            Transition::Ejected(period) => {
+                tracing::warn!(upstream = %pool.name, member = %member.address, seconds = period.as_secs_f64(), "member ejected by passive health");
+                self.metrics
+                    .circuit_open
+                    .with_label_values(&[&*pool.name, member.address.as_str()])
+                    .set(1);
+                self.metrics.update_members(pool);
+            }
+            Transition::Closed => {
+                tracing::info!(upstream = %pool.name, member = %member.address, "member passed its half-open probe");
+                self.metrics
+                    .circuit_open
+                    .with_label_values(&[&*pool.name, member.address.as_str()])
+                    .set(0);
+                self.metrics.update_members(pool);
+            }
+        }
+    }
+
+    /// Whether another try is allowed: attempts left, another member to try, budget left.
+    fn take_retry(&self, pool: &Pool, ctx: &mut RequestState) -> bool {
+        let tried = &ctx.tried;
+        if ctx.retries >= pool.retry.attempts || !pool.has_other(&|m| tried.contains(m)) {
+            return false;
+        }
+        if !pool.retry.take_retry() {
+            tracing::debug!(upstream = %pool.name, "retry budget exhausted");
+            return false;
+        }
+        ctx.retries += 1;
+        true
     }
 }
 

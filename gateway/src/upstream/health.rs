@@ -20,8 +20,6 @@ pub struct HealthChecker {
     healthy_threshold: u32,
     unhealthy_threshold: u32,
     next_due: Mutex<Instant>,
-    /// Per member: consecutive successes (positive) or failures (negative).
-    streaks: Mutex<Vec<Arc<AtomicU32>>>,
 }
 
 impl HealthChecker {
@@ -86,7 +84,6 @@ impl HealthChecker {
             healthy_threshold: config.healthy_threshold,
             unhealthy_threshold: config.unhealthy_threshold,
             next_due: Mutex::new(Instant::now()),
-            streaks: Mutex::new(Vec::new()),
         })
     }
 
@@ -99,14 +96,6 @@ impl HealthChecker {
         }
         *due = now + self.interval;
         true
-    }
-
-    fn streaks(&self, n: usize) -> Vec<Arc<AtomicU32>> {
-        let Ok(mut s) = self.streaks.lock() else {
-            return Vec::new();
-        };
-        s.resize_with(n, || Arc::new(AtomicU32::new(0)));
-        s.clone()
     }
 }
 
@@ -124,16 +113,10 @@ fn record(streak: &AtomicU32, ok: bool) -> u32 {
     next & !FAIL_BIT
 }
 
-async fn probe_member(
-    pool: Arc<Pool>,
-    index: usize,
-    streak: Arc<AtomicU32>,
-    metrics: Arc<Metrics>,
-) {
+async fn probe_member(pool: Arc<Pool>, member: Arc<Member>, metrics: Arc<Metrics>) {
     let Some(checker) = pool.health.as_ref() else {
         return;
     };
-    let member: &Arc<Member> = &pool.members[index];
     let backend = Backend {
         addr: PingoraAddr::Inet(member.addr),
         weight: member.weight as usize,
@@ -141,7 +124,7 @@ async fn probe_member(
     };
     let result = checker.probe.check(&backend).await;
     let ok = result.is_ok();
-    let count = record(&streak, ok);
+    let count = record(&member.health_streak, ok);
     let threshold = if ok {
         checker.healthy_threshold
     } else {
@@ -175,9 +158,8 @@ pub async fn run_health_checks(store: SnapshotStore, metrics: Arc<Metrics>) {
             if !checker.take_due(now) {
                 continue;
             }
-            let streaks = checker.streaks(pool.members.len());
-            for (index, streak) in streaks.into_iter().enumerate() {
-                tokio::spawn(probe_member(pool.clone(), index, streak, metrics.clone()));
+            for member in pool.members().members.iter() {
+                tokio::spawn(probe_member(pool.clone(), member.clone(), metrics.clone()));
             }
         }
     }

@@ -1,37 +1,61 @@
-//! Upstream pools: members, selection, and health state.
+//! Upstream pools: members (static and discovered), selection, active and passive health.
 
+mod hash_key;
 mod health;
+mod passive;
+mod retry;
 mod select;
 
+pub use hash_key::{cookie_value, HashKey};
 pub use health::{run_health_checks, HealthChecker};
+pub use passive::{Circuit, PassivePolicy, Transition};
+pub use retry::RetryPolicy;
 pub use select::stable_hash;
 
-use crate::config::{Balance, UpstreamConfig};
-use http::HeaderName;
+use crate::config::{Balance, Discovery, UpstreamConfig};
+use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use select::{LeastRequest, Ring, RoundRobin};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Where a member came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Static,
+    /// The Redis registry, with the instance id.
+    Registry(String),
+}
+
 /// One upstream server.
 pub struct Member {
-    /// As written in the config (`host:port`).
+    /// As configured or registered (`host:port`).
     pub address: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    /// Where the member came from (`static`).
-    pub source: &'static str,
+    pub tls: bool,
+    pub source: Source,
     /// Built once; cloned per request (cheaper than building a peer per request).
     pub peer: HttpPeer,
     healthy: AtomicBool,
     inflight: AtomicUsize,
+    /// Active health checks: consecutive successes (low bits) or failures (high bit set).
+    pub(crate) health_streak: AtomicU32,
+    pub(crate) breaker: passive::Breaker,
 }
 
 impl Member {
+    /// Healthy by active checks and not ejected by passive ones.
     pub fn is_available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.breaker.admits()
+    }
+    pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+    pub fn circuit(&self) -> Circuit {
+        self.breaker.circuit()
     }
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Relaxed)
@@ -42,7 +66,21 @@ impl Member {
     /// Counts a request in flight until the guard drops (for least-request).
     pub fn start_request(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.breaker.on_pick();
         InflightGuard(self.clone())
+    }
+    /// Frees a half-open probe slot when a try ended without an outcome.
+    pub fn release_probe(&self) {
+        self.breaker.release_probe();
+    }
+    pub fn source_name(&self) -> &'static str {
+        match self.source {
+            Source::Static => "static",
+            Source::Registry(_) => "redis",
+        }
+    }
+    fn same_as(&self, addr: &str, weight: u32, tls: bool, source: &Source) -> bool {
+        self.address == addr && self.weight == weight && self.tls == tls && &self.source == source
     }
 }
 
@@ -51,7 +89,7 @@ impl std::fmt::Debug for Member {
         f.debug_struct("Member")
             .field("address", &self.address)
             .field("weight", &self.weight)
-            .field("healthy", &self.is_available())
+            .field("available", &self.is_available())
             .finish()
     }
 }
@@ -64,86 +102,55 @@ impl Drop for InflightGuard {
     }
 }
 
-/// What a consistent-hash pool hashes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HashKey {
-    Header(HeaderName),
-    Cookie(String),
-    ClientIp,
-    Path,
-}
-
-impl HashKey {
-    pub fn parse(text: &str) -> Result<HashKey, String> {
-        let text = text.trim();
-        if let Some(h) = text.strip_prefix("header:") {
-            return HeaderName::from_bytes(h.trim().as_bytes())
-                .map(HashKey::Header)
-                .map_err(|_| format!("`{h}` is not a valid header name"));
-        }
-        if let Some(c) = text.strip_prefix("cookie:") {
-            let c = c.trim();
-            if c.is_empty() {
-                return Err("a cookie name is required after `cookie:`".into());
-            }
-            return Ok(HashKey::Cookie(c.to_string()));
-        }
-        match text {
-            "client_ip" => Ok(HashKey::ClientIp),
-            "path" => Ok(HashKey::Path),
-            other => Err(format!(
-                "unknown hash key `{other}`; use header:NAME, cookie:NAME, client_ip or path"
-            )),
-        }
-    }
-
-    /// The key's hash for this request; `None` when the request does not carry the key
-    /// (the pool then falls back to round robin).
-    pub fn hash(
-        &self,
-        req: &pingora::http::RequestHeader,
-        client_ip: Option<IpAddr>,
-    ) -> Option<u64> {
-        match self {
-            HashKey::Header(name) => req.headers.get(name).map(|v| stable_hash(v.as_bytes())),
-            HashKey::Cookie(name) => req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes()))
-                .map(stable_hash),
-            HashKey::ClientIp => client_ip.map(|ip| stable_hash(&ip)),
-            HashKey::Path => Some(stable_hash(req.uri.path().as_bytes())),
-        }
-    }
-}
-
-/// The value of cookie `name` in one `Cookie` header, without allocating.
-pub fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    header.split(|&b| b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
-    })
-}
-
 enum Selector {
     RoundRobin(RoundRobin),
     LeastRequest(LeastRequest),
-    Consistent {
-        ring: Ring,
-        fallback: RoundRobin,
-        key: HashKey,
-    },
+    Consistent { ring: Ring, fallback: RoundRobin },
+}
+
+/// The members of a pool at one moment, with their selection tables.
+pub struct MemberSet {
+    pub members: Vec<Arc<Member>>,
+    selector: Selector,
+}
+
+impl MemberSet {
+    fn new(members: Vec<Arc<Member>>, balance: Balance) -> Self {
+        let selector = match balance {
+            Balance::ConsistentHash => Selector::Consistent {
+                ring: Ring::new(&members),
+                fallback: RoundRobin::new(&members),
+            },
+            Balance::LeastRequest => Selector::LeastRequest(LeastRequest::new(&members)),
+            Balance::RoundRobin => Selector::RoundRobin(RoundRobin::new(&members)),
+        };
+        MemberSet { members, selector }
+    }
+}
+
+/// A registry instance resolved to an address, ready to become a member.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    pub id: String,
+    pub address: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub tls: bool,
 }
 
 /// A compiled upstream pool.
 pub struct Pool {
     pub name: Arc<str>,
-    pub members: Vec<Arc<Member>>,
-    selector: Selector,
+    set: ArcSwap<MemberSet>,
+    static_members: Vec<Arc<Member>>,
+    /// With `discovery: redis`, the registered service whose instances join the pool.
+    pub service: Option<String>,
+    config: UpstreamConfig,
+    hash_key: Option<HashKey>,
     pub connect_retries: u32,
     pub total_timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub passive: Option<PassivePolicy>,
     pub health: Option<HealthChecker>,
     /// The definition this pool was built from, to tell on reload whether it changed.
     pub fingerprint: String,
@@ -154,7 +161,7 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("name", &self.name)
-            .field("members", &self.members)
+            .field("members", &self.set.load().members)
             .finish()
     }
 }
@@ -178,7 +185,13 @@ impl Pool {
         serde_json::to_string(config).unwrap_or_default()
     }
 
-    pub fn build(name: &str, config: &UpstreamConfig) -> Result<Pool, Vec<PoolError>> {
+    /// Validates the definition and builds the pool with its static members and, for a
+    /// discovered pool, the instances known so far.
+    pub fn build(
+        name: &str,
+        config: &UpstreamConfig,
+        known: Option<&[Discovered]>,
+    ) -> Result<Pool, Vec<PoolError>> {
         let mut errors = Vec::new();
         let mut members = Vec::new();
         for (index, m) in config.members.iter().enumerate() {
@@ -192,15 +205,14 @@ impl Pool {
                 continue;
             }
             match resolve(&m.address) {
-                Ok(addr) => members.push(Arc::new(Member {
-                    address: m.address.clone(),
+                Ok(addr) => members.push(new_member(
+                    m.address.clone(),
                     addr,
-                    weight: m.weight,
-                    source: "static",
-                    peer: build_peer(addr, &m.address, config),
-                    healthy: AtomicBool::new(true),
-                    inflight: AtomicUsize::new(0),
-                })),
+                    m.weight,
+                    config.tls.is_some(),
+                    Source::Static,
+                    config,
+                )),
                 Err(message) => errors.push(PoolError::Member {
                     index,
                     address: m.address.clone(),
@@ -208,7 +220,34 @@ impl Pool {
                 }),
             }
         }
-        let key = match (&config.balance, &config.hash_key) {
+        let service = match (config.discovery, &config.service) {
+            (Discovery::Redis, Some(s)) => match crate::registry::validate_service(&s.value) {
+                Ok(()) => Some(s.value.clone()),
+                Err(e) => {
+                    errors.push(PoolError::Other(format!("service: {e}")));
+                    None
+                }
+            },
+            (Discovery::Redis, None) => {
+                errors.push(PoolError::Other("discovery: redis needs `service`".into()));
+                None
+            }
+            (Discovery::Static, Some(_)) => {
+                errors.push(PoolError::Other(
+                    "`service` needs `discovery: redis`".into(),
+                ));
+                None
+            }
+            (Discovery::Static, None) => {
+                if config.members.is_empty() {
+                    errors.push(PoolError::Other(format!(
+                        "upstream `{name}` has no members"
+                    )));
+                }
+                None
+            }
+        };
+        let hash_key = match (&config.balance, &config.hash_key) {
             (Balance::ConsistentHash, None) => {
                 errors.push(PoolError::Other(
                     "balance: consistent_hash needs `hash_key` (header:NAME, cookie:NAME, client_ip or path)".into(),
@@ -240,28 +279,90 @@ impl Pool {
             },
             None => None,
         };
+        let passive = match config.passive_health.as_ref().map(PassivePolicy::new) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                errors.push(PoolError::Other(e));
+                None
+            }
+            None => None,
+        };
+        let retry = RetryPolicy::new(&config.retries).map_err(|e| {
+            errors.push(PoolError::Other(e));
+        });
+        if let Some(t) = config.retries.per_try_timeout {
+            if t.get().is_zero() {
+                errors.push(PoolError::Other(
+                    "retries.per_try_timeout must be above 0".into(),
+                ));
+            }
+        }
+        let Ok(retry) = retry else {
+            return Err(errors);
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
-        let selector = match (config.balance, key) {
-            (Balance::ConsistentHash, Some(key)) => Selector::Consistent {
-                ring: Ring::new(&members),
-                fallback: RoundRobin::new(&members),
-                key,
-            },
-            (Balance::LeastRequest, _) => Selector::LeastRequest(LeastRequest::new(&members)),
-            _ => Selector::RoundRobin(RoundRobin::new(&members)),
-        };
-        Ok(Pool {
+        let pool = Pool {
             name: name.into(),
-            members,
-            selector,
+            set: ArcSwap::from_pointee(MemberSet::new(members.clone(), config.balance)),
+            static_members: members,
+            service,
+            config: config.clone(),
+            hash_key,
             connect_retries: config.connect_retries,
             total_timeout: config.timeouts.total.map(|d| d.get()),
+            retry,
+            passive,
             health,
             fingerprint: Self::fingerprint_of(config),
             balance: config.balance,
-        })
+        };
+        if let (Some(known), true) = (known, pool.service.is_some()) {
+            pool.set_discovered(known);
+        }
+        Ok(pool)
+    }
+
+    /// The current members.
+    pub fn members(&self) -> Arc<MemberSet> {
+        self.set.load_full()
+    }
+
+    /// Replaces the discovered members; members that did not change keep their state.
+    /// Answers whether the membership changed.
+    pub fn set_discovered(&self, found: &[Discovered]) -> bool {
+        let current = self.set.load();
+        let mut members = self.static_members.clone();
+        for d in found {
+            let source = Source::Registry(d.id.clone());
+            let existing = current
+                .members
+                .iter()
+                .find(|m| m.same_as(&d.address, d.weight, d.tls, &source) && m.addr == d.addr);
+            members.push(match existing {
+                Some(m) => m.clone(),
+                None => new_member(
+                    d.address.clone(),
+                    d.addr,
+                    d.weight,
+                    d.tls,
+                    source,
+                    &self.config,
+                ),
+            });
+        }
+        let unchanged = members.len() == current.members.len()
+            && members
+                .iter()
+                .zip(current.members.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if unchanged {
+            return false;
+        }
+        self.set
+            .store(Arc::new(MemberSet::new(members, self.balance)));
+        true
     }
 
     /// Picks a member for this request, skipping the ones `skip` names (already tried).
@@ -269,28 +370,91 @@ impl Pool {
         &self,
         req: &pingora::http::RequestHeader,
         client_ip: Option<IpAddr>,
-        skip: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
-        match &self.selector {
-            Selector::RoundRobin(rr) => rr.pick(&self.members, skip),
-            Selector::LeastRequest(lr) => lr.pick(&self.members, skip),
-            Selector::Consistent {
-                ring,
-                fallback,
-                key,
-            } => match key.hash(req, client_ip) {
-                Some(h) => ring.pick(&self.members, h, skip),
-                None => fallback.pick(&self.members, skip),
-            },
-        }
+        skip: &dyn Fn(&Arc<Member>) -> bool,
+    ) -> Option<Arc<Member>> {
+        let set = self.set.load();
+        let members = &set.members;
+        let skip_index = |i: usize| skip(&members[i]);
+        let index = match &set.selector {
+            Selector::RoundRobin(rr) => rr.pick(members, &skip_index),
+            Selector::LeastRequest(lr) => lr.pick(members, &skip_index),
+            Selector::Consistent { ring, fallback } => {
+                match self.hash_key.as_ref().and_then(|k| k.hash(req, client_ip)) {
+                    Some(h) => ring.pick(members, h, &skip_index),
+                    None => fallback.pick(members, &skip_index),
+                }
+            }
+        }?;
+        Some(members[index].clone())
+    }
+
+    /// Whether a member other than those `skip` names could take a request.
+    pub fn has_other(&self, skip: &dyn Fn(&Arc<Member>) -> bool) -> bool {
+        self.set
+            .load()
+            .members
+            .iter()
+            .any(|m| m.is_available() && !skip(m))
     }
 
     pub fn healthy_count(&self) -> usize {
-        self.members.iter().filter(|m| m.is_available()).count()
+        self.set
+            .load()
+            .members
+            .iter()
+            .filter(|m| m.is_available())
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.load().members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records the outcome of a request to `member` for passive health.
+    pub fn report(&self, member: &Member, ok: bool) -> Transition {
+        let Some(policy) = &self.passive else {
+            return Transition::None;
+        };
+        member.breaker.report(ok, policy, || {
+            let set = self.set.load();
+            let ejected = set
+                .members
+                .iter()
+                .filter(|m| m.breaker.is_ejected())
+                .count();
+            (ejected + 1) * 100 <= set.members.len() * policy.max_ejected_percent as usize
+        })
     }
 }
 
-fn resolve(address: &str) -> Result<SocketAddr, String> {
+fn new_member(
+    address: String,
+    addr: SocketAddr,
+    weight: u32,
+    tls: bool,
+    source: Source,
+    config: &UpstreamConfig,
+) -> Arc<Member> {
+    Arc::new(Member {
+        peer: build_peer(addr, &address, tls, config),
+        address,
+        addr,
+        weight,
+        tls,
+        source,
+        healthy: AtomicBool::new(true),
+        inflight: AtomicUsize::new(0),
+        health_streak: AtomicU32::new(0),
+        breaker: passive::Breaker::default(),
+    })
+}
+
+/// Resolves `host:port` (blocking DNS: call it off the async workers).
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = address.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -304,11 +468,20 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".into())
 }
 
-fn build_peer(addr: SocketAddr, address: &str, config: &UpstreamConfig) -> HttpPeer {
+fn build_peer(addr: SocketAddr, address: &str, tls: bool, config: &UpstreamConfig) -> HttpPeer {
     let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
-    let (tls, sni) = match &config.tls {
-        Some(t) => (true, t.sni.clone().unwrap_or_else(|| host.to_string())),
-        None => (false, String::new()),
+    let sni = if tls {
+        config
+            .tls
+            .as_ref()
+            .and_then(|t| t.sni.clone())
+            .unwrap_or_else(|| {
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+    } else {
+        String::new()
     };
     let mut peer = HttpPeer::new(addr, tls, sni);
     let t = &config.timeouts;
@@ -317,33 +490,10 @@ fn build_peer(addr: SocketAddr, address: &str, config: &UpstreamConfig) -> HttpP
     peer.options.read_timeout = Some(t.read.get());
     peer.options.write_timeout = Some(t.write.get());
     peer.options.idle_timeout = Some(t.idle.get());
-    if let Some(tls) = &config.tls {
-        peer.options.verify_cert = tls.verify;
-        peer.options.verify_hostname = tls.verify;
+    if tls {
+        let verify = config.tls.as_ref().is_none_or(|t| t.verify);
+        peer.options.verify_cert = verify;
+        peer.options.verify_hostname = verify;
     }
     peer
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cookie_lookup() {
-        let h = b"a=1; session=xyz ; b=2";
-        assert_eq!(cookie_value(h, b"session"), Some(&b"xyz"[..]));
-        assert_eq!(cookie_value(h, b"b"), Some(&b"2"[..]));
-        assert_eq!(cookie_value(h, b"c"), None);
-    }
-
-    #[test]
-    fn hash_keys_parse() {
-        assert_eq!(HashKey::parse("client_ip").unwrap(), HashKey::ClientIp);
-        assert!(matches!(
-            HashKey::parse("header:x-user").unwrap(),
-            HashKey::Header(_)
-        ));
-        assert!(HashKey::parse("header:bad name").is_err());
-        assert!(HashKey::parse("moon").is_err());
-    }
 }

@@ -78,10 +78,10 @@ impl GatewayBuilder {
         for (i, p) in extra.iter().enumerate() {
             yaml = yaml.replace(&format!("{{port{i}}}"), &p.to_string());
         }
-        if !yaml.contains("admin:") {
+        if !yaml.lines().any(|l| l.starts_with("admin:")) {
             yaml.push_str(&format!("\nadmin:\n  address: 127.0.0.1:{admin_port}\n"));
         }
-        if !yaml.contains("upgrade_sock") {
+        if !yaml.lines().any(|l| l.starts_with("server:")) {
             yaml.push_str(&format!(
                 "\nserver:\n  threads: 2\n  grace_period: 5s\n  shutdown_timeout: 1s\n  upgrade_sock: {}/upgrade.sock\n",
                 dir.path().display()
@@ -263,4 +263,174 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
             .is_some_and(|s| !s.is_empty()),
         "{v}"
     );
+}
+
+/// A real `redis-server` on a free port, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    cluster: bool,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        Self::start_on(free_port(), false).await
+    }
+
+    pub async fn start_on(port: u16, cluster: bool) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = RedisServer {
+            port,
+            child: None,
+            dir,
+            cluster,
+        };
+        s.launch().await;
+        s
+    }
+
+    async fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path());
+        if self.cluster {
+            cmd.arg("--cluster-enabled")
+                .arg("yes")
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"))
+                .arg("--cluster-node-timeout")
+                .arg("2000");
+        }
+        // Reaped by `stop`/`Drop`.
+        #[allow(clippy::zombie_processes)]
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: nothing is persisted).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Three masters forming a Redis Cluster.
+pub async fn redis_cluster() -> Vec<RedisServer> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(RedisServer::start_on(free_port(), true).await);
+    }
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if nodes
+            .iter()
+            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            return nodes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster did not become ready");
+}
+
+/// Runs `portico registry …` against a Redis URL.
+pub fn registry(redis_url: &str, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg("registry")
+        .arg("--redis")
+        .arg(redis_url)
+        .args(args)
+        .output()
+        .expect("portico registry");
+    assert!(
+        out.status.success(),
+        "portico registry {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `X-Upstream` names answering `n` requests.
+pub async fn upstreams_hit(client: &reqwest::Client, url: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        match client.get(url).send().await {
+            Ok(r) => out.push(
+                r.headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| r.status().as_u16().to_string()),
+            ),
+            Err(_) => out.push("error".into()),
+        }
+    }
+    out
 }

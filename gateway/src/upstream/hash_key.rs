@@ -1,0 +1,92 @@
+//! What a consistent-hash pool hashes: a header, a cookie, the client address, or the path.
+
+use super::stable_hash;
+use http::HeaderName;
+use std::net::IpAddr;
+
+/// What a consistent-hash pool hashes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashKey {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+    Path,
+}
+
+impl HashKey {
+    pub fn parse(text: &str) -> Result<HashKey, String> {
+        let text = text.trim();
+        if let Some(h) = text.strip_prefix("header:") {
+            return HeaderName::from_bytes(h.trim().as_bytes())
+                .map(HashKey::Header)
+                .map_err(|_| format!("`{h}` is not a valid header name"));
+        }
+        if let Some(c) = text.strip_prefix("cookie:") {
+            let c = c.trim();
+            if c.is_empty() {
+                return Err("a cookie name is required after `cookie:`".into());
+            }
+            return Ok(HashKey::Cookie(c.to_string()));
+        }
+        match text {
+            "client_ip" => Ok(HashKey::ClientIp),
+            "path" => Ok(HashKey::Path),
+            other => Err(format!(
+                "unknown hash key `{other}`; use header:NAME, cookie:NAME, client_ip or path"
+            )),
+        }
+    }
+
+    /// The key's hash for this request; `None` when the request does not carry the key
+    /// (the pool then falls back to round robin).
+    pub fn hash(
+        &self,
+        req: &pingora::http::RequestHeader,
+        client_ip: Option<IpAddr>,
+    ) -> Option<u64> {
+        match self {
+            HashKey::Header(name) => req.headers.get(name).map(|v| stable_hash(v.as_bytes())),
+            HashKey::Cookie(name) => req
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes()))
+                .map(stable_hash),
+            HashKey::ClientIp => client_ip.map(|ip| stable_hash(&ip)),
+            HashKey::Path => Some(stable_hash(req.uri.path().as_bytes())),
+        }
+    }
+}
+
+/// The value of cookie `name` in one `Cookie` header, without allocating.
+pub fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    header.split(|&b| b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_lookup() {
+        let h = b"a=1; session=xyz ; b=2";
+        assert_eq!(cookie_value(h, b"session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie_value(h, b"b"), Some(&b"2"[..]));
+        assert_eq!(cookie_value(h, b"c"), None);
+    }
+
+    #[test]
+    fn hash_keys_parse() {
+        assert_eq!(HashKey::parse("client_ip").unwrap(), HashKey::ClientIp);
+        assert!(matches!(
+            HashKey::parse("header:x-user").unwrap(),
+            HashKey::Header(_)
+        ));
+        assert!(HashKey::parse("header:bad name").is_err());
+        assert!(HashKey::parse("moon").is_err());
+    }
+}

@@ -1,0 +1,296 @@
+use crate::support::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn config(redis: &str, resync: &str) -> String {
+    format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+redis:
+  {redis}
+  resync_interval: {resync}
+upstreams:
+  users:
+    discovery: redis
+    service: users
+  users-admin:
+    discovery: redis
+    service: users-admin
+routes:
+  - name: users
+    match: {{ prefix: /users }}
+    upstream: users
+  - name: users-admin
+    match: {{ prefix: /admin }}
+    upstream: users-admin
+"#
+    )
+}
+
+/// Waits until requests to `url` are answered by exactly the upstreams `want` (by name).
+async fn wait_for(client: &reqwest::Client, url: &str, want: &[&str], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut hits = upstreams_hit(client, url, 6).await;
+        hits.sort();
+        hits.dedup();
+        if hits == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{url}: wanted {want:?}, still {hits:?} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn discovery_flow(redis_url: &str, gateway_redis: &str) {
+    let w1 = Witness::start("w1").await.unwrap();
+    let w2 = Witness::start("w2").await.unwrap();
+    let admin = Witness::start("admin").await.unwrap();
+    // A long resync: events and expiries, not polling, must make changes visible.
+    let gw = Gateway::start(&config(gateway_redis, "60s")).await;
+    let c = reqwest::Client::new();
+    let r = c.get(gw.url("/users")).send().await.unwrap();
+    assert_error(r, 503, "upstream_unavailable").await;
+
+    // Registered → routed within a second.
+    let a1 = w1.addr.to_string();
+    registry(
+        redis_url,
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &a1,
+            "--id",
+            "w1",
+            "--ttl",
+            "2s",
+        ],
+    );
+    let took = wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_secs(1)).await;
+    eprintln!("routed {took:?} after registering");
+
+    // Same name prefix, other service: no crosstalk either way.
+    let r = c.get(gw.url("/admin")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let aa = admin.addr.to_string();
+    registry(
+        redis_url,
+        &[
+            "register",
+            "--service",
+            "users-admin",
+            "--addr",
+            &aa,
+            "--ttl",
+            "30s",
+        ],
+    );
+    wait_for(&c, &gw.url("/admin"), &["admin"], Duration::from_secs(1)).await;
+    wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_secs(1)).await;
+
+    // The TTL passes without a heartbeat: w1 leaves at once.
+    let a2 = w2.addr.to_string();
+    registry(
+        redis_url,
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &a2,
+            "--id",
+            "w2",
+            "--ttl",
+            "30s",
+        ],
+    );
+    wait_for(&c, &gw.url("/users"), &["w1", "w2"], Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for(&c, &gw.url("/users"), &["w2"], Duration::from_millis(1200)).await;
+
+    // Deregistered → gone.
+    registry(
+        redis_url,
+        &["deregister", "--service", "users", "--id", "w2"],
+    );
+    let gone = Instant::now();
+    loop {
+        let r = c.get(gw.url("/users")).send().await.unwrap();
+        if r.status() == 503 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(1),
+            "deregistered member still routed"
+        );
+    }
+    wait_for(&c, &gw.url("/admin"), &["admin"], Duration::from_secs(1)).await;
+
+    let ups = json(c.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+    let admin_pool = ups["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "users-admin")
+        .unwrap()
+        .clone();
+    assert_eq!(admin_pool["members"][0]["source"], "redis", "{ups}");
+    assert_eq!(admin_pool["service"], "users-admin");
+}
+
+#[tokio::test]
+async fn registry_drives_membership() {
+    let redis = RedisServer::start().await;
+    discovery_flow(&redis.url(), &format!("url: {}", redis.url())).await;
+    // The schema written is SPEC.md's.
+    assert_eq!(
+        redis.cli(&["type", "portico:svc:{users-admin}"]).trim(),
+        "zset"
+    );
+    assert!(redis
+        .cli(&["smembers", "portico:services"])
+        .contains("users-admin"));
+}
+
+#[tokio::test]
+async fn redis_cluster_works_like_a_single_node() {
+    let nodes = redis_cluster().await;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
+    let yaml_list = format!("cluster: [{}]", urls.join(", "));
+    discovery_flow(&urls.join(","), &yaml_list).await;
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_last_known_members_and_recovers() {
+    let mut redis = RedisServer::start().await;
+    let w1 = Witness::start("w1").await.unwrap();
+    let w2 = Witness::start("w2").await.unwrap();
+    let gw = Gateway::start(&config(&format!("url: {}", redis.url()), "2s")).await;
+    let c = reqwest::Client::new();
+    let a1 = w1.addr.to_string();
+    registry(
+        &redis.url(),
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &a1,
+            "--ttl",
+            "60s",
+        ],
+    );
+    wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_secs(1)).await;
+    assert_eq!(
+        c.get(gw.admin("/ready")).send().await.unwrap().status(),
+        200
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), gw.url("/users"));
+        workers.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop();
+    // Through several resync periods without Redis.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let ready = c.get(gw.admin("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = json(ready).await;
+    assert!(body["reason"].as_str().unwrap().contains("redis"), "{body}");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed while Redis was down"
+    );
+
+    // Redis returns (empty): services register again and discovery catches up by itself.
+    redis.restart().await;
+    let a2 = w2.addr.to_string();
+    registry(
+        &redis.url(),
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &a1,
+            "--ttl",
+            "60s",
+        ],
+    );
+    registry(
+        &redis.url(),
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &a2,
+            "--ttl",
+            "60s",
+        ],
+    );
+    wait_for(&c, &gw.url("/users"), &["w1", "w2"], Duration::from_secs(8)).await;
+    assert_eq!(
+        c.get(gw.admin("/ready")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
+    let redis = RedisServer::start().await;
+    let w1 = Witness::start("w1").await.unwrap();
+    let gw = Gateway::start(&config(&format!("url: {}", redis.url()), "60s")).await;
+    let c = reqwest::Client::new();
+    let mut hb = std::process::Command::new(binary())
+        .args([
+            "registry",
+            "--redis",
+            &redis.url(),
+            "register",
+            "--service",
+            "users",
+            "--addr",
+        ])
+        .arg(w1.addr.to_string())
+        .args(["--ttl", "1s", "--heartbeat"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_secs(2)).await;
+    // Three TTLs later it is still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_millis(100)).await;
+    let _ = std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(hb.id().to_string())
+        .status();
+    let _ = hb.wait();
+    let r = c.get(gw.url("/users")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "deregistered on exit");
+}

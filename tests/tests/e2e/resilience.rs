@@ -1,0 +1,178 @@
+use crate::support::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn killed_member_is_ejected_and_requests_are_retried_without_client_errors() {
+    let (pa, pb) = (free_port(), free_port());
+    let _a = UpstreamProcess::start("a", pa).await;
+    let mut b = UpstreamProcess::start("b", pb).await;
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: 127.0.0.1:{pa} }}, {{ address: 127.0.0.1:{pb} }} ]
+    connect_retries: 1
+    passive_health: {{ consecutive_failures: 2, base_ejection: 1s, max_ejection: 10s }}
+    retries: {{ attempts: 2, on: [5xx, reset, timeout], budget_percent: 100 }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#
+    );
+    let gw = Gateway::start(&yaml).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for i in 0..6 {
+        let (stop, ok, failed, url) = (
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            gw.url(&format!("/w{i}?sleep=5")),
+        );
+        workers.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = reqwest::Client::new();
+    let ups = json(c.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+    let circuit_b = ups["upstreams"][0]["members"][1]["circuit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(circuit_b, "closed", "b was not ejected: {ups}");
+    let metrics = c
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "portico_circuit_open{{member=\"127.0.0.1:{pb}\",upstream=\"p\"}} 1"
+        )),
+        "{metrics}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(ok.load(Ordering::Relaxed) > 100, "too little load");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "clients saw errors while a healthy member existed"
+    );
+
+    // Back up: after the ejection period a half-open probe closes the circuit.
+    let _b2 = UpstreamProcess::start("b", pb).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let hits = upstreams_hit(&c, &gw.url("/"), 10).await;
+        if hits.iter().any(|h| h == "b") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never came back: {hits:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn idempotent_5xx_is_retried_on_another_member_and_post_is_not() {
+    let good = Witness::start("good").await.unwrap();
+    let bad = Witness::start("bad").await.unwrap();
+    bad.fail_with(503);
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: {} }}, {{ address: {} }} ]
+    retries: {{ attempts: 1, budget_percent: 100 }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        good.addr, bad.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    for _ in 0..20 {
+        let r = c.get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers().get("x-upstream").unwrap(), "good");
+    }
+    assert!(
+        bad.count() >= 5,
+        "round robin should have tried bad first about half the time"
+    );
+    // Not idempotent: the upstream's 503 goes to the client as is.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            c.post(gw.url("/"))
+                .body("x")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        statuses.contains(&503) && statuses.contains(&200),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn total_deadline_and_per_try_timeout_give_504() {
+    let slow = Witness::start("slow").await.unwrap();
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: {} }} ]
+    timeouts: {{ total: 400ms }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        slow.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    let start = Instant::now();
+    let r = c.get(gw.url("/?sleep=2000")).send().await.unwrap();
+    assert_error(r, 504, "gateway_timeout").await;
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        c.get(gw.url("/?sleep=10")).send().await.unwrap().status(),
+        200
+    );
+}
