@@ -11,6 +11,7 @@ pub mod config;
 pub mod discovery;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_buckets;
 pub mod redis_link;
 pub mod registry;
 pub mod reload;

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     pub circuit_open: IntGaugeVec,
     pub registry_events: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -81,6 +82,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(circuit_open.clone()))?;
         registry.register(Box::new(registry_events.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "portico_rate_limited_total",
+                "Requests refused with 429, by route and limit.",
+            ),
+            &["route", "limit"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -99,6 +108,7 @@ impl Metrics {
             access_log_dropped,
             circuit_open,
             registry_events,
+            rate_limited,
         })
     }
 

@@ -11,7 +11,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, Cmd, FromRedisValue, IntoConnectionInfo, RedisError, Script};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ pub enum LinkError {
     Timeout(Duration),
     #[error("redis config: {0}")]
     Config(String),
+    #[error("redis unreachable (retrying in the background): {0}")]
+    Down(String),
 }
 
 #[derive(Clone)]
@@ -51,7 +53,14 @@ pub struct RedisLink {
     connecting: tokio::sync::Mutex<()>,
     up: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// After a failure, commands fail at once until then (ms on a monotonic clock), so callers
+    /// on the request path never wait for a dead Redis; one caller probes when it passes.
+    down_until: AtomicU64,
+    backoff_ms: AtomicU64,
 }
+
+const MIN_BACKOFF_MS: u64 = 250;
+const MAX_BACKOFF_MS: u64 = 2000;
 
 impl RedisLink {
     /// Validates the config (URLs, the password variable) without connecting.
@@ -142,6 +151,8 @@ impl RedisLink {
             connecting: tokio::sync::Mutex::new(()),
             up: AtomicBool::new(false),
             last_error: Mutex::new(Some("not connected yet".into())),
+            down_until: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(MIN_BACKOFF_MS),
         })
     }
 
@@ -159,14 +170,43 @@ impl RedisLink {
         }
     }
 
+    /// Fails at once while a recent failure's backoff lasts; the first caller after it
+    /// passes gets to try (and pushes the next window out while it does).
+    fn gate(&self) -> Result<(), LinkError> {
+        let now = monotonic_ms();
+        let until = self.down_until.load(Ordering::Relaxed);
+        if now < until {
+            return Err(LinkError::Down(self.status().err().unwrap_or_default()));
+        }
+        if until != 0 {
+            let next = now + self.backoff_ms.load(Ordering::Relaxed);
+            if self
+                .down_until
+                .compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                return Err(LinkError::Down(self.status().err().unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+
     fn record<T>(&self, result: &Result<T, LinkError>) {
         match result {
+            Err(LinkError::Down(_)) => {}
             Ok(_) => {
+                self.down_until.store(0, Ordering::Relaxed);
+                self.backoff_ms.store(MIN_BACKOFF_MS, Ordering::Relaxed);
                 if !self.up.swap(true, Ordering::Relaxed) {
                     tracing::info!("redis is reachable");
                 }
             }
             Err(e) => {
+                let backoff = self.backoff_ms.load(Ordering::Relaxed);
+                self.down_until
+                    .store(monotonic_ms() + backoff, Ordering::Relaxed);
+                self.backoff_ms
+                    .store((backoff * 2).min(MAX_BACKOFF_MS), Ordering::Relaxed);
                 if self.up.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "redis is unreachable");
                 }
@@ -222,6 +262,7 @@ impl RedisLink {
     /// Runs one command.
     pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, LinkError> {
         let result = async {
+            self.gate()?;
             let conn = self.connect().await?;
             let run = async {
                 match conn {
@@ -247,6 +288,7 @@ impl RedisLink {
         args: &[String],
     ) -> Result<T, LinkError> {
         let result = async {
+            self.gate()?;
             let conn = self.connect().await?;
             let mut invocation = script.prepare_invoke();
             for k in keys {
@@ -331,4 +373,10 @@ fn with_credentials(
     }
     let settings = credentials(info.redis_settings().clone(), username, password);
     info.set_redis_settings(settings)
+}
+
+fn monotonic_ms() -> u64 {
+    static EPOCH: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    EPOCH.elapsed().as_millis() as u64 + 1
 }

@@ -5,7 +5,8 @@
 use crate::config::{load_file, ConfigErrors};
 use crate::discovery::DiscoveryService;
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
+use portico_plugins::SharedBuckets;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +16,7 @@ pub struct Reloader {
     store: SnapshotStore,
     metrics: Arc<Metrics>,
     discovery: Option<Arc<DiscoveryService>>,
+    shared: Option<Arc<dyn SharedBuckets>>,
     /// Reloads are serialized: two at once would race on the version and the pools.
     lock: tokio::sync::Mutex<()>,
 }
@@ -31,12 +33,14 @@ impl Reloader {
         store: SnapshotStore,
         metrics: Arc<Metrics>,
         discovery: Option<Arc<DiscoveryService>>,
+        shared: Option<Arc<dyn SharedBuckets>>,
     ) -> Self {
         Reloader {
             path,
             store,
             metrics,
             discovery,
+            shared,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -74,8 +78,14 @@ impl Reloader {
         // Compiling resolves member host names, so keep it off the async workers.
         let prev = current.clone();
         let cache = self.discovery.as_ref().map(|d| d.cache.clone());
+        let shared = self.shared.clone();
         let compiled = tokio::task::spawn_blocking(move || {
-            Snapshot::compile(&loaded, version, Some(&prev), cache.as_deref())
+            let env = CompileEnv {
+                previous: Some(&prev),
+                discovered: cache.as_deref(),
+                shared,
+            };
+            Snapshot::compile(&loaded, version, &env)
         })
         .await;
         let next = match compiled {

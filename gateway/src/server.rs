@@ -7,9 +7,10 @@ use crate::config::{load_file, ConfigErrors};
 use crate::discovery::{DiscoveryCache, DiscoveryService};
 use crate::metrics::Metrics;
 use crate::proxy::{EdgeApp, Gateway};
+use crate::rate_buckets::RedisBuckets;
 use crate::redis_link::RedisLink;
 use crate::reload::Reloader;
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
 use crate::upstream::run_health_checks;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use portico_plugins::SharedBuckets;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,7 +41,21 @@ pub enum StartError {
 /// Loads and compiles the file exactly as `run` does, without starting anything.
 pub fn check(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     let loaded = load_file(path)?;
-    Snapshot::compile(&loaded, 1, None, None)
+    // Validation only: the link connects lazily, so nothing here touches the network.
+    let shared = loaded
+        .config
+        .redis
+        .as_ref()
+        .and_then(|r| RedisLink::new(&r.value).ok())
+        .map(|link| Arc::new(RedisBuckets::new(Arc::new(link))) as Arc<dyn SharedBuckets>);
+    Snapshot::compile(
+        &loaded,
+        1,
+        &CompileEnv {
+            shared,
+            ..CompileEnv::default()
+        },
+    )
 }
 
 struct Control {
@@ -75,7 +91,26 @@ impl BackgroundService for Control {
 const PLAIN_READ_BUFFER: usize = 4096;
 
 pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
-    let snapshot = check(&path)?;
+    let loaded = load_file(&path)?;
+    // Redis clients are made here, after reading the config and before Pingora's bootstrap
+    // (which does not fork: no daemon mode); they connect lazily inside the services' runtimes.
+    let link = match &loaded.config.redis {
+        Some(r) => Some(Arc::new(
+            RedisLink::new(&r.value).map_err(|e| StartError::Redis(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let shared = link
+        .clone()
+        .map(|l| Arc::new(RedisBuckets::new(l)) as Arc<dyn SharedBuckets>);
+    let snapshot = Snapshot::compile(
+        &loaded,
+        1,
+        &CompileEnv {
+            shared: shared.clone(),
+            ..CompileEnv::default()
+        },
+    )?;
     let config = snapshot.config.clone();
     let metrics = Arc::new(Metrics::new()?);
     for pool in snapshot.pools.values() {
@@ -165,14 +200,6 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         server.add_service(service);
     }
 
-    // Redis clients are made here, after Pingora's bootstrap, and connect lazily inside the
-    // services' runtimes.
-    let link = match &config.redis {
-        Some(r) => Some(Arc::new(
-            RedisLink::new(&r.value).map_err(|e| StartError::Redis(e.to_string()))?,
-        )),
-        None => None,
-    };
     let discovery = match (&link, &config.redis) {
         (Some(link), Some(r)) => Some(Arc::new(DiscoveryService::new(
             link.clone(),
@@ -188,6 +215,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         store.clone(),
         metrics.clone(),
         discovery.clone(),
+        shared,
     ));
     if !config.admin.address.is_empty() {
         let mut admin = Service::new(

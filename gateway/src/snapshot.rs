@@ -9,7 +9,7 @@ use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
 use crate::upstream::{Pool, PoolError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use portico_plugins::Pipeline;
+use portico_plugins::{BuildContext, Pipeline, SharedBuckets, StateStore};
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +47,15 @@ impl Edge {
     }
 }
 
+/// What a compile uses besides the file: the running snapshot (pools and plugin state carry
+/// over), the last known registry instances, and the shared rate-limit buckets.
+#[derive(Default)]
+pub struct CompileEnv<'a> {
+    pub previous: Option<&'a Snapshot>,
+    pub discovered: Option<&'a DiscoveryCache>,
+    pub shared: Option<Arc<dyn SharedBuckets>>,
+}
+
 pub struct Snapshot {
     pub version: u64,
     pub loaded_at: SystemTime,
@@ -57,6 +66,8 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     pub edge: Edge,
     pub admin_token: Option<Arc<str>>,
+    /// Plugin state (local rate-limit counters) to carry into the next compile.
+    pub plugin_state: StateStore,
 }
 
 impl Snapshot {
@@ -66,9 +77,9 @@ impl Snapshot {
     pub fn compile(
         loaded: &Loaded,
         version: u64,
-        previous: Option<&Snapshot>,
-        discovered: Option<&DiscoveryCache>,
+        env: &CompileEnv,
     ) -> Result<Snapshot, ConfigErrors> {
+        let previous = env.previous;
         let config = &loaded.config;
         let mut diag = Diagnostics::new(loaded.file.clone());
 
@@ -76,8 +87,11 @@ impl Snapshot {
         check_redis(config, &mut diag);
         let trusted_proxies = compile_trusted(config, &mut diag);
         let admin_token = compile_admin(config, &mut diag);
-        let pools = compile_pools(config, previous, discovered, &mut diag);
-        let entries = compile_routes(config, &pools, &mut diag);
+        let pools = compile_pools(config, previous, env.discovered, &mut diag);
+        let plugin_state = previous
+            .map(|p| p.plugin_state.carry_over())
+            .unwrap_or_default();
+        let entries = compile_routes(config, &pools, env.shared.clone(), &plugin_state, &mut diag);
 
         let router = if diag.is_empty() {
             match Router::build(entries) {
@@ -119,6 +133,7 @@ impl Snapshot {
                 keepalive_requests: l.keepalive_requests,
             },
             admin_token,
+            plugin_state,
         })
     }
 }
@@ -251,6 +266,8 @@ fn compile_pools(
 fn compile_routes(
     config: &Config,
     pools: &HashMap<String, Arc<Pool>>,
+    shared: Option<Arc<dyn SharedBuckets>>,
+    state: &StateStore,
     diag: &mut Diagnostics,
 ) -> Vec<RouteEntry<Route>> {
     let mut names = HashSet::new();
@@ -310,8 +327,13 @@ fn compile_routes(
                 }
             });
         let mut plugins = Vec::new();
+        let build_ctx = BuildContext {
+            route: name.to_string(),
+            shared: shared.clone(),
+            state: state.clone(),
+        };
         for p in &r.plugins {
-            match p.value.build() {
+            match p.value.build(&build_ctx) {
                 Ok(built) => plugins.push(built),
                 Err(e) => diag.at_span(p, format!("route `{name}`: {e}")),
             }

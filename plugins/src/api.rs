@@ -52,6 +52,8 @@ pub struct RequestContext {
     /// The matched route's name.
     pub route: Arc<str>,
     pub identity: Option<Identity>,
+    /// Headers plugins add to the response, whether proxied or produced by the gateway.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// A response the gateway produces itself instead of proxying (the JSON error body of SPEC.md).
@@ -61,6 +63,8 @@ pub struct Rejection {
     pub code: &'static str,
     pub message: Cow<'static, str>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// For `rate_limited`: the configured name of the limit (a metric label).
+    pub limit: Option<Arc<str>>,
 }
 
 impl Rejection {
@@ -70,6 +74,7 @@ impl Rejection {
             code,
             message: message.into(),
             headers: Vec::new(),
+            limit: None,
         }
     }
 }
@@ -132,4 +137,86 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
     /// After the response is done (success or failure).
     fn logging(&self, _session: &Session, _ctx: &RequestContext) {}
+}
+
+/// The outcome of taking tokens from a shared GCRA bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcraGrant {
+    /// Tokens granted (0 to the number asked for).
+    pub granted: u32,
+    /// Tokens still available right after this grant.
+    pub remaining: u32,
+    /// Until the bucket is full again.
+    pub reset_after: std::time::Duration,
+    /// Until the next token, when none was granted.
+    pub retry_after: std::time::Duration,
+}
+
+/// An atomic GCRA bucket shared by every gateway replica (the gateway implements it on
+/// Redis, judged on the Redis server's clock).
+#[async_trait]
+pub trait SharedBuckets: Send + Sync + std::fmt::Debug {
+    /// Takes up to `want` tokens from bucket `key`: one token per `interval`, at most
+    /// `capacity` at once.
+    async fn take(
+        &self,
+        key: &str,
+        interval: std::time::Duration,
+        capacity: u32,
+        want: u32,
+    ) -> Result<GcraGrant, String>;
+
+    /// Prefix for keys (the configured Redis key prefix).
+    fn key_prefix(&self) -> &str;
+}
+
+/// What plugin constructors may use besides their config.
+#[derive(Default, Clone)]
+pub struct BuildContext {
+    /// The route the plugin is built for.
+    pub route: String,
+    /// Shared buckets when the config has a `redis` section.
+    pub shared: Option<Arc<dyn SharedBuckets>>,
+    /// State kept across reloads (e.g. local rate-limit counters), by key.
+    pub state: StateStore,
+}
+
+type StateMap = std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>;
+
+/// Plugin state that survives a reload when the plugin's config did not change. Each compile
+/// gets a store [`carried over`](StateStore::carry_over) from the previous one: it hands back
+/// the previous state for keys asked for again and forgets the rest.
+#[derive(Default, Clone)]
+pub struct StateStore {
+    current: Arc<std::sync::Mutex<StateMap>>,
+    previous: Arc<StateMap>,
+}
+
+impl StateStore {
+    /// The state stored under `key`, or a new one from `make`.
+    pub fn get_or_insert<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let Ok(mut map) = self.current.lock() else {
+            return Arc::new(make());
+        };
+        let found = map
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .and_then(|v| v.clone().downcast::<T>().ok());
+        let state = found.unwrap_or_else(|| Arc::new(make()));
+        map.insert(key.to_string(), state.clone());
+        state
+    }
+
+    /// A store for the next compile, offering this one's state.
+    pub fn carry_over(&self) -> StateStore {
+        let previous = self.current.lock().map(|m| m.clone()).unwrap_or_default();
+        StateStore {
+            current: Arc::default(),
+            previous: Arc::new(previous),
+        }
+    }
 }

@@ -7,9 +7,13 @@
 mod api;
 pub mod headers;
 mod pipeline;
+pub mod rate_limit;
 pub mod template;
 
-pub use api::{Flow, Identity, Phases, Plugin, PluginError, Rejection, RequestContext};
+pub use api::{
+    BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError, Rejection,
+    RequestContext, SharedBuckets, StateStore,
+};
 pub use pipeline::Pipeline;
 
 use schemars::JsonSchema;
@@ -23,6 +27,8 @@ use std::sync::Arc;
 pub enum PluginConfig {
     /// Set, add and remove request and response headers.
     Headers(headers::HeadersConfig),
+    /// Limit request rates, in process or across replicas.
+    RateLimit(rate_limit::RateLimitConfig),
 }
 
 impl PluginConfig {
@@ -30,13 +36,15 @@ impl PluginConfig {
     pub fn name(&self) -> &'static str {
         match self {
             PluginConfig::Headers(_) => headers::NAME,
+            PluginConfig::RateLimit(_) => rate_limit::NAME,
         }
     }
 
     /// Validates the config and builds the ready-to-run plugin.
-    pub fn build(&self) -> Result<Arc<dyn Plugin>, PluginError> {
+    pub fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Plugin>, PluginError> {
         match self {
             PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c)?)),
+            PluginConfig::RateLimit(c) => Ok(Arc::new(rate_limit::RateLimitPlugin::new(c, ctx)?)),
         }
     }
 }

@@ -85,6 +85,7 @@ pub async fn respond(
     session: &mut Session,
     rejection: &Rejection,
     request_id: &str,
+    extra: &[(http::HeaderName, http::HeaderValue)],
     close: bool,
 ) -> pingora::Result<()> {
     let body = body(rejection.code, &rejection.message, request_id);
@@ -95,7 +96,7 @@ pub async fn respond(
     if !request_id.is_empty() {
         header.insert_header("x-request-id", request_id)?;
     }
-    for (name, value) in &rejection.headers {
+    for (name, value) in rejection.headers.iter().chain(extra) {
         header.append_header(name.clone(), value.clone())?;
     }
     if close || !(session.is_body_empty() || session.is_body_done()) {

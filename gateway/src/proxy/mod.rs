@@ -140,7 +140,8 @@ fn head_size(req: &RequestHeader) -> (usize, usize) {
 }
 
 async fn reject(session: &mut Session, ctx: &RequestState, r: &Rejection) -> Result<bool> {
-    errors::respond(session, r, &ctx.plugin.request_id, false).await?;
+    let p = &ctx.plugin;
+    errors::respond(session, r, &p.request_id, &p.response_headers, false).await?;
     Ok(true)
 }
 
@@ -158,6 +159,7 @@ impl ProxyHttp for Gateway {
                 scheme: "http",
                 route: NO_ROUTE.clone(),
                 identity: None,
+                response_headers: Vec::new(),
             },
             started: Instant::now(),
             peer_ip: None,
@@ -263,6 +265,12 @@ impl ProxyHttp for Gateway {
             Ok(Flow::Continue) => Ok(false),
             Ok(Flow::Reject(r)) => {
                 ctx.error_code = Some(r.code);
+                if let Some(limit) = &r.limit {
+                    self.metrics
+                        .rate_limited
+                        .with_label_values(&[&*route.name, &**limit])
+                        .inc();
+                }
                 reject(session, ctx, &r).await
             }
             Err(e) => {
@@ -495,6 +503,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
     ) -> Result<()> {
         response.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        for (name, value) in std::mem::take(&mut ctx.plugin.response_headers) {
+            response.append_header(name, value)?;
+        }
         if let Some(route) = &ctx.route {
             route
                 .pipeline
@@ -524,7 +535,10 @@ impl ProxyHttp for Gateway {
         let message: Cow<'static, str> = Cow::Borrowed(errors::default_message(status));
         let r = ctx.reject(status, message);
         // After a proxying failure Pingora does not reuse the client connection, so say so.
-        if let Err(write_err) = errors::respond(session, &r, &ctx.plugin.request_id, true).await {
+        let p = &ctx.plugin;
+        if let Err(write_err) =
+            errors::respond(session, &r, &p.request_id, &p.response_headers, true).await
+        {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
         FailToProxy {

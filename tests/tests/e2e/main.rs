@@ -9,6 +9,7 @@ mod discovery;
 mod health;
 mod lifecycle;
 mod limits;
+mod rate_limit;
 mod reload;
 mod resilience;
 mod routing;
