@@ -99,7 +99,12 @@ def upstream_accepts():
     return int(text.splitlines()[2].split()[0])
 
 
-def portico_yaml(port, admin, routes=1, headers=False):
+REDIS_PORT = 18020
+LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip } ] } }'
+GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
+
+
+def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False):
     lines = [
         "server: { threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024 }",
         f"listeners: [ {{ address: 127.0.0.1:{port} }} ]",
@@ -110,10 +115,14 @@ def portico_yaml(port, admin, routes=1, headers=False):
     ]
     for i in range(routes - 1):
         lines.append(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: up }}")
-    plugin = ""
+    plugins = ""
     if headers:
-        plugin = ', plugins: [ { headers: { request: { set: { X-Client-Ip: "${client_ip}" } }, response: { remove: [Server] } } } ]'
-    lines.append(f"  - {{ name: main, match: {{ prefix: / }}, upstream: up{plugin} }}")
+        plugins = ', plugins: [ { headers: { request: { set: { X-Client-Ip: "${client_ip}" } }, response: { remove: [Server] } } } ]'
+    if plugin:
+        plugins = f", plugins: [ {plugin} ]"
+    if redis:
+        lines.insert(1, f"redis: {{ url: 'redis://127.0.0.1:{REDIS_PORT}' }}")
+    lines.append(f"  - {{ name: main, match: {{ prefix: / }}, upstream: up{plugins} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -219,11 +228,17 @@ backend be
   server s1 127.0.0.1:{UPSTREAM}
 """)
         procs.start(["haproxy", "-f", hap], PROXY_CORE, port=PORTS["haproxy"])
+        procs.start(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no"], LOAD_CORE, port=REDIS_PORT)
         targets = dict(PORTS)
         pp, _ = start_portico(procs, tmp, "passthrough", 18010, 18011)
         targets["portico"] = 18010
         start_portico(procs, tmp, "headers", 18012, 18013, headers=True)
         targets["portico-headers"] = 18012
+        start_portico(procs, tmp, "local-limit", 18030, 18031, plugin=LOCAL_LIMIT)
+        targets["portico-local-limit"] = 18030
+        start_portico(procs, tmp, "global-limit", 18032, 18033, plugin=GLOBAL_LIMIT, redis=True)
+        targets["portico-global-limit"] = 18032
         start_portico(procs, tmp, "routes10", 18014, 18015, routes=10)
         targets["portico-10-routes"] = 18014
         start_portico(procs, tmp, "routes10k", 18016, 18017, routes=10000)
@@ -262,6 +277,8 @@ backend be
             s["vs_nginx"] = s["rps"] / nginx_rps
         results["throughput"] = summary
         results["routes_10k_vs_10"] = summary["portico-10k-routes"]["rps"] / summary["portico-10-routes"]["rps"]
+        results["local_limit_vs_passthrough"] = summary["portico-local-limit"]["rps"] / summary["portico"]["rps"]
+        results["global_vs_local_limit"] = summary["portico-global-limit"]["rps"] / summary["portico-local-limit"]["rps"]
 
         # RSS with idle keep-alive clients.
         master = open(os.path.join(tmp, "proxy.pid")).read().strip()
@@ -305,6 +322,8 @@ backend be
     r = results["rss_idle"]
     print(f"\nRSS with {r['clients']} idle keep-alive clients: portico {r['portico_mib']:.1f} MiB (idle {r['portico_baseline_mib']:.1f} MiB), nginx {r['nginx_mib']:.1f} MiB")
     print(f"10k routes vs 10 routes: {results['routes_10k_vs_10']:.3f}x")
+    print(f"local rate limit vs passthrough: {results['local_limit_vs_passthrough']:.3f}x; "
+          f"global vs local limit: {results['global_vs_local_limit']:.3f}x")
     rl = results["reload_10k_routes"]
     print(f"reload of 10k routes: median {rl['median_ms']:.1f} ms, failed requests during reloads: {rl['failed_requests']}")
     os.makedirs(os.path.join(ROOT, "benches", "out"), exist_ok=True)
