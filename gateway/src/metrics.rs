@@ -18,6 +18,7 @@ pub struct Metrics {
     pub circuit_open: IntGaugeVec,
     pub registry_events: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub auth_failures: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -90,6 +91,14 @@ impl Metrics {
             &["route", "limit"],
         )?;
         registry.register(Box::new(rate_limited.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "portico_auth_failures_total",
+                "Requests refused with 401 or 403, by route and reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -109,6 +118,7 @@ impl Metrics {
             circuit_open,
             registry_events,
             rate_limited,
+            auth_failures,
         })
     }
 

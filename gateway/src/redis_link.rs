@@ -259,18 +259,17 @@ impl RedisLink {
         Ok(conn)
     }
 
-    /// Runs one command.
-    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, LinkError> {
+    /// Runs `op` on a connection, with the fail-fast gate, the command timeout, and status
+    /// bookkeeping.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, LinkError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let result = async {
             self.gate()?;
             let conn = self.connect().await?;
-            let run = async {
-                match conn {
-                    Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
-                    Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
-                }
-            };
-            tokio::time::timeout(self.command_timeout, run)
+            tokio::time::timeout(self.command_timeout, op(conn))
                 .await
                 .map_err(|_| LinkError::Timeout(self.command_timeout))?
                 .map_err(LinkError::from)
@@ -280,6 +279,17 @@ impl RedisLink {
         result
     }
 
+    /// Runs one command.
+    pub async fn query<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, LinkError> {
+        self.run(|conn| async move {
+            match conn {
+                Conn::Single(mut c) => cmd.query_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async::<T>(&mut c).await,
+            }
+        })
+        .await
+    }
+
     /// Runs a Lua script (EVALSHA, loading it on first use).
     pub async fn script<T: FromRedisValue + Send>(
         &self,
@@ -287,30 +297,21 @@ impl RedisLink {
         keys: &[&str],
         args: &[String],
     ) -> Result<T, LinkError> {
-        let result = async {
-            self.gate()?;
-            let conn = self.connect().await?;
-            let mut invocation = script.prepare_invoke();
-            for k in keys {
-                invocation.key(*k);
-            }
-            for a in args {
-                invocation.arg(a);
-            }
-            let run = async {
-                match conn {
-                    Conn::Single(mut c) => invocation.invoke_async::<T>(&mut c).await,
-                    Conn::Cluster(mut c) => invocation.invoke_async::<T>(&mut c).await,
-                }
-            };
-            tokio::time::timeout(self.command_timeout, run)
-                .await
-                .map_err(|_| LinkError::Timeout(self.command_timeout))?
-                .map_err(LinkError::from)
+        let mut invocation = script.prepare_invoke();
+        for k in keys {
+            invocation.key(*k);
         }
-        .await;
-        self.record(&result);
-        result
+        for a in args {
+            invocation.arg(a);
+        }
+        let invocation = &invocation;
+        self.run(|conn| async move {
+            match conn {
+                Conn::Single(mut c) => invocation.invoke_async::<T>(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async::<T>(&mut c).await,
+            }
+        })
+        .await
     }
 
     /// A pub/sub connection subscribed to `channel` (on the master, or on any reachable node

@@ -39,6 +39,8 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// `jwt`, `session`, `api-key`, …
     pub method: &'static str,
+    /// Further headers for the upstream, from configured claim mappings.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What the gateway knows about the request, shared by every plugin of the pipeline.
@@ -63,8 +65,9 @@ pub struct Rejection {
     pub code: &'static str,
     pub message: Cow<'static, str>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// For `rate_limited`: the configured name of the limit (a metric label).
-    pub limit: Option<Arc<str>>,
+    /// A metric label: for `rate_limited` the limit's name, for `unauthorized` and
+    /// `forbidden` the reason.
+    pub label: Option<Arc<str>>,
 }
 
 impl Rejection {
@@ -74,7 +77,7 @@ impl Rejection {
             code,
             message: message.into(),
             headers: Vec::new(),
-            limit: None,
+            label: None,
         }
     }
 }

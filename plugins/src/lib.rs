@@ -5,10 +5,13 @@
 //! calls each plugin's hooks in Pingora's phase order.
 
 mod api;
+pub mod cookie;
 pub mod headers;
+pub mod jwt;
 mod pipeline;
 pub mod rate_limit;
 pub mod template;
+pub mod units;
 
 pub use api::{
     BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError, Rejection,
@@ -29,6 +32,8 @@ pub enum PluginConfig {
     Headers(headers::HeadersConfig),
     /// Limit request rates, in process or across replicas.
     RateLimit(rate_limit::RateLimitConfig),
+    /// Verify a JSON Web Token and set the trusted identity.
+    Jwt(jwt::JwtConfig),
 }
 
 impl PluginConfig {
@@ -37,6 +42,7 @@ impl PluginConfig {
         match self {
             PluginConfig::Headers(_) => headers::NAME,
             PluginConfig::RateLimit(_) => rate_limit::NAME,
+            PluginConfig::Jwt(_) => jwt::NAME,
         }
     }
 
@@ -45,6 +51,7 @@ impl PluginConfig {
         match self {
             PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c)?)),
             PluginConfig::RateLimit(c) => Ok(Arc::new(rate_limit::RateLimitPlugin::new(c, ctx)?)),
+            PluginConfig::Jwt(c) => Ok(Arc::new(jwt::JwtPlugin::new(c, ctx)?)),
         }
     }
 }

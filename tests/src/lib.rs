@@ -45,6 +45,8 @@ struct State {
     unhealthy: std::sync::atomic::AtomicBool,
     /// When not 0, every other request is answered with this status.
     fail_status: std::sync::atomic::AtomicU16,
+    /// Fixed JSON answers by path (e.g. a JWKS), not recorded.
+    fixed: Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A running witness server.
@@ -115,6 +117,13 @@ impl Witness {
         self.state.connections.load(Ordering::Relaxed)
     }
 
+    /// Answers `path` with this JSON body from now on.
+    pub fn serve_json(&self, path: &str, body: &str) {
+        if let Ok(mut f) = self.state.fixed.lock() {
+            f.insert(path.to_string(), body.to_string());
+        }
+    }
+
     /// Answers every request (but `/health`) with `status`; 0 turns it off.
     pub fn fail_with(&self, status: u16) {
         self.state.fail_status.store(status, Ordering::Relaxed);
@@ -166,6 +175,14 @@ async fn handle(
         headers: headers.clone(),
         body_len: body.len(),
     };
+    let fixed = state.fixed.lock().ok().and_then(|f| f.get(&path).cloned());
+    if let Some(body) = fixed {
+        return Ok(Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default());
+    }
     if path == "/health" {
         let status = if state.unhealthy.load(Ordering::Relaxed) {
             503

@@ -2,10 +2,9 @@
 //! every error can be reported as `FILE:LINE:COL: message`.
 
 mod load;
-mod units;
 
 pub use load::{load_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
-pub use units::{ByteSize, Duration};
+pub use portico_plugins::units::{ByteSize, Duration};
 
 use portico_plugins::PluginConfig;
 use schemars::JsonSchema;

@@ -265,11 +265,18 @@ impl ProxyHttp for Gateway {
             Ok(Flow::Continue) => Ok(false),
             Ok(Flow::Reject(r)) => {
                 ctx.error_code = Some(r.code);
-                if let Some(limit) = &r.limit {
-                    self.metrics
+                match (r.code, &r.label) {
+                    ("rate_limited", Some(limit)) => self
+                        .metrics
                         .rate_limited
                         .with_label_values(&[&*route.name, &**limit])
-                        .inc();
+                        .inc(),
+                    ("unauthorized" | "forbidden", Some(reason)) => self
+                        .metrics
+                        .auth_failures
+                        .with_label_values(&[&*route.name, &**reason])
+                        .inc(),
+                    _ => {}
                 }
                 reject(session, ctx, &r).await
             }
@@ -435,6 +442,9 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(identity::X_USER_ROLES, id.roles.join(","))?;
             }
             upstream.insert_header(identity::X_AUTH_METHOD, id.method)?;
+            for (name, value) in &id.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
         }
         if let Some(route) = &ctx.route {
             route

@@ -382,7 +382,7 @@ impl Plugin for RateLimitPlugin {
                 r.headers
                     .push((http::header::RETRY_AFTER, HeaderValue::from(retry)));
                 r.headers.extend(headers_for(limit, &d));
-                r.limit = Some(limit.name.clone());
+                r.label = Some(limit.name.clone());
                 return Ok(Flow::Reject(r));
             }
             if tightest.is_none_or(|(_, t)| d.remaining < t.remaining) {

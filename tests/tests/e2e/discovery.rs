@@ -1,6 +1,4 @@
 use crate::support::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config(redis: &str, resync: &str) -> String {
@@ -193,21 +191,7 @@ async fn redis_outage_keeps_last_known_members_and_recovers() {
         200
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), gw.url("/users"));
-        workers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(&[gw.url("/users")], 4, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.stop();
     // Through several resync periods without Redis.
@@ -216,16 +200,9 @@ async fn redis_outage_keeps_last_known_members_and_recovers() {
     assert_eq!(ready.status(), 503);
     let body = json(ready).await;
     assert!(body["reason"].as_str().unwrap().contains("redis"), "{body}");
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    assert!(ok.load(Ordering::Relaxed) > 100);
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed while Redis was down"
-    );
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 100);
+    assert_eq!(failed, 0, "requests failed while Redis was down");
 
     // Redis returns (empty): services register again and discovery catches up by itself.
     redis.restart().await;

@@ -34,34 +34,15 @@ async fn sigterm_drains_an_in_flight_request() {
 
 #[tokio::test]
 async fn upgrade_hands_over_the_listener_without_failing_requests() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Arc;
     let up = Witness::start("w").await.unwrap();
     let yaml = format!(
         "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n",
         up.addr
     );
     let mut old = Gateway::start(&yaml).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), old.url("/"));
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                // A new connection per request: each one is accepted by whichever process
-                // holds the listener at that moment.
-                let c = reqwest::Client::builder()
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .unwrap();
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    // A new connection per request: each is accepted by whichever process holds the
+    // listener at that moment.
+    let load = Load::start(&[old.url("/")], 4, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = std::fs::File::create(old.dir.path().join("new.log")).unwrap();
     let mut new = std::process::Command::new(binary())
@@ -78,23 +59,13 @@ async fn upgrade_hands_over_the_listener_without_failing_requests() {
         .await
         .unwrap();
     assert!(exited.is_some(), "the old process did not exit");
-    let served_after = ok.load(Ordering::Relaxed);
+    let served_after = load.ok();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     let still_running = new.try_wait().unwrap().is_none();
     let _ = new.kill();
     let _ = new.wait();
     assert!(still_running, "the new process died");
-    assert!(
-        ok.load(Ordering::Relaxed) > served_after,
-        "the new process served nothing"
-    );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during the upgrade"
-    );
+    assert!(ok > served_after, "the new process served nothing");
+    assert_eq!(failed, 0, "requests failed during the upgrade");
 }

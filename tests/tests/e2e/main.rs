@@ -7,6 +7,7 @@ mod balancing;
 mod check;
 mod discovery;
 mod health;
+mod jwt;
 mod lifecycle;
 mod limits;
 mod rate_limit;

@@ -1,6 +1,4 @@
 use crate::support::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn config(up: &Witness, dead: u16, version: usize) -> String {
@@ -69,22 +67,7 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), gw.url("/load"));
-        workers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(&[gw.url("/load")], 8, false);
     for v in 1..=5 {
         gw.write_config(&config(&up, dead, v));
         wait_version(&client, &gw, &format!("v{v}")).await;
@@ -107,20 +90,9 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    assert!(
-        ok.load(Ordering::Relaxed) > 200,
-        "too little load: {}",
-        ok.load(Ordering::Relaxed)
-    );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "requests failed during reloads"
-    );
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 200, "too little load: {ok}");
+    assert_eq!(failed, 0, "requests failed during reloads");
 }
 
 #[tokio::test]

@@ -1,6 +1,4 @@
 use crate::support::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -25,26 +23,8 @@ routes:
 "#
     );
     let gw = Gateway::start(&yaml).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut workers = Vec::new();
-    for i in 0..6 {
-        let (stop, ok, failed, url) = (
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            gw.url(&format!("/w{i}?sleep=5")),
-        );
-        workers.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let urls: Vec<String> = (0..6).map(|i| gw.url(&format!("/w{i}?sleep=5"))).collect();
+    let load = Load::start(&urls, 1, false);
     tokio::time::sleep(Duration::from_millis(500)).await;
     b.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -69,14 +49,10 @@ routes:
         )),
         "{metrics}"
     );
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    assert!(ok.load(Ordering::Relaxed) > 100, "too little load");
+    let (ok, failed) = load.stop().await;
+    assert!(ok > 100, "too little load: {ok}");
     assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
+        failed, 0,
         "clients saw errors while a healthy member existed"
     );
 

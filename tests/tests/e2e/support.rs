@@ -434,3 +434,94 @@ pub async fn upstreams_hit(client: &reqwest::Client, url: &str, n: usize) -> Vec
     }
     out
 }
+
+/// Constant load: `workers` loops per URL sending GETs until stopped; counts 200s and the rest.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `fresh_connections`: a new connection per request (each accepted anew), else keep-alive.
+    pub fn start(urls: &[String], workers: usize, fresh_connections: bool) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for url in urls {
+            for _ in 0..workers {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut builder = reqwest::Client::builder();
+                    if fresh_connections {
+                        builder = builder.pool_max_idle_per_host(0);
+                    }
+                    let c = builder.build().expect("client");
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                }));
+            }
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the loops; answers (ok, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Gateway {
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    pub async fn upstreams(&self) -> serde_json::Value {
+        json(
+            reqwest::get(self.admin("/upstreams"))
+                .await
+                .expect("upstreams"),
+        )
+        .await
+    }
+
+    /// One pool of `/upstreams` by name.
+    pub async fn pool(&self, name: &str) -> serde_json::Value {
+        let v = self.upstreams().await;
+        v["upstreams"]
+            .as_array()
+            .and_then(|pools| pools.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no pool {name} in {v}"))
+    }
+}

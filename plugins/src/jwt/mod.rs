@@ -1,0 +1,607 @@
+//! `jwt`: verifies a JSON Web Token and turns it into the trusted identity.
+//!
+//! ```yaml
+//! plugins:
+//!   - jwt:
+//!       providers:
+//!         - { name: auth, algorithms: [EdDSA], jwks_url: "http://auth:3000/api/auth/jwks",
+//!             issuer: "http://auth:3000", audiences: ["http://auth:3000"] }
+//!         - { name: internal, algorithms: [HS256], secret_env: INTERNAL_JWT_SECRET }
+//!       roles_claim: roles
+//!       required_roles: [admin]
+//!       claims_to_headers: { email: X-User-Email }
+//! ```
+
+mod keys;
+
+use crate::api::{
+    BuildContext, Flow, Identity, Phases, Plugin, PluginError, Rejection, RequestContext,
+};
+use crate::units::Duration;
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use keys::{Jwks, Key};
+use pingora::proxy::Session;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+pub const NAME: &str = "jwt";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// A token is accepted when one provider verifies it.
+    pub providers: Vec<ProviderConfig>,
+    /// Without a token: `true` answers 401; `false` lets the request through anonymously.
+    /// A token that is present but invalid is always refused.
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Where the token is looked for, in order: `bearer` (Authorization header),
+    /// `cookie:NAME`, `query:NAME`.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<String>,
+    /// Claims that must be present (besides `exp` and `sub`, always required).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Dotted path of the roles claim (an array, or a space/comma separated string).
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// The identity needs one of these roles, else 403.
+    #[serde(default)]
+    pub required_roles: Vec<String>,
+    /// Claim (dotted path) → upstream header. Client-sent copies are removed.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Verified tokens remembered (never past their `exp`).
+    #[serde(default = "default_cache")]
+    pub cache_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Accepted algorithms (pinned): HS256/384/512, RS256/384/512, PS256/384/512,
+    /// ES256/384, EdDSA. HMAC and public-key algorithms cannot be mixed in one provider.
+    pub algorithms: Vec<String>,
+    /// HS*: the environment variable holding the shared secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Public keys from a JWKS endpoint.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Public keys from PEM files.
+    #[serde(default)]
+    pub public_key_files: Vec<String>,
+    #[serde(default = "five_minutes")]
+    pub jwks_refresh: Duration,
+    /// How long the last good JWKS keys are used while the endpoint is down.
+    #[serde(default = "one_day")]
+    pub jwks_max_stale: Duration,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must match); empty: `aud` is not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "thirty_seconds")]
+    pub leeway: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_sources() -> Vec<String> {
+    vec!["bearer".into()]
+}
+fn default_cache() -> usize {
+    10_000
+}
+fn five_minutes() -> Duration {
+    Duration::secs(300)
+}
+fn one_day() -> Duration {
+    Duration::secs(86_400)
+}
+fn thirty_seconds() -> Duration {
+    Duration::secs(30)
+}
+
+enum KeySource {
+    Secret(DecodingKey),
+    Static(Vec<Arc<Key>>),
+    Jwks(Arc<Jwks>),
+}
+
+struct Provider {
+    name: String,
+    algorithms: Vec<Algorithm>,
+    keys: KeySource,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("algorithms", &self.algorithms)
+            .finish()
+    }
+}
+
+fn is_hmac(a: Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+impl Provider {
+    fn new(
+        index: usize,
+        c: &ProviderConfig,
+        required_claims: &[String],
+    ) -> Result<Provider, String> {
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("provider-{index}"));
+        let err = |m: String| format!("provider `{name}`: {m}");
+        if c.algorithms.is_empty() {
+            return Err(err("`algorithms` must name the accepted algorithms".into()));
+        }
+        let algorithms: Vec<Algorithm> = c
+            .algorithms
+            .iter()
+            .map(|a| {
+                a.parse::<Algorithm>()
+                    .map_err(|_| err(format!("unknown algorithm `{a}`")))
+            })
+            .collect::<Result<_, _>>()?;
+        let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
+        if hmac != 0 && hmac != algorithms.len() {
+            return Err(err(
+                "HMAC and public-key algorithms cannot be mixed (algorithm confusion)".into(),
+            ));
+        }
+        let sources = [
+            c.secret_env.is_some(),
+            c.jwks_url.is_some(),
+            !c.public_key_files.is_empty(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if sources != 1 {
+            return Err(err(
+                "set exactly one of secret_env, jwks_url or public_key_files".into(),
+            ));
+        }
+        let keys = if let Some(env) = &c.secret_env {
+            if hmac == 0 {
+                return Err(err("secret_env goes with HS256/384/512".into()));
+            }
+            let secret = std::env::var(env)
+                .map_err(|_| err(format!("environment variable `{env}` is not set")))?;
+            if secret.len() < 32 {
+                return Err(err(format!(
+                    "the secret in `{env}` is shorter than 32 bytes"
+                )));
+            }
+            KeySource::Secret(DecodingKey::from_secret(secret.as_bytes()))
+        } else if hmac != 0 {
+            return Err(err("HS* algorithms need secret_env".into()));
+        } else if let Some(url) = &c.jwks_url {
+            KeySource::Jwks(Arc::new(
+                Jwks::new(url.clone(), c.jwks_refresh.get(), c.jwks_max_stale.get())
+                    .map_err(err)?,
+            ))
+        } else {
+            KeySource::Static(keys::pem_keys(&c.public_key_files, &algorithms).map_err(err)?)
+        };
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms.clone();
+        validation.leeway = c.leeway.get().as_secs();
+        validation.validate_nbf = true;
+        let mut required: Vec<&str> = vec!["exp", "sub"];
+        required.extend(required_claims.iter().map(String::as_str));
+        validation.set_required_spec_claims(&required);
+        if let Some(iss) = &c.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        if c.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&c.audiences);
+        }
+        Ok(Provider {
+            name,
+            algorithms,
+            keys,
+            validation,
+        })
+    }
+
+    /// The token's claims when this provider verifies it.
+    async fn verify(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Value, &'static str> {
+        let attempt = |key: &DecodingKey| {
+            jsonwebtoken::decode::<Value>(token, key, &self.validation).map(|d| d.claims)
+        };
+        let reason = |e: jsonwebtoken::errors::Error| -> &'static str {
+            use jsonwebtoken::errors::ErrorKind::*;
+            match e.kind() {
+                ExpiredSignature => "expired",
+                ImmatureSignature => "not_yet_valid",
+                InvalidIssuer => "wrong_issuer",
+                InvalidAudience => "wrong_audience",
+                InvalidSignature => "bad_signature",
+                MissingRequiredClaim(_) => "missing_claim",
+                InvalidAlgorithm => "wrong_algorithm",
+                _ => "invalid_token",
+            }
+        };
+        match &self.keys {
+            KeySource::Secret(k) => attempt(k).map_err(reason),
+            KeySource::Static(keys) => try_keys(keys, header, attempt, reason),
+            KeySource::Jwks(jwks) => {
+                let keys = jwks.keys().await;
+                if keys.is_empty() {
+                    return Err("keys_unavailable");
+                }
+                if let Some(kid) = &header.kid {
+                    let known = keys.iter().any(|k| k.kid.as_ref() == Some(kid));
+                    if !known && jwks.refetch_for_unknown_kid(kid).await {
+                        return try_keys(&jwks.keys().await, header, attempt, reason);
+                    }
+                }
+                try_keys(&keys, header, attempt, reason)
+            }
+        }
+    }
+}
+
+fn try_keys(
+    keys: &[Arc<Key>],
+    header: &jsonwebtoken::Header,
+    attempt: impl Fn(&DecodingKey) -> jsonwebtoken::errors::Result<Value>,
+    reason: impl Fn(jsonwebtoken::errors::Error) -> &'static str,
+) -> Result<Value, &'static str> {
+    let mut last = "unknown_key";
+    for k in keys {
+        if header.kid.is_some() && k.kid.is_some() && k.kid != header.kid {
+            continue;
+        }
+        if k.algorithm.is_some_and(|a| a != header.alg) {
+            continue;
+        }
+        match attempt(&k.key) {
+            Ok(claims) => return Ok(claims),
+            Err(e) => last = reason(e),
+        }
+    }
+    Err(last)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Bearer,
+    Cookie(String),
+    Query(String),
+}
+
+/// A verified token's identity, remembered until its `exp`.
+#[derive(Debug, Clone)]
+struct Verified {
+    identity: Identity,
+    exp: u64,
+}
+
+#[derive(Debug)]
+pub struct JwtPlugin {
+    providers: Vec<Provider>,
+    required: bool,
+    sources: Vec<Source>,
+    roles_claim: Option<Vec<String>>,
+    required_roles: Vec<String>,
+    claim_headers: Vec<(Vec<String>, HeaderName)>,
+    cache: Mutex<HashMap<u64, Verified>>,
+    cache_size: usize,
+}
+
+impl JwtPlugin {
+    pub fn new(config: &JwtConfig, _ctx: &BuildContext) -> Result<Self, PluginError> {
+        let err = |m: String| PluginError::config(NAME, m);
+        if config.providers.is_empty() {
+            return Err(err("`providers` needs at least one provider".into()));
+        }
+        let providers = config
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Provider::new(i, p, &config.required_claims))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        let sources = config
+            .sources
+            .iter()
+            .map(|s| match s.as_str() {
+                "bearer" => Ok(Source::Bearer),
+                _ => {
+                    if let Some(c) = s.strip_prefix("cookie:") {
+                        Ok(Source::Cookie(c.to_string()))
+                    } else if let Some(q) = s.strip_prefix("query:") {
+                        Ok(Source::Query(q.to_string()))
+                    } else {
+                        Err(err(format!(
+                            "unknown token source `{s}`; use bearer, cookie:NAME or query:NAME"
+                        )))
+                    }
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let claim_headers = config
+            .claims_to_headers
+            .iter()
+            .map(|(claim, header)| {
+                let name = HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| err(format!("`{header}` is not a header name")))?;
+                Ok((claim.split('.').map(str::to_string).collect(), name))
+            })
+            .collect::<Result<Vec<_>, PluginError>>()?;
+        Ok(JwtPlugin {
+            providers,
+            required: config.required,
+            sources,
+            roles_claim: config
+                .roles_claim
+                .as_ref()
+                .map(|p| p.split('.').map(str::to_string).collect()),
+            required_roles: config.required_roles.clone(),
+            claim_headers,
+            cache: Mutex::new(HashMap::new()),
+            cache_size: config.cache_size,
+        })
+    }
+
+    fn token<'a>(&self, session: &'a Session) -> Option<&'a str> {
+        let req = session.req_header();
+        for source in &self.sources {
+            let found = match source {
+                Source::Bearer => req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        let (scheme, rest) = v.split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                    }),
+                Source::Cookie(name) => req
+                    .headers
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .find_map(|v| crate::cookie::value(v.as_bytes(), name.as_bytes()))
+                    .and_then(|v| std::str::from_utf8(v).ok()),
+                Source::Query(name) => req.uri.query().and_then(|q| {
+                    q.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        (k == name).then_some(v)
+                    })
+                }),
+            };
+            if let Some(t) = found.filter(|t| !t.is_empty()) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn identity(&self, claims: &Value) -> Result<Identity, &'static str> {
+        let user_id = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err("missing_claim"),
+        };
+        let roles = self
+            .roles_claim
+            .as_ref()
+            .and_then(|path| lookup(claims, path))
+            .map(roles_of)
+            .unwrap_or_default();
+        let headers = self
+            .claim_headers
+            .iter()
+            .filter_map(|(path, name)| {
+                let v = lookup(claims, path)?;
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((name.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect();
+        Ok(Identity {
+            user_id,
+            roles,
+            method: "jwt",
+            headers,
+        })
+    }
+
+    fn cached(&self, key: u64, now: u64) -> Option<Identity> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(&key)
+            .filter(|v| v.exp > now)
+            .map(|v| v.identity.clone())
+    }
+
+    fn remember(&self, key: u64, identity: &Identity, exp: u64) {
+        if self.cache_size == 0 {
+            return;
+        }
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.cache_size {
+                let now = unix_now();
+                cache.retain(|_, v| v.exp > now);
+                if cache.len() >= self.cache_size {
+                    cache.clear();
+                }
+            }
+            cache.insert(
+                key,
+                Verified {
+                    identity: identity.clone(),
+                    exp,
+                },
+            );
+        }
+    }
+
+    fn unauthorized(&self, reason: &'static str) -> Rejection {
+        let mut r = Rejection::new(401, "unauthorized", "A valid token is required");
+        let challenge = if reason == "missing_token" {
+            "Bearer realm=\"portico\"".to_string()
+        } else {
+            format!(
+                "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{reason}\""
+            )
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers.push((http::header::WWW_AUTHENTICATE, v));
+        }
+        r.label = Some(reason.into());
+        r
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lookup<'a>(claims: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(claims, |v, key| v.get(key))
+}
+
+fn roles_of(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) => s
+            .split([' ', ','])
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[async_trait]
+impl Plugin for JwtPlugin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        // Authentication runs first.
+        1000
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            request: true,
+            upstream_request: !self.claim_headers.is_empty(),
+            ..Phases::default()
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Flow, PluginError> {
+        let Some(token) = self.token(session) else {
+            if self.required {
+                return Ok(Flow::Reject(self.unauthorized("missing_token")));
+            }
+            return Ok(Flow::Continue);
+        };
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        token.hash(&mut h);
+        let key = h.finish();
+        let now = unix_now();
+        let identity = match self.cached(key, now) {
+            Some(id) => id,
+            None => {
+                let Ok(header) = jsonwebtoken::decode_header(token) else {
+                    return Ok(Flow::Reject(self.unauthorized("malformed")));
+                };
+                let mut outcome = Err("wrong_algorithm");
+                for p in self
+                    .providers
+                    .iter()
+                    .filter(|p| p.algorithms.contains(&header.alg))
+                {
+                    outcome = p.verify(token, &header).await;
+                    if outcome.is_ok() {
+                        break;
+                    }
+                }
+                let claims = match outcome {
+                    Ok(c) => c,
+                    Err(reason) => return Ok(Flow::Reject(self.unauthorized(reason))),
+                };
+                let identity = match self.identity(&claims) {
+                    Ok(id) => id,
+                    Err(reason) => return Ok(Flow::Reject(self.unauthorized(reason))),
+                };
+                let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+                self.remember(key, &identity, exp);
+                identity
+            }
+        };
+        if !self.required_roles.is_empty()
+            && !identity
+                .roles
+                .iter()
+                .any(|r| self.required_roles.contains(r))
+        {
+            let mut r = Rejection::new(403, "forbidden", "The identity lacks a required role");
+            r.label = Some("missing_role".into());
+            return Ok(Flow::Reject(r));
+        }
+        ctx.identity = Some(identity);
+        Ok(Flow::Continue)
+    }
+
+    fn upstream_request_filter(
+        &self,
+        _session: &Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &RequestContext,
+    ) -> Result<(), PluginError> {
+        // Claim headers come only from the verified token: client-sent copies go.
+        for (_, name) in &self.claim_headers {
+            upstream.remove_header(name);
+        }
+        if let Some(id) = &ctx.identity {
+            for (name, value) in &id.headers {
+                let _ = upstream.insert_header(name.clone(), value.clone());
+            }
+        }
+        Ok(())
+    }
+}
