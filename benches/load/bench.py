@@ -100,16 +100,55 @@ def upstream_accepts():
 
 
 REDIS_PORT = 18020
+JWT_SECRET = "bench-secret-bench-secret-bench-secret!"
+
+
+def b64u(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(secret):
+    import hashlib
+    import hmac
+    head = b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64u(json.dumps({"sub": "bench-user", "exp": int(time.time()) + 86400, "roles": ["reader"]}).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64u(sig)}"
+
+
+def eddsa_token_and_jwks(tmp):
+    """An Ed25519 key made with openssl: a token signed with it, and its JWKS."""
+    key = os.path.join(tmp, "ed25519.pem")
+    sh(["openssl", "genpkey", "-algorithm", "ed25519", "-out", key])
+    der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": b64u(der[-32:]), "kid": "bench", "alg": "EdDSA"}]}
+    head = b64u(json.dumps({"alg": "EdDSA", "typ": "JWT", "kid": "bench"}).encode())
+    body = b64u(json.dumps({"sub": "bench-user", "exp": int(time.time()) + 86400}).encode())
+    data = os.path.join(tmp, "signing-input")
+    with open(data, "w") as f:
+        f.write(f"{head}.{body}")
+    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", data],
+                         check=True, capture_output=True).stdout
+    with open(os.path.join(tmp, "jwks.json"), "w") as f:
+        json.dump(jwks, f)
+    return f"{head}.{body}.{b64u(sig)}"
+
+
+FULL_CHAIN = ('{ jwt: { providers: [ { algorithms: [HS256], secret_env: BENCH_JWT_SECRET } ], roles_claim: roles } }, '
+              + '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: [user_id] } ] } }')
+EDDSA = ('{ jwt: { providers: [ { algorithms: [EdDSA], jwks_url: "http://127.0.0.1:%d/jwks.json" } ] } }' % UPSTREAM)
 LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip } ] } }'
 GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
 
 
-def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False):
+def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False, access_log=None):
     lines = [
         "server: { threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024 }",
         f"listeners: [ {{ address: 127.0.0.1:{port} }} ]",
         f"admin: {{ address: 127.0.0.1:{admin}, token_env: BENCH_ADMIN_TOKEN }}",
-        "access_log: { enabled: false }",
+        f"access_log: {{ enabled: true, path: '{access_log}' }}" if access_log else "access_log: { enabled: false }",
         f"upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{UPSTREAM} }} ] }} }}",
         "routes:",
     ]
@@ -130,7 +169,7 @@ def start_portico(procs, tmp, name, port, admin, **kw):
     path = os.path.join(tmp, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(portico_yaml(port, admin, **kw))
-    env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, PORTICO_LOG="error")
+    env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, BENCH_JWT_SECRET=JWT_SECRET, PORTICO_LOG="error")
     p = procs.start([PORTICO, "run", "-c", path], PROXY_CORE, env=env, port=port)
     return p, path
 
@@ -142,9 +181,10 @@ def to_ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, seconds, path="/", conns=50):
-    out = sh(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-              f"http://127.0.0.1:{port}{path}"]).stdout
+def wrk(port, seconds, path="/", conns=50, token=None):
+    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+    out = sh(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"] + auth +
+             [f"http://127.0.0.1:{port}{path}"]).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     lat = {p: to_ms(v, u) for p, v, u in LAT.findall(out)}
@@ -195,13 +235,16 @@ def main():
         args.seconds, args.rounds, args.idle_clients = 2, 1, 2000
 
     tmp = tempfile.mkdtemp(prefix="portico-bench-")
+    os.chmod(tmp, 0o755)
     procs = Procs()
+    tokens = {"portico-full-chain": hs256_token(JWT_SECRET), "portico-eddsa-jwks": eddsa_token_and_jwks(tmp)}
     results = {}
     try:
         procs.start(nginx_conf(tmp, "upstream", f"""
   server {{
     listen 127.0.0.1:{UPSTREAM} backlog=4096;
     location = /nginx_status {{ stub_status; }}
+    location = /jwks.json {{ root {tmp}; }}
     location / {{ return 200 "hello world\\n"; }}
   }}"""), LOAD_CORE, port=UPSTREAM)
         procs.start(nginx_conf(tmp, "proxy", f"""
@@ -239,13 +282,18 @@ backend be
         targets["portico-local-limit"] = 18030
         start_portico(procs, tmp, "global-limit", 18032, 18033, plugin=GLOBAL_LIMIT, redis=True)
         targets["portico-global-limit"] = 18032
+        start_portico(procs, tmp, "full-chain", 18034, 18035, plugin=FULL_CHAIN,
+                      access_log=os.path.join(tmp, "access.log"))
+        targets["portico-full-chain"] = 18034
+        start_portico(procs, tmp, "eddsa", 18036, 18037, plugin=EDDSA)
+        targets["portico-eddsa-jwks"] = 18036
         start_portico(procs, tmp, "routes10", 18014, 18015, routes=10)
         targets["portico-10-routes"] = 18014
         start_portico(procs, tmp, "routes10k", 18016, 18017, routes=10000)
         targets["portico-10k-routes"] = 18016
 
-        for name, port in targets.items():  # warm-up: connections, caches, JIT of the kernel
-            wrk(port, 1)
+        for name, port in targets.items():  # warm-up: connections, caches, JWKS fetch
+            wrk(port, 1, token=tokens.get(name))
 
         runs = {name: [] for name in targets}
         new_conns = {name: [] for name in targets}
@@ -255,7 +303,7 @@ backend be
             for name in order:
                 path = "/svc9990/x" if name == "portico-10k-routes" else "/svc5/x" if name == "portico-10-routes" else "/"
                 before = upstream_accepts()
-                res = wrk(targets[name], args.seconds, path=path)
+                res = wrk(targets[name], args.seconds, path=path, token=tokens.get(name))
                 after = upstream_accepts()
                 runs[name].append(res)
                 if name != "direct":
@@ -279,6 +327,7 @@ backend be
         results["routes_10k_vs_10"] = summary["portico-10k-routes"]["rps"] / summary["portico-10-routes"]["rps"]
         results["local_limit_vs_passthrough"] = summary["portico-local-limit"]["rps"] / summary["portico"]["rps"]
         results["global_vs_local_limit"] = summary["portico-global-limit"]["rps"] / summary["portico-local-limit"]["rps"]
+        results["eddsa_vs_full_chain"] = summary["portico-eddsa-jwks"]["rps"] / summary["portico-full-chain"]["rps"]
 
         # RSS with idle keep-alive clients.
         master = open(os.path.join(tmp, "proxy.pid")).read().strip()
@@ -324,6 +373,7 @@ backend be
     print(f"10k routes vs 10 routes: {results['routes_10k_vs_10']:.3f}x")
     print(f"local rate limit vs passthrough: {results['local_limit_vs_passthrough']:.3f}x; "
           f"global vs local limit: {results['global_vs_local_limit']:.3f}x")
+    print(f"EdDSA/JWKS (cached) vs HS256 full chain: {results['eddsa_vs_full_chain']:.3f}x")
     rl = results["reload_10k_routes"]
     print(f"reload of 10k routes: median {rl['median_ms']:.1f} ms, failed requests during reloads: {rl['failed_requests']}")
     os.makedirs(os.path.join(ROOT, "benches", "out"), exist_ok=True)
