@@ -56,14 +56,7 @@ routes:
     assert_eq!(v["version"], 1);
     assert!(v["loaded_at"].as_str().is_some());
 
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("portico_requests_total{method=\"GET\",route=\"all\",status=\"200\"} 1"),
         "{metrics}"

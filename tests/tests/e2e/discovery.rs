@@ -131,7 +131,7 @@ async fn discovery_flow(redis_url: &str, gateway_redis: &str) {
     }
     wait_for(&c, &gw.url("/admin"), &["admin"], Duration::from_secs(1)).await;
 
-    let ups = json(c.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+    let ups = gw.upstreams().await;
     let admin_pool = ups["upstreams"]
         .as_array()
         .unwrap()

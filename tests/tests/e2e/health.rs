@@ -42,7 +42,7 @@ routes:
     // Health checks take it out within a few intervals.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+        let v = gw.upstreams().await;
         if members(v.clone()) == ["healthy", "unhealthy"] {
             break;
         }
@@ -54,14 +54,7 @@ routes:
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers().get("x-upstream").unwrap(), "a");
     }
-    let metrics = client
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("portico_upstream_members{state=\"unhealthy\",upstream=\"p\"} 1"),
         "{metrics}"
@@ -71,7 +64,7 @@ routes:
     let _b2 = UpstreamProcess::start("b", pb).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+        let v = gw.upstreams().await;
         if members(v.clone()) == ["healthy", "healthy"] {
             break;
         }

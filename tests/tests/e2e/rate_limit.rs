@@ -134,14 +134,7 @@ async fn local_limit_admits_rate_times_time_plus_burst_and_keys_are_apart() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("portico_rate_limited_total{limit=\"per-ip\",route=\"ip\"}"),
         "{metrics}"

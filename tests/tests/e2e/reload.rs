@@ -52,7 +52,7 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
     // The dead member is ejected by its health check.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let v = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+        let v = gw.upstreams().await;
         let flaky = v["upstreams"]
             .as_array()
             .unwrap()
@@ -72,7 +72,7 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         gw.write_config(&config(&up, dead, v));
         wait_version(&client, &gw, &format!("v{v}")).await;
         // The unchanged pool kept its health state: no reset to healthy on reload.
-        let state = json(client.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+        let state = gw.upstreams().await;
         let flaky = state["upstreams"]
             .as_array()
             .unwrap()
@@ -139,14 +139,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     // Still the old config.
     let r = client.get(gw.url("/")).send().await.unwrap();
     assert_eq!(r.headers().get("x-version").unwrap(), "v1");
-    let metrics = client
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("portico_config_reloads_total{result=\"failure\"} 0"),
         "{metrics}"

@@ -29,20 +29,13 @@ routes:
     b.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let c = reqwest::Client::new();
-    let ups = json(c.get(gw.admin("/upstreams")).send().await.unwrap()).await;
+    let ups = gw.upstreams().await;
     let circuit_b = ups["upstreams"][0]["members"][1]["circuit"]
         .as_str()
         .unwrap()
         .to_string();
     assert_ne!(circuit_b, "closed", "b was not ejected: {ups}");
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!(
             "portico_circuit_open{{member=\"127.0.0.1:{pb}\",upstream=\"p\"}} 1"
