@@ -5,7 +5,7 @@ set -euo pipefail
 
 want=(cmake gcc make pkg-config redis-server)
 if [[ "${1:-test}" == "bench" ]]; then
-  want+=(nginx wrk haproxy taskset)
+  want+=(nginx wrk haproxy taskset openssl python3)
 fi
 
 package_for() {
