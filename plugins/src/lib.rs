@@ -6,6 +6,7 @@
 
 mod api;
 pub mod cookie;
+pub mod hash;
 pub mod headers;
 pub mod jwt;
 mod pipeline;

@@ -1,7 +1,7 @@
 //! What a consistent-hash pool hashes: a header, a cookie, the client address, or the path.
 
-use super::stable_hash;
 use http::HeaderName;
+use portico_plugins::hash::stable_hash;
 use std::net::IpAddr;
 
 /// What a consistent-hash pool hashes.
@@ -50,7 +50,7 @@ impl HashKey {
                 .headers
                 .get_all(http::header::COOKIE)
                 .iter()
-                .find_map(|v| cookie_value(v.as_bytes(), name.as_bytes()))
+                .find_map(|v| portico_plugins::cookie::value(v.as_bytes(), name.as_bytes()))
                 .map(stable_hash),
             HashKey::ClientIp => client_ip.map(|ip| stable_hash(&ip)),
             HashKey::Path => Some(stable_hash(req.uri.path().as_bytes())),
@@ -58,26 +58,9 @@ impl HashKey {
     }
 }
 
-/// The value of cookie `name` in one `Cookie` header, without allocating.
-pub fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    header.split(|&b| b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cookie_lookup() {
-        let h = b"a=1; session=xyz ; b=2";
-        assert_eq!(cookie_value(h, b"session"), Some(&b"xyz"[..]));
-        assert_eq!(cookie_value(h, b"b"), Some(&b"2"[..]));
-        assert_eq!(cookie_value(h, b"c"), None);
-    }
 
     #[test]
     fn hash_keys_parse() {

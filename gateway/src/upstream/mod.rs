@@ -6,11 +6,11 @@ mod passive;
 mod retry;
 mod select;
 
-pub use hash_key::{cookie_value, HashKey};
+pub use hash_key::HashKey;
 pub use health::{run_health_checks, HealthChecker};
 pub use passive::{Circuit, PassivePolicy, Transition};
+pub use portico_plugins::hash::stable_hash;
 pub use retry::RetryPolicy;
-pub use select::stable_hash;
 
 use crate::config::{Balance, Discovery, UpstreamConfig};
 use arc_swap::ArcSwap;

@@ -2,8 +2,8 @@
 //! round-robin schedule, power-of-two-choices least-request, and a ketama ring.
 
 use super::Member;
+use portico_plugins::hash::stable_hash;
 use std::cell::Cell;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -140,15 +140,6 @@ impl Ring {
             .map(|k| self.points[(start + k) % self.points.len()].1 as usize)
             .find(|&i| members[i].is_available() && !skip(i))
     }
-}
-
-/// A hash that is the same in every process (so replicas agree on key placement).
-pub fn stable_hash<T: Hash + ?Sized>(value: &T) -> u64 {
-    // SipHash with fixed zero keys: stable across processes and runs.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    value.hash(&mut h);
-    h.finish()
 }
 
 thread_local! {

@@ -27,7 +27,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 pub const NAME: &str = "jwt";
@@ -538,10 +537,7 @@ impl Plugin for JwtPlugin {
             }
             return Ok(Flow::Continue);
         };
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        token.hash(&mut h);
-        let key = h.finish();
+        let key = crate::hash::stable_hash(token);
         let now = unix_now();
         let identity = match self.cached(key, now) {
             Some(id) => id,

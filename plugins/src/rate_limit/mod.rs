@@ -183,8 +183,7 @@ struct Limit {
 
 impl Limit {
     fn key(&self, session: &Session, ctx: &RequestContext) -> u64 {
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
+        let mut h = crate::hash::stable_hasher();
         for part in &self.parts {
             let present = match part {
                 KeyPart::ClientIp => {
