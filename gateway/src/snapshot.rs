@@ -9,7 +9,9 @@ use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
 use crate::upstream::{Pool, PoolError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
-use portico_plugins::{BuildContext, Pipeline, SharedBuckets, StateStore};
+use portico_plugins::{
+    AuthPolicy, AuthPolicyConfig, BuildContext, Pipeline, SharedBuckets, StateStore,
+};
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -338,6 +340,18 @@ fn compile_routes(
                 Err(e) => diag.at_span(p, format!("route `{name}`: {e}")),
             }
         }
+        let has_auth_plugin = plugins.iter().any(|p| p.phases().authenticate);
+        let auth_policy = match &r.auth {
+            Some(policy) if !has_auth_plugin => {
+                diag.at_span(
+                    policy,
+                    format!("route `{name}`: `auth` needs an auth plugin (jwt, better_auth) in `plugins`"),
+                );
+                AuthPolicy::default()
+            }
+            Some(policy) => AuthPolicy::from(&policy.value),
+            None => AuthPolicy::from(&AuthPolicyConfig::default()),
+        };
         if diag.len() != before {
             continue;
         }
@@ -353,7 +367,7 @@ fn compile_routes(
                 pool,
                 strip_prefix,
                 rewrite,
-                pipeline: Pipeline::new(plugins),
+                pipeline: Pipeline::new(plugins, auth_policy),
             }),
         });
     }

@@ -82,6 +82,31 @@ impl Rejection {
     }
 }
 
+/// What an authentication plugin made of the request's credentials.
+#[derive(Debug)]
+pub enum AuthOutcome {
+    /// A credential of this plugin's kind verified.
+    Verified(Identity),
+    /// The request carries no credential of this plugin's kind.
+    Absent,
+    /// A credential is present but does not verify; the reason is a short label
+    /// (`expired`, `bad_signature`, …) for metrics and the `WWW-Authenticate` description.
+    Invalid(&'static str),
+    /// The credential cannot be checked now (the auth service is down).
+    Unavailable(&'static str),
+}
+
+/// A route's authentication policy, applied over its authentication plugins (any of them may
+/// verify the request).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthPolicy {
+    /// Without any credential: `true` answers 401, `false` passes the request anonymously.
+    /// A credential that is present but invalid is refused either way.
+    pub required: bool,
+    /// The identity needs one of these roles, else 403.
+    pub roles: Vec<String>,
+}
+
 /// What a request hook decided.
 #[derive(Debug)]
 pub enum Flow {
@@ -93,6 +118,8 @@ pub enum Flow {
 /// boxed future, for a phase the plugin does not use).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
+    /// Verifies credentials ([`Plugin::authenticate`]).
+    pub authenticate: bool,
     pub request: bool,
     pub upstream_request: bool,
     pub response: bool,
@@ -109,7 +136,18 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
     fn phases(&self) -> Phases;
 
-    /// After routing, before choosing an upstream: authenticate, limit, or reject.
+    /// Finds and verifies this plugin's kind of credential. The pipeline runs every
+    /// authentication plugin of a route before the other request hooks and applies the
+    /// route's [`AuthPolicy`] to what they found.
+    async fn authenticate(
+        &self,
+        _session: &mut Session,
+        _ctx: &RequestContext,
+    ) -> Result<AuthOutcome, PluginError> {
+        Ok(AuthOutcome::Absent)
+    }
+
+    /// After routing and authentication, before choosing an upstream: limit, or reject.
     async fn request_filter(
         &self,
         _session: &mut Session,

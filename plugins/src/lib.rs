@@ -5,6 +5,8 @@
 //! calls each plugin's hooks in Pingora's phase order.
 
 mod api;
+pub mod better_auth;
+mod claims;
 pub mod cookie;
 pub mod hash;
 pub mod headers;
@@ -15,8 +17,8 @@ pub mod template;
 pub mod units;
 
 pub use api::{
-    BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError, Rejection,
-    RequestContext, SharedBuckets, StateStore,
+    AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError,
+    Rejection, RequestContext, SharedBuckets, StateStore,
 };
 pub use pipeline::Pipeline;
 
@@ -35,6 +37,8 @@ pub enum PluginConfig {
     RateLimit(rate_limit::RateLimitConfig),
     /// Verify a JSON Web Token and set the trusted identity.
     Jwt(jwt::JwtConfig),
+    /// Authenticate Better Auth sessions and set the trusted identity.
+    BetterAuth(better_auth::BetterAuthConfig),
 }
 
 impl PluginConfig {
@@ -44,6 +48,7 @@ impl PluginConfig {
             PluginConfig::Headers(_) => headers::NAME,
             PluginConfig::RateLimit(_) => rate_limit::NAME,
             PluginConfig::Jwt(_) => jwt::NAME,
+            PluginConfig::BetterAuth(_) => better_auth::NAME,
         }
     }
 
@@ -53,6 +58,45 @@ impl PluginConfig {
             PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c)?)),
             PluginConfig::RateLimit(c) => Ok(Arc::new(rate_limit::RateLimitPlugin::new(c, ctx)?)),
             PluginConfig::Jwt(c) => Ok(Arc::new(jwt::JwtPlugin::new(c, ctx)?)),
+            PluginConfig::BetterAuth(c) => {
+                Ok(Arc::new(better_auth::BetterAuthPlugin::new(c, ctx)?))
+            }
+        }
+    }
+}
+
+/// A route's `auth:` policy over its authentication plugins (`jwt`, `better_auth`): any of
+/// them may verify the request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthPolicyConfig {
+    /// Without any credential: `true` answers 401, `false` passes the request anonymously
+    /// (no identity headers). A credential that is present but invalid is always refused.
+    #[serde(default = "required_by_default")]
+    pub required: bool,
+    /// The identity needs one of these roles, else 403.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn required_by_default() -> bool {
+    true
+}
+
+impl Default for AuthPolicyConfig {
+    fn default() -> Self {
+        AuthPolicyConfig {
+            required: true,
+            roles: Vec::new(),
+        }
+    }
+}
+
+impl From<&AuthPolicyConfig> for AuthPolicy {
+    fn from(c: &AuthPolicyConfig) -> Self {
+        AuthPolicy {
+            required: c.required,
+            roles: c.roles.clone(),
         }
     }
 }

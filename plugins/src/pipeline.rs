@@ -1,4 +1,5 @@
-use crate::api::{Flow, Plugin, PluginError, RequestContext};
+use crate::api::{AuthOutcome, AuthPolicy, Flow, Plugin, PluginError, Rejection, RequestContext};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use std::sync::Arc;
@@ -6,6 +7,8 @@ use std::sync::Arc;
 /// A route's plugins, ordered by priority, split per phase once when the config is compiled.
 #[derive(Debug, Default, Clone)]
 pub struct Pipeline {
+    authenticate: Vec<Arc<dyn Plugin>>,
+    auth_policy: AuthPolicy,
     request: Vec<Arc<dyn Plugin>>,
     upstream_request: Vec<Arc<dyn Plugin>>,
     response: Vec<Arc<dyn Plugin>>,
@@ -13,13 +16,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(mut plugins: Vec<Arc<dyn Plugin>>) -> Self {
+    /// `auth_policy` applies when the route has authentication plugins.
+    pub fn new(mut plugins: Vec<Arc<dyn Plugin>>, auth_policy: AuthPolicy) -> Self {
         // Stable sort: equal priorities keep the order of the config file.
         plugins.sort_by_key(|p| std::cmp::Reverse(p.priority()));
         let pick = |f: fn(&crate::Phases) -> bool| -> Vec<Arc<dyn Plugin>> {
             plugins.iter().filter(|p| f(&p.phases())).cloned().collect()
         };
         Pipeline {
+            authenticate: pick(|p| p.authenticate),
+            auth_policy,
             request: pick(|p| p.request),
             upstream_request: pick(|p| p.upstream_request),
             response: pick(|p| p.response),
@@ -28,7 +34,8 @@ impl Pipeline {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request.is_empty()
+        self.authenticate.is_empty()
+            && self.request.is_empty()
             && self.upstream_request.is_empty()
             && self.response.is_empty()
             && self.logging.is_empty()
@@ -39,12 +46,64 @@ impl Pipeline {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Flow, PluginError> {
+        if !self.authenticate.is_empty() {
+            if let Some(rejection) = self.authenticate(session, ctx).await? {
+                return Ok(Flow::Reject(rejection));
+            }
+        }
         for plugin in &self.request {
             if let Flow::Reject(r) = plugin.request_filter(session, ctx).await? {
                 return Ok(Flow::Reject(r));
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Any of the route's authentication plugins may verify the request; then the policy.
+    async fn authenticate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Rejection>, PluginError> {
+        let mut invalid = None;
+        let mut unavailable = None;
+        for plugin in &self.authenticate {
+            match plugin.authenticate(session, ctx).await? {
+                AuthOutcome::Verified(identity) => {
+                    ctx.identity = Some(identity);
+                    break;
+                }
+                AuthOutcome::Absent => {}
+                AuthOutcome::Invalid(reason) => {
+                    invalid.get_or_insert(reason);
+                }
+                AuthOutcome::Unavailable(reason) => {
+                    unavailable.get_or_insert(reason);
+                }
+            }
+        }
+        let Some(identity) = &ctx.identity else {
+            if let Some(reason) = unavailable {
+                let mut r = Rejection::new(
+                    503,
+                    "upstream_unavailable",
+                    "The authentication service is unavailable",
+                );
+                r.label = Some(reason.into());
+                return Ok(Some(r));
+            }
+            if let Some(reason) = invalid {
+                return Ok(Some(unauthorized(Some(reason))));
+            }
+            return Ok(self.auth_policy.required.then(|| unauthorized(None)));
+        };
+        let roles = &self.auth_policy.roles;
+        if !roles.is_empty() && !identity.roles.iter().any(|r| roles.contains(r)) {
+            let mut r = Rejection::new(403, "forbidden", "The identity lacks a required role");
+            r.label = Some("missing_role".into());
+            return Ok(Some(r));
+        }
+        Ok(None)
     }
 
     pub fn upstream_request_filter(
@@ -76,4 +135,20 @@ impl Pipeline {
             plugin.logging(session, ctx);
         }
     }
+}
+
+/// 401 with an RFC 6750 challenge; `reason` is why a presented credential failed.
+fn unauthorized(reason: Option<&'static str>) -> Rejection {
+    let mut r = Rejection::new(401, "unauthorized", "Valid credentials are required");
+    let challenge = match reason {
+        None => "Bearer realm=\"portico\"".to_string(),
+        Some(reason) => format!(
+            "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{reason}\""
+        ),
+    };
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers.push((http::header::WWW_AUTHENTICATE, v));
+    }
+    r.label = Some(reason.unwrap_or("missing_credentials").into());
+    r
 }

@@ -45,8 +45,9 @@ struct State {
     unhealthy: std::sync::atomic::AtomicBool,
     /// When not 0, every other request is answered with this status.
     fail_status: std::sync::atomic::AtomicU16,
-    /// Fixed JSON answers by path (e.g. a JWKS), not recorded.
+    /// Fixed JSON answers by path (e.g. a JWKS), not recorded but counted.
     fixed: Mutex<std::collections::HashMap<String, String>>,
+    fixed_hits: AtomicUsize,
 }
 
 /// A running witness server.
@@ -124,6 +125,11 @@ impl Witness {
         }
     }
 
+    /// Requests answered from [`Witness::serve_json`] bodies.
+    pub fn fixed_hits(&self) -> usize {
+        self.state.fixed_hits.load(Ordering::Relaxed)
+    }
+
     /// Answers every request (but `/health`) with `status`; 0 turns it off.
     pub fn fail_with(&self, status: u16) {
         self.state.fail_status.store(status, Ordering::Relaxed);
@@ -141,8 +147,26 @@ impl Witness {
 
 async fn handle(
     state: Arc<State>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    if let Some(accept) = websocket_accept(&req) {
+        // A WebSocket handshake: record it, switch protocols, then echo every byte back.
+        record(&state, &req, 0);
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_default());
+    }
     let method = req.method().to_string();
     let path = req
         .uri()
@@ -175,14 +199,6 @@ async fn handle(
         headers: headers.clone(),
         body_len: body.len(),
     };
-    let fixed = state.fixed.lock().ok().and_then(|f| f.get(&path).cloned());
-    if let Some(body) = fixed {
-        return Ok(Response::builder()
-            .status(200)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap_or_default());
-    }
     if path == "/health" {
         let status = if state.unhealthy.load(Ordering::Relaxed) {
             503
@@ -194,16 +210,29 @@ async fn handle(
             .body(Full::new(Bytes::from_static(b"ok")))
             .unwrap_or_default());
     }
-    if let Ok(mut s) = state.seen.lock() {
-        s.push(seen);
-    }
     let fail = state.fail_status.load(Ordering::Relaxed);
     if fail != 0 {
+        if let Ok(mut s) = state.seen.lock() {
+            s.push(seen);
+        }
         return Ok(Response::builder()
             .status(fail)
             .header("x-upstream", state.name.as_str())
             .body(Full::new(Bytes::from_static(b"failing on purpose")))
             .unwrap_or_default());
+    }
+    // Fixed answers (a JWKS, a session) are counted, not recorded.
+    let fixed = state.fixed.lock().ok().and_then(|f| f.get(&path).cloned());
+    if let Some(body) = fixed {
+        state.fixed_hits.fetch_add(1, Ordering::Relaxed);
+        return Ok(Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default());
+    }
+    if let Ok(mut s) = state.seen.lock() {
+        s.push(seen);
     }
     let header_map: serde_json::Map<String, Value> = headers
         .iter()
@@ -224,4 +253,45 @@ async fn handle(
         .header("server", "witness")
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default())
+}
+
+/// The `Sec-WebSocket-Accept` for a WebSocket upgrade request (RFC 6455 §4.2.2).
+fn websocket_accept(req: &Request<Incoming>) -> Option<String> {
+    use base64::Engine;
+    use sha1::Digest;
+    let h = req.headers();
+    let upgrade = h.get(http::header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    let key = h.get("sec-websocket-key")?.as_bytes();
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    Some(base64::engine::general_purpose::STANDARD.encode(sha.finalize()))
+}
+
+fn record(state: &State, req: &Request<Incoming>, body_len: usize) {
+    let seen = Seen {
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_len,
+    };
+    if let Ok(mut s) = state.seen.lock() {
+        s.push(seen);
+    }
 }

@@ -6,7 +6,7 @@ mod load;
 pub use load::{load_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
 pub use portico_plugins::units::{ByteSize, Duration};
 
-use portico_plugins::PluginConfig;
+use portico_plugins::{AuthPolicyConfig, PluginConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -477,6 +477,11 @@ pub struct RouteConfig {
     /// Rewrite the path sent upstream with a regex.
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
+    /// Authentication policy over the route's auth plugins (`jwt`, `better_auth`): any one
+    /// may verify the request. Default with an auth plugin: required, no roles.
+    #[serde(default)]
+    #[schemars(with = "Option<AuthPolicyConfig>")]
+    pub auth: Option<Spanned<AuthPolicyConfig>>,
     /// Plugins, run by priority (ties in this order).
     #[serde(default)]
     #[schemars(with = "Vec<PluginConfig>")]

@@ -271,7 +271,7 @@ impl ProxyHttp for Gateway {
                         .rate_limited
                         .with_label_values(&[&*route.name, &**limit])
                         .inc(),
-                    ("unauthorized" | "forbidden", Some(reason)) => self
+                    ("unauthorized" | "forbidden" | "upstream_unavailable", Some(reason)) => self
                         .metrics
                         .auth_failures
                         .with_label_values(&[&*route.name, &**reason])

@@ -8,18 +8,19 @@
 //!             issuer: "http://auth:3000", audiences: ["http://auth:3000"] }
 //!         - { name: internal, algorithms: [HS256], secret_env: INTERNAL_JWT_SECRET }
 //!       roles_claim: roles
-//!       required_roles: [admin]
 //!       claims_to_headers: { email: X-User-Email }
 //! ```
+//!
+//! Whether a token is required, and which roles, is the route's `auth` policy.
 
-mod keys;
+pub(crate) mod keys;
 
 use crate::api::{
-    BuildContext, Flow, Identity, Phases, Plugin, PluginError, Rejection, RequestContext,
+    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
 };
+use crate::claims::{HeaderMap, Path};
 use crate::units::Duration;
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use keys::{Jwks, Key};
 use pingora::proxy::Session;
@@ -36,10 +37,6 @@ pub const NAME: &str = "jwt";
 pub struct JwtConfig {
     /// A token is accepted when one provider verifies it.
     pub providers: Vec<ProviderConfig>,
-    /// Without a token: `true` answers 401; `false` lets the request through anonymously.
-    /// A token that is present but invalid is always refused.
-    #[serde(default = "yes")]
-    pub required: bool,
     /// Where the token is looked for, in order: `bearer` (Authorization header),
     /// `cookie:NAME`, `query:NAME`.
     #[serde(default = "default_sources")]
@@ -50,9 +47,6 @@ pub struct JwtConfig {
     /// Dotted path of the roles claim (an array, or a space/comma separated string).
     #[serde(default)]
     pub roles_claim: Option<String>,
-    /// The identity needs one of these roles, else 403.
-    #[serde(default)]
-    pub required_roles: Vec<String>,
     /// Claim (dotted path) → upstream header. Client-sent copies are removed.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
@@ -94,9 +88,6 @@ pub struct ProviderConfig {
     pub leeway: Duration,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_sources() -> Vec<String> {
     vec!["bearer".into()]
 }
@@ -306,11 +297,9 @@ struct Verified {
 #[derive(Debug)]
 pub struct JwtPlugin {
     providers: Vec<Provider>,
-    required: bool,
     sources: Vec<Source>,
-    roles_claim: Option<Vec<String>>,
-    required_roles: Vec<String>,
-    claim_headers: Vec<(Vec<String>, HeaderName)>,
+    roles_claim: Option<Path>,
+    claim_headers: HeaderMap,
     cache: Mutex<HashMap<u64, Verified>>,
     cache_size: usize,
 }
@@ -346,24 +335,11 @@ impl JwtPlugin {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let claim_headers = config
-            .claims_to_headers
-            .iter()
-            .map(|(claim, header)| {
-                let name = HeaderName::from_bytes(header.as_bytes())
-                    .map_err(|_| err(format!("`{header}` is not a header name")))?;
-                Ok((claim.split('.').map(str::to_string).collect(), name))
-            })
-            .collect::<Result<Vec<_>, PluginError>>()?;
+        let claim_headers = HeaderMap::new(NAME, &config.claims_to_headers)?;
         Ok(JwtPlugin {
             providers,
-            required: config.required,
             sources,
-            roles_claim: config
-                .roles_claim
-                .as_ref()
-                .map(|p| p.split('.').map(str::to_string).collect()),
-            required_roles: config.required_roles.clone(),
+            roles_claim: config.roles_claim.as_deref().map(Path::parse),
             claim_headers,
             cache: Mutex::new(HashMap::new()),
             cache_size: config.cache_size,
@@ -410,22 +386,9 @@ impl JwtPlugin {
         let roles = self
             .roles_claim
             .as_ref()
-            .and_then(|path| lookup(claims, path))
-            .map(roles_of)
+            .map(|path| path.roles(claims))
             .unwrap_or_default();
-        let headers = self
-            .claim_headers
-            .iter()
-            .filter_map(|(path, name)| {
-                let v = lookup(claims, path)?;
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => return None,
-                    other => other.to_string(),
-                };
-                Some((name.clone(), HeaderValue::from_str(&text).ok()?))
-            })
-            .collect();
+        let headers = self.claim_headers.extract(claims);
         Ok(Identity {
             user_id,
             roles,
@@ -463,22 +426,6 @@ impl JwtPlugin {
             );
         }
     }
-
-    fn unauthorized(&self, reason: &'static str) -> Rejection {
-        let mut r = Rejection::new(401, "unauthorized", "A valid token is required");
-        let challenge = if reason == "missing_token" {
-            "Bearer realm=\"portico\"".to_string()
-        } else {
-            format!(
-                "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{reason}\""
-            )
-        };
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            r.headers.push((http::header::WWW_AUTHENTICATE, v));
-        }
-        r.label = Some(reason.into());
-        r
-    }
 }
 
 fn unix_now() -> u64 {
@@ -486,25 +433,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn lookup<'a>(claims: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(claims, |v, key| v.get(key))
-}
-
-fn roles_of(v: &Value) -> Vec<String> {
-    match v {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|i| i.as_str().map(str::to_string))
-            .collect(),
-        Value::String(s) => s
-            .split([' ', ','])
-            .filter(|r| !r.is_empty())
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 #[async_trait]
@@ -520,67 +448,50 @@ impl Plugin for JwtPlugin {
 
     fn phases(&self) -> Phases {
         Phases {
-            request: true,
+            authenticate: true,
             upstream_request: !self.claim_headers.is_empty(),
             ..Phases::default()
         }
     }
 
-    async fn request_filter(
+    async fn authenticate(
         &self,
         session: &mut Session,
-        ctx: &mut RequestContext,
-    ) -> Result<Flow, PluginError> {
+        _ctx: &RequestContext,
+    ) -> Result<AuthOutcome, PluginError> {
         let Some(token) = self.token(session) else {
-            if self.required {
-                return Ok(Flow::Reject(self.unauthorized("missing_token")));
-            }
-            return Ok(Flow::Continue);
+            return Ok(AuthOutcome::Absent);
         };
         let key = crate::hash::stable_hash(token);
         let now = unix_now();
-        let identity = match self.cached(key, now) {
-            Some(id) => id,
-            None => {
-                let Ok(header) = jsonwebtoken::decode_header(token) else {
-                    return Ok(Flow::Reject(self.unauthorized("malformed")));
-                };
-                let mut outcome = Err("wrong_algorithm");
-                for p in self
-                    .providers
-                    .iter()
-                    .filter(|p| p.algorithms.contains(&header.alg))
-                {
-                    outcome = p.verify(token, &header).await;
-                    if outcome.is_ok() {
-                        break;
-                    }
-                }
-                let claims = match outcome {
-                    Ok(c) => c,
-                    Err(reason) => return Ok(Flow::Reject(self.unauthorized(reason))),
-                };
-                let identity = match self.identity(&claims) {
-                    Ok(id) => id,
-                    Err(reason) => return Ok(Flow::Reject(self.unauthorized(reason))),
-                };
-                let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
-                self.remember(key, &identity, exp);
-                identity
-            }
-        };
-        if !self.required_roles.is_empty()
-            && !identity
-                .roles
-                .iter()
-                .any(|r| self.required_roles.contains(r))
-        {
-            let mut r = Rejection::new(403, "forbidden", "The identity lacks a required role");
-            r.label = Some("missing_role".into());
-            return Ok(Flow::Reject(r));
+        if let Some(identity) = self.cached(key, now) {
+            return Ok(AuthOutcome::Verified(identity));
         }
-        ctx.identity = Some(identity);
-        Ok(Flow::Continue)
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Ok(AuthOutcome::Invalid("malformed"));
+        };
+        let mut outcome = Err("wrong_algorithm");
+        for p in self
+            .providers
+            .iter()
+            .filter(|p| p.algorithms.contains(&header.alg))
+        {
+            outcome = p.verify(token, &header).await;
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let claims = match outcome {
+            Ok(c) => c,
+            Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
+        };
+        let identity = match self.identity(&claims) {
+            Ok(id) => id,
+            Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
+        };
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        self.remember(key, &identity, exp);
+        Ok(AuthOutcome::Verified(identity))
     }
 
     fn upstream_request_filter(
@@ -589,15 +500,7 @@ impl Plugin for JwtPlugin {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &RequestContext,
     ) -> Result<(), PluginError> {
-        // Claim headers come only from the verified token: client-sent copies go.
-        for (_, name) in &self.claim_headers {
-            upstream.remove_header(name);
-        }
-        if let Some(id) = &ctx.identity {
-            for (name, value) in &id.headers {
-                let _ = upstream.insert_header(name.clone(), value.clone());
-            }
-        }
+        self.claim_headers.apply(upstream, ctx.identity.as_ref());
         Ok(())
     }
 }

@@ -71,13 +71,15 @@ routes:
   - name: admin
     match: {{ prefix: /admin }}
     upstream: api
+    auth: {{ roles: [admin] }}
     plugins:
-      - jwt: {{ providers: [ {provider} ], roles_claim: roles, required_roles: [admin] }}
+      - jwt: {{ providers: [ {provider} ], roles_claim: roles }}
   - name: open
     match: {{ prefix: /open }}
     upstream: api
+    auth: {{ required: false }}
     plugins:
-      - jwt: {{ providers: [ {provider} ], required: false }}
+      - jwt: {{ providers: [ {provider} ] }}
 "#,
         up = up.addr
     );

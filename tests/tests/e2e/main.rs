@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod balancing;
+mod better_auth;
 mod check;
 mod discovery;
 mod health;

@@ -525,3 +525,140 @@ impl Gateway {
             .unwrap_or_else(|| panic!("no pool {name} in {v}"))
     }
 }
+
+/// A real Better Auth server (`tests/better-auth/server.mjs`, Node, the npm package pinned by
+/// its lockfile): memory database, email+password, jwt and bearer plugins.
+pub struct BetterAuth {
+    /// Where it listens (`http://127.0.0.1:PORT`).
+    pub url: String,
+    child: Child,
+}
+
+pub const BETTER_AUTH_SECRET: &str = "gateway-test-secret-0123456789abcdef0123";
+
+impl BetterAuth {
+    /// `env`: `BETTER_AUTH_URL`, `COOKIE_CACHE`, … (see server.mjs).
+    pub async fn start(env: &[(&str, &str)]) -> BetterAuth {
+        use std::io::BufRead;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("better-auth");
+        assert!(
+            dir.join("node_modules/better-auth").exists(),
+            "better-auth is not installed: run `make test` (or `npm ci` in {})",
+            dir.display()
+        );
+        // Reaped by `Drop` (clippy cannot see through the struct).
+        #[allow(clippy::zombie_processes)]
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(&dir)
+            .env("PORT", "0")
+            .env("BETTER_AUTH_SECRET", BETTER_AUTH_SECRET)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn node (is Node.js installed?)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let url = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let url = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find_map(|l| l.strip_prefix("READY ").map(str::to_string));
+            // Keep draining so the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            url
+        });
+        let url = tokio::time::timeout(Duration::from_secs(30), url)
+            .await
+            .expect("Better Auth did not start within 30 s")
+            .expect("reader task")
+            .expect("Better Auth exited before READY");
+        BetterAuth { url, child }
+    }
+
+    /// Signs a user up at `base` (the server itself, or a gateway in front of it).
+    pub async fn sign_up(&self, base: &str, email: &str) -> SignedIn {
+        let body = serde_json::json!({"name": "Test", "email": email, "password": "password1234"});
+        Self::post(base, "sign-up/email", body).await
+    }
+
+    pub async fn sign_in(&self, base: &str, email: &str) -> SignedIn {
+        let body = serde_json::json!({"email": email, "password": "password1234"});
+        Self::post(base, "sign-in/email", body).await
+    }
+
+    async fn post(base: &str, endpoint: &str, body: serde_json::Value) -> SignedIn {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/api/auth/{endpoint}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{endpoint} via {base}");
+        SignedIn::from_response(r).await
+    }
+}
+
+impl Drop for BetterAuth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a sign-up or sign-in answered: the cookies it set and the user.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// `name=value` for every Set-Cookie.
+    pub cookies: Vec<(String, String)>,
+    /// The `set-auth-token` header (bearer plugin): `token.sig`.
+    pub bearer: Option<String>,
+    pub user_id: String,
+    /// The raw (unsigned) session token.
+    pub token: String,
+}
+
+impl SignedIn {
+    pub async fn from_response(r: reqwest::Response) -> SignedIn {
+        let cookies = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| {
+                let pair = v.to_str().ok()?.split(';').next()?;
+                let (n, v) = pair.split_once('=')?;
+                Some((n.to_string(), v.to_string()))
+            })
+            .collect();
+        let bearer = r
+            .headers()
+            .get("set-auth-token")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = json(r).await;
+        SignedIn {
+            cookies,
+            bearer,
+            user_id: body["user"]["id"].as_str().unwrap().to_string(),
+            token: body["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// The value of the cookie whose name ends with `suffix`.
+    pub fn cookie(&self, suffix: &str) -> String {
+        self.cookies
+            .iter()
+            .find(|(n, _)| n.ends_with(suffix))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {suffix} cookie in {:?}", self.cookies))
+    }
+
+    /// A `Cookie` header with every cookie that was set.
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}

@@ -1,0 +1,404 @@
+//! `better_auth`: authenticates Better Auth sessions (the `session_token` cookie, or its
+//! `Authorization: Bearer` form from Better Auth's bearer plugin).
+//!
+//! The token's HMAC is checked locally, in constant time, so forged cookies never reach the
+//! auth service. The session itself comes from the `session_data` cookie cache when one is
+//! configured and valid, else from the auth service's `get-session` endpoint (cached).
+//!
+//! ```yaml
+//! plugins:
+//!   - better_auth:
+//!       secret_env: BETTER_AUTH_SECRET
+//!       session_endpoint: { url: "http://auth:3000/api/auth/get-session", cache_ttl: 30s }
+//!       cookie_cache: { strategy: compact }
+//!       user_to_headers: { email: X-User-Email }
+//! ```
+
+mod cookie_cache;
+mod sessions;
+mod signed;
+
+use crate::api::{
+    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
+};
+use crate::claims::{HeaderMap, Path};
+use crate::units::Duration;
+use async_trait::async_trait;
+use cookie_cache::Verifier;
+use pingora::proxy::Session;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sessions::{LookupSettings, SessionLookup};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub const NAME: &str = "better_auth";
+
+/// Better Auth's built-in development secret: never accepted.
+const DEFAULT_SECRET: &str = "better-auth-secret-12345678901234567890";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BetterAuthConfig {
+    /// The environment variable holding Better Auth's secret (its `BETTER_AUTH_SECRET`).
+    pub secret_env: String,
+    /// Better Auth's `advanced.cookiePrefix`.
+    #[serde(default = "default_prefix")]
+    pub cookie_prefix: String,
+    /// `__Secure-` cookie names, as Better Auth uses when its baseURL is https.
+    #[serde(default)]
+    pub secure_cookies: bool,
+    /// Also accept `Authorization: Bearer <token>.<signature>` (Better Auth's bearer plugin).
+    /// Unsigned bearer tokens are refused.
+    #[serde(default = "yes")]
+    pub bearer: bool,
+    /// Resolve sessions with the auth service (the source of truth: sign-out takes effect
+    /// within `cache_ttl`).
+    #[serde(default)]
+    pub session_endpoint: Option<SessionEndpointConfig>,
+    /// Validate the `session_data` cookie cache locally (revocation lags by up to the cache's
+    /// max age); requests without a valid one fall back to `session_endpoint`.
+    #[serde(default)]
+    pub cookie_cache: Option<CookieCacheConfig>,
+    /// Dotted path of the roles in the user object (the admin plugin's `role`).
+    #[serde(default = "default_roles_field")]
+    pub roles_field: String,
+    /// User field (dotted path) → upstream header. Client-sent copies are removed.
+    #[serde(default)]
+    pub user_to_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEndpointConfig {
+    /// Full URL of get-session, e.g. `http://auth:3000/api/auth/get-session`.
+    pub url: String,
+    #[serde(default = "two_seconds")]
+    pub timeout: Duration,
+    /// How long a session found is trusted without asking again (never past its expiry).
+    #[serde(default = "thirty_seconds")]
+    pub cache_ttl: Duration,
+    /// How long "no such session" is remembered.
+    #[serde(default = "five_seconds")]
+    pub negative_cache_ttl: Duration,
+    /// Sessions remembered at most.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CookieCacheStrategy {
+    /// HMAC-signed JSON (Better Auth's default).
+    Compact,
+    /// HS256 JWT signed with the secret.
+    Jwt,
+    /// A256CBC-HS512 JWE keyed from the secret.
+    Jwe,
+    /// JWT signed with the JWKS key (`jwt({ sessionCookieCache: true })`).
+    Jwks,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CookieCacheConfig {
+    pub strategy: CookieCacheStrategy,
+    /// Better Auth's `cookieCache.version`.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// `jwks`: the auth service's JWKS URL.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// `jwks`: the required `iss` (Better Auth's baseURL).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default = "five_minutes")]
+    pub jwks_refresh: Duration,
+    #[serde(default = "one_day")]
+    pub jwks_max_stale: Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_prefix() -> String {
+    "better-auth".into()
+}
+fn default_roles_field() -> String {
+    "role".into()
+}
+fn default_version() -> String {
+    "1".into()
+}
+fn two_seconds() -> Duration {
+    Duration::secs(2)
+}
+fn five_seconds() -> Duration {
+    Duration::secs(5)
+}
+fn thirty_seconds() -> Duration {
+    Duration::secs(30)
+}
+fn five_minutes() -> Duration {
+    Duration::secs(300)
+}
+fn one_day() -> Duration {
+    Duration::secs(86_400)
+}
+fn default_cache_size() -> usize {
+    100_000
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug)]
+struct CookieCache {
+    verifier: Verifier,
+    version: String,
+    /// `<name>`; chunks are `<name>.0`, `<name>.1`, …
+    cookie_name: String,
+}
+
+pub struct BetterAuthPlugin {
+    secret: Vec<u8>,
+    cookie_name: String,
+    bearer: bool,
+    lookup: Option<Arc<SessionLookup>>,
+    cookie_cache: Option<CookieCache>,
+    roles: Path,
+    user_headers: HeaderMap,
+}
+
+impl std::fmt::Debug for BetterAuthPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BetterAuthPlugin")
+            .field("cookie_name", &self.cookie_name)
+            .field("cookie_cache", &self.cookie_cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BetterAuthPlugin {
+    pub fn new(config: &BetterAuthConfig, ctx: &BuildContext) -> Result<Self, PluginError> {
+        let err = |m: String| PluginError::config(NAME, m);
+        let secret = std::env::var(&config.secret_env).map_err(|_| {
+            err(format!(
+                "environment variable `{}` is not set",
+                config.secret_env
+            ))
+        })?;
+        if secret.is_empty() || secret == DEFAULT_SECRET {
+            return Err(err(format!(
+                "`{}` holds an empty or Better Auth's default secret",
+                config.secret_env
+            )));
+        }
+        if config.cookie_prefix.is_empty()
+            || !config
+                .cookie_prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=')
+        {
+            return Err(err("`cookie_prefix` is not a valid cookie name".into()));
+        }
+        if config.session_endpoint.is_none() && config.cookie_cache.is_none() {
+            return Err(err(
+                "set `session_endpoint`, `cookie_cache` or both: a session token alone names no user"
+                    .into(),
+            ));
+        }
+        let secure = if config.secure_cookies {
+            "__Secure-"
+        } else {
+            ""
+        };
+        let cookie_name = format!("{secure}{}.session_token", config.cookie_prefix);
+        let lookup = match &config.session_endpoint {
+            None => None,
+            Some(e) => {
+                let lookup = SessionLookup::new(LookupSettings {
+                    url: &e.url,
+                    cookie_name: cookie_name.clone(),
+                    timeout: e.timeout.get(),
+                    ttl: e.cache_ttl.get(),
+                    negative_ttl: e.negative_cache_ttl.get(),
+                    capacity: e.cache_size,
+                })
+                .map_err(|m| err(format!("session_endpoint: {m}")))?;
+                // Routes with the same settings share one cache (and it survives reloads).
+                let key = format!(
+                    "{NAME}:{}:{cookie_name}:{e:?}:{}:{:?}",
+                    config.secret_env, config.roles_field, config.user_to_headers
+                );
+                Some(ctx.state.get_or_insert(&key, || lookup))
+            }
+        };
+        let cookie_cache = match &config.cookie_cache {
+            None => None,
+            Some(c) => {
+                let bytes = secret.as_bytes();
+                let verifier = match c.strategy {
+                    CookieCacheStrategy::Compact => Verifier::compact(bytes),
+                    CookieCacheStrategy::Jwt => Verifier::jwt(bytes),
+                    CookieCacheStrategy::Jwe => Verifier::jwe(bytes),
+                    CookieCacheStrategy::Jwks => {
+                        let url = c.jwks_url.clone().ok_or_else(|| {
+                            err("cookie_cache: the `jwks` strategy needs `jwks_url`".into())
+                        })?;
+                        let jwks = crate::jwt::keys::Jwks::new(
+                            url,
+                            c.jwks_refresh.get(),
+                            c.jwks_max_stale.get(),
+                        )
+                        .map_err(|m| err(format!("cookie_cache: {m}")))?;
+                        Verifier::jwks(Arc::new(jwks), c.issuer.clone())
+                    }
+                };
+                Some(CookieCache {
+                    verifier,
+                    version: c.version.clone(),
+                    cookie_name: format!("{secure}{}.session_data", config.cookie_prefix),
+                })
+            }
+        };
+        Ok(BetterAuthPlugin {
+            secret: secret.into_bytes(),
+            cookie_name,
+            bearer: config.bearer,
+            lookup,
+            cookie_cache,
+            roles: Path::parse(&config.roles_field),
+            user_headers: HeaderMap::new(NAME, &config.user_to_headers)?,
+        })
+    }
+
+    /// The credential: a bearer session token (when enabled), else the session cookie.
+    fn credential<'a>(&self, session: &'a Session) -> Option<(&'a [u8], bool)> {
+        let headers = &session.req_header().headers;
+        if self.bearer {
+            let bearer = headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    let (scheme, rest) = v.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+                })
+                .filter(|t| signed::looks_like_session_token(t));
+            if let Some(token) = bearer {
+                return Some((token.as_bytes(), false));
+            }
+        }
+        cookie(session, &self.cookie_name).map(|v| (v, true))
+    }
+
+    /// `session_data`, whole or joined from its chunks.
+    fn session_data(&self, session: &Session, name: &str) -> Option<String> {
+        if let Some(v) = cookie(session, name) {
+            return std::str::from_utf8(&signed::percent_decode(v))
+                .ok()
+                .map(str::to_string);
+        }
+        let mut joined = String::new();
+        for i in 0.. {
+            let Some(chunk) = cookie(session, &format!("{name}.{i}")) else {
+                break;
+            };
+            joined.push_str(std::str::from_utf8(&signed::percent_decode(chunk)).ok()?);
+        }
+        (!joined.is_empty()).then_some(joined)
+    }
+
+    fn identity(&self, user: &Value) -> Option<Identity> {
+        let user_id = user.get("id")?.as_str().filter(|id| !id.is_empty())?;
+        Some(Identity {
+            user_id: user_id.to_string(),
+            roles: self.roles.roles(user),
+            method: "session",
+            headers: self.user_headers.extract(user),
+        })
+    }
+}
+
+/// The value of cookie `name` in any of the request's `Cookie` headers.
+fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .find_map(|v| crate::cookie::value(v.as_bytes(), name.as_bytes()))
+        .filter(|v| !v.is_empty())
+}
+
+#[async_trait]
+impl Plugin for BetterAuthPlugin {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn priority(&self) -> i32 {
+        1000
+    }
+
+    fn phases(&self) -> Phases {
+        Phases {
+            authenticate: true,
+            upstream_request: !self.user_headers.is_empty(),
+            ..Phases::default()
+        }
+    }
+
+    async fn authenticate(
+        &self,
+        session: &mut Session,
+        _ctx: &RequestContext,
+    ) -> Result<AuthOutcome, PluginError> {
+        let Some((credential, from_cookie)) = self.credential(session) else {
+            return Ok(AuthOutcome::Absent);
+        };
+        let token = match signed::verify(credential, &self.secret) {
+            Ok(t) => t,
+            Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
+        };
+        if let (Some(cache), true) = (&self.cookie_cache, from_cookie) {
+            if let Some(data) = self.session_data(session, &cache.cookie_name) {
+                match cache.verifier.verify(&data, &cache.version, now_ms()).await {
+                    Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token.as_bytes())) => {
+                        if let Some(id) = self.identity(&s.user) {
+                            return Ok(AuthOutcome::Verified(id));
+                        }
+                    }
+                    Ok(_) => tracing::debug!("better_auth: session_data of another session"),
+                    Err(reason) => tracing::debug!(reason, "better_auth: session_data not usable"),
+                }
+            }
+        }
+        let Some(lookup) = &self.lookup else {
+            return Ok(AuthOutcome::Invalid("no_session_data"));
+        };
+        Ok(
+            match lookup.resolve(&token, |user| self.identity(user)).await {
+                Ok(Some(identity)) => AuthOutcome::Verified(identity),
+                Ok(None) => AuthOutcome::Invalid("no_session"),
+                Err(reason) => AuthOutcome::Unavailable(reason),
+            },
+        )
+    }
+
+    fn upstream_request_filter(
+        &self,
+        _session: &Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &RequestContext,
+    ) -> Result<(), PluginError> {
+        self.user_headers.apply(upstream, ctx.identity.as_ref());
+        Ok(())
+    }
+}

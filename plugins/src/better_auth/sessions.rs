@@ -1,0 +1,188 @@
+//! Sessions resolved by the auth service's `GET /api/auth/get-session`, cached by token hash,
+//! with concurrent misses for one token coalesced into one call.
+
+use super::signed::{cookie_encode, SignedToken};
+use crate::api::Identity;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+const SHARDS: usize = 16;
+
+/// What the auth service said about a token (`None`: no such session).
+type Answer = Result<Option<Identity>, &'static str>;
+
+#[derive(Debug)]
+struct Entry {
+    identity: Option<Identity>,
+    until: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct SessionLookup {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    cookie_name: String,
+    ttl: Duration,
+    negative_ttl: Duration,
+    shard_capacity: usize,
+    shards: Vec<RwLock<HashMap<[u8; 32], Entry>>>,
+    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Answer>>>>,
+}
+
+pub(crate) struct LookupSettings<'a> {
+    pub url: &'a str,
+    pub cookie_name: String,
+    pub timeout: Duration,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub capacity: usize,
+}
+
+impl SessionLookup {
+    pub fn new(s: LookupSettings<'_>) -> Result<SessionLookup, String> {
+        let mut url = reqwest::Url::parse(s.url).map_err(|e| format!("`{}`: {e}", s.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{}` is not an http(s) URL", s.url));
+        }
+        // The gateway wants the database's answer (not a cookie cache) and must not slide the
+        // session's expiry: the Set-Cookie of a refresh would be lost in a subrequest.
+        url.query_pairs_mut()
+            .append_pair("disableCookieCache", "true")
+            .append_pair("disableRefresh", "true");
+        let client = reqwest::Client::builder()
+            .timeout(s.timeout)
+            .connect_timeout(s.timeout)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(SessionLookup {
+            client,
+            url,
+            cookie_name: s.cookie_name,
+            ttl: s.ttl,
+            negative_ttl: s.negative_ttl,
+            shard_capacity: s.capacity.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            inflight: Mutex::default(),
+        })
+    }
+
+    fn shard(&self, key: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Entry>> {
+        &self.shards[key[0] as usize % SHARDS]
+    }
+
+    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<Option<Identity>> {
+        let shard = self.shard(key).read().ok()?;
+        shard
+            .get(key)
+            .filter(|e| e.until > now)
+            .map(|e| e.identity.clone())
+    }
+
+    fn store(&self, key: [u8; 32], identity: Option<Identity>, until: Instant) {
+        let Ok(mut shard) = self.shard(&key).write() else {
+            return;
+        };
+        if shard.len() >= self.shard_capacity {
+            let now = Instant::now();
+            shard.retain(|_, e| e.until > now);
+            if shard.len() >= self.shard_capacity {
+                shard.clear();
+            }
+        }
+        shard.insert(key, Entry { identity, until });
+    }
+
+    /// The identity of `token`'s session (`None`: no such session), from the cache or the
+    /// auth service. `identity` builds the identity from the session's `user` object.
+    pub async fn resolve(
+        &self,
+        token: &SignedToken,
+        identity: impl Fn(&Value) -> Option<Identity>,
+    ) -> Answer {
+        if let Some(hit) = self.cached(&token.digest, Instant::now()) {
+            return Ok(hit);
+        }
+        let cell = match self.inflight.lock() {
+            Ok(mut inflight) => inflight.entry(token.digest).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        // One caller runs the lookup; the others wait for its answer (and take over if that
+        // caller goes away mid-call).
+        let answer = cell
+            .get_or_init(|| async {
+                let answer = self.fetch(token, &identity).await;
+                if let Ok((identity, until)) = &answer {
+                    self.store(token.digest, identity.clone(), *until);
+                }
+                answer.map(|(identity, _)| identity)
+            })
+            .await
+            .clone();
+        if let Ok(mut inflight) = self.inflight.lock() {
+            if inflight
+                .get(&token.digest)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                inflight.remove(&token.digest);
+            }
+        }
+        answer
+    }
+
+    async fn fetch(
+        &self,
+        token: &SignedToken,
+        identity: &impl Fn(&Value) -> Option<Identity>,
+    ) -> Result<(Option<Identity>, Instant), &'static str> {
+        let cookie = format!("{}={}", self.cookie_name, cookie_encode(&token.signed));
+        let response = self
+            .client
+            .get(self.url.clone())
+            .header(http::header::COOKIE, cookie)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, url = %self.url, "better_auth: get-session failed");
+                "auth_service_unreachable"
+            })?;
+        if !response.status().is_success() {
+            tracing::warn!(status = %response.status(), url = %self.url, "better_auth: get-session answered an error");
+            return Err("auth_service_error");
+        }
+        let body: Value = response.json().await.map_err(|e| {
+            tracing::warn!(error = %e, "better_auth: get-session answered no JSON");
+            "auth_service_error"
+        })?;
+        let now = Instant::now();
+        let none = Ok((None, now + self.negative_ttl));
+        if body.is_null() {
+            return none;
+        }
+        let session = &body["session"];
+        if session.get("token").and_then(Value::as_str) != Some(token.token.as_str()) {
+            // Not this token's session: treat as none rather than trust it.
+            return none;
+        }
+        let Some(expires_ms) = session
+            .get("expiresAt")
+            .and_then(Value::as_str)
+            .and_then(super::cookie_cache::parse_iso_ms)
+        else {
+            return Err("auth_service_error");
+        };
+        let left = Duration::from_millis(expires_ms.saturating_sub(super::now_ms()));
+        if left.is_zero() {
+            return none;
+        }
+        match identity(&body["user"]) {
+            Some(id) => Ok((Some(id), now + self.ttl.min(left))),
+            None => Err("auth_service_error"),
+        }
+    }
+}
