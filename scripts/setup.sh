@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages Portico's build, tests and benchmarks need, when missing.
 # Idempotent: does nothing when everything is there. Usage: scripts/setup.sh [test|bench]
+# `test` also installs the Better Auth server the end-to-end tests run (npm ci, from the
+# lockfile in tests/better-auth).
 set -euo pipefail
 
-want=(cmake gcc make pkg-config redis-server)
+want=(cmake gcc make pkg-config redis-server node npm)
 if [[ "${1:-test}" == "bench" ]]; then
   want+=(nginx wrk haproxy taskset openssl python3)
 fi
@@ -14,6 +16,7 @@ package_for() {
     nginx) echo nginx-light ;;
     taskset) echo util-linux ;;
     pkg-config) echo pkg-config ;;
+    node) echo nodejs ;;
     *) echo "$1" ;;
   esac
 }
@@ -25,18 +28,24 @@ for cmd in "${want[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  exit 0
+if ((${#missing[@]} > 0)); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "setup: installing ${missing[*]}" >&2
-sudo=""
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
-    exit 1
-  fi
+# The Better Auth server of the end-to-end tests, exactly as locked; reinstalled only when
+# the lockfile changed since the last install.
+ba="$(dirname "$0")/../tests/better-auth"
+if [[ ! -f "$ba/node_modules/.package-lock.json" || "$ba/package-lock.json" -nt "$ba/node_modules/.package-lock.json" ]]; then
+  echo "setup: npm ci in tests/better-auth" >&2
+  (cd "$ba" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

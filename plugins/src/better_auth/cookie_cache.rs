@@ -460,7 +460,7 @@ mod tests {
             Err("wrong_issuer")
         );
         let other =
-            DecodingKey::from_ed_components(&f["jwks"]["keys"][0]["x"].as_str().unwrap()).unwrap();
+            DecodingKey::from_ed_components(f["jwks"]["keys"][0]["x"].as_str().unwrap()).unwrap();
         assert_eq!(
             jwks_signed(cookie, &other, Algorithm::EdDSA, Some(iss)),
             Err("bad_signature")

@@ -40,6 +40,10 @@ fn check_reports_every_error_with_its_position() {
         (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:6:9: upstream `p`: member `127.0.0.1:9000`: weight 5000 is outside 1–1000"),
         // A plugin template naming an unset env variable.
         (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:9: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
+        // An auth policy with no auth plugin to apply it to.
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    auth: { roles: [admin] }\n"), "bad.yaml:11:11: route `r`: `auth` needs an auth plugin"),
+        // A better_auth plugin that could never name a user.
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - better_auth: { secret_env: PATH }\n"), "bad.yaml:12:9: route `r`: better_auth: set `session_endpoint`, `cookie_cache` or both"),
     ];
     for (yaml, want) in cases {
         let (code, out) = check(yaml);
@@ -84,6 +88,10 @@ fn example_configs_are_valid() {
                 .arg(&path)
                 .env("PORTICO_ADMIN_TOKEN", "x")
                 .env("PAYMENTS_API_KEY", "x")
+                .env(
+                    "BETTER_AUTH_SECRET",
+                    "example-secret-0123456789abcdef0123456789",
+                )
                 .output()
                 .unwrap();
             assert!(
