@@ -5,8 +5,9 @@ Layout on a 2-core machine: every proxy is pinned to core 0 with one worker; the
 (nginx `return 200`, 12-byte body) and the load generator (wrk, one thread, 50 keep-alive
 connections) share core 1. Targets are measured in alternating rounds so drift hits all of
 them alike. Reports requests/s, p50/p99, ratios to nginx, new upstream connections per 100k
-requests, RSS with 10k idle keep-alive clients, 10k routes against 10, and the reload of a
-10k-route config under load.
+requests, RSS with 10k idle keep-alive clients, 10k routes against 10, the reload of a
+10k-route config under load, and the auth routes (HS256 JWT, EdDSA JWT via JWKS, a Better
+Auth session cookie resolved by a real Better Auth server, then cached) against passthrough.
 """
 import argparse
 import json
@@ -100,7 +101,9 @@ def upstream_accepts():
 
 
 REDIS_PORT = 18020
+BETTER_AUTH_PORT = 18040
 JWT_SECRET = "bench-secret-bench-secret-bench-secret!"
+BETTER_AUTH_SECRET = "bench-better-auth-secret-0123456789abcdef"
 
 
 def b64u(data):
@@ -136,9 +139,28 @@ def eddsa_token_and_jwks(tmp):
     return f"{head}.{body}.{b64u(sig)}"
 
 
+def better_auth_session(procs):
+    """Starts the tests' real Better Auth server, signs a user up, returns its session cookie."""
+    server = os.path.join(ROOT, "tests", "better-auth")
+    env = dict(os.environ, PORT=str(BETTER_AUTH_PORT), BETTER_AUTH_SECRET=BETTER_AUTH_SECRET)
+    p = subprocess.Popen(["taskset", "-c", LOAD_CORE, "node", "server.mjs"], cwd=server,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    procs.procs.append(p)
+    wait_port(BETTER_AUTH_PORT, timeout=30)
+    body = json.dumps({"name": "Bench", "email": "bench@example.com", "password": "password1234"}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{BETTER_AUTH_PORT}/api/auth/sign-up/email", data=body,
+                                 method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        cookies = [c.split(";")[0] for c in r.headers.get_all("Set-Cookie")]
+    return next(c for c in cookies if c.startswith("better-auth.session_token="))
+
+
 FULL_CHAIN = ('{ jwt: { providers: [ { algorithms: [HS256], secret_env: BENCH_JWT_SECRET } ], roles_claim: roles } }, '
               + '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: [user_id] } ] } }')
 EDDSA = ('{ jwt: { providers: [ { algorithms: [EdDSA], jwks_url: "http://127.0.0.1:%d/jwks.json" } ] } }' % UPSTREAM)
+HS256 = '{ jwt: { providers: [ { algorithms: [HS256], secret_env: BENCH_JWT_SECRET } ] } }'
+SESSION = ('{ better_auth: { secret_env: BENCH_BETTER_AUTH_SECRET, session_endpoint: '
+           '{ url: "http://127.0.0.1:%d/api/auth/get-session" } } }' % BETTER_AUTH_PORT)
 LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip } ] } }'
 GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
 
@@ -169,7 +191,8 @@ def start_portico(procs, tmp, name, port, admin, **kw):
     path = os.path.join(tmp, f"{name}.yaml")
     with open(path, "w") as f:
         f.write(portico_yaml(port, admin, **kw))
-    env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, BENCH_JWT_SECRET=JWT_SECRET, PORTICO_LOG="error")
+    env = dict(os.environ, BENCH_ADMIN_TOKEN=ADMIN_TOKEN, BENCH_JWT_SECRET=JWT_SECRET,
+               BENCH_BETTER_AUTH_SECRET=BETTER_AUTH_SECRET, PORTICO_LOG="error")
     p = procs.start([PORTICO, "run", "-c", path], PROXY_CORE, env=env, port=port)
     return p, path
 
@@ -181,8 +204,8 @@ def to_ms(v, unit):
     return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, seconds, path="/", conns=50, token=None):
-    auth = ["-H", f"Authorization: Bearer {token}"] if token else []
+def wrk(port, seconds, path="/", conns=50, header=None):
+    auth = ["-H", header] if header else []
     out = sh(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"] + auth +
              [f"http://127.0.0.1:{port}{path}"]).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -237,7 +260,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="portico-bench-")
     os.chmod(tmp, 0o755)
     procs = Procs()
-    tokens = {"portico-full-chain": hs256_token(JWT_SECRET), "portico-eddsa-jwks": eddsa_token_and_jwks(tmp)}
+    hs256 = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
+    headers = {"portico-full-chain": hs256, "portico-hs256": hs256,
+               "portico-eddsa-jwks": f"Authorization: Bearer {eddsa_token_and_jwks(tmp)}"}
     results = {}
     try:
         procs.start(nginx_conf(tmp, "upstream", f"""
@@ -273,6 +298,7 @@ backend be
         procs.start(["haproxy", "-f", hap], PROXY_CORE, port=PORTS["haproxy"])
         procs.start(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no"], LOAD_CORE, port=REDIS_PORT)
+        headers["portico-session"] = f"Cookie: {better_auth_session(procs)}"
         targets = dict(PORTS)
         pp, _ = start_portico(procs, tmp, "passthrough", 18010, 18011)
         targets["portico"] = 18010
@@ -285,6 +311,10 @@ backend be
         start_portico(procs, tmp, "full-chain", 18034, 18035, plugin=FULL_CHAIN,
                       access_log=os.path.join(tmp, "access.log"))
         targets["portico-full-chain"] = 18034
+        start_portico(procs, tmp, "hs256", 18038, 18039, plugin=HS256)
+        targets["portico-hs256"] = 18038
+        start_portico(procs, tmp, "session", 18042, 18043, plugin=SESSION)
+        targets["portico-session"] = 18042
         start_portico(procs, tmp, "eddsa", 18036, 18037, plugin=EDDSA)
         targets["portico-eddsa-jwks"] = 18036
         start_portico(procs, tmp, "routes10", 18014, 18015, routes=10)
@@ -293,7 +323,9 @@ backend be
         targets["portico-10k-routes"] = 18016
 
         for name, port in targets.items():  # warm-up: connections, caches, JWKS fetch
-            wrk(port, 1, token=tokens.get(name))
+            warm = wrk(port, 1, header=headers.get(name))
+            if warm["errors"]:
+                raise RuntimeError(f"{name}: {warm['errors']} failed requests while warming up")
 
         runs = {name: [] for name in targets}
         new_conns = {name: [] for name in targets}
@@ -303,7 +335,7 @@ backend be
             for name in order:
                 path = "/svc9990/x" if name == "portico-10k-routes" else "/svc5/x" if name == "portico-10-routes" else "/"
                 before = upstream_accepts()
-                res = wrk(targets[name], args.seconds, path=path, token=tokens.get(name))
+                res = wrk(targets[name], args.seconds, path=path, header=headers.get(name))
                 after = upstream_accepts()
                 runs[name].append(res)
                 if name != "direct":
@@ -327,7 +359,13 @@ backend be
         results["routes_10k_vs_10"] = summary["portico-10k-routes"]["rps"] / summary["portico-10-routes"]["rps"]
         results["local_limit_vs_passthrough"] = summary["portico-local-limit"]["rps"] / summary["portico"]["rps"]
         results["global_vs_local_limit"] = summary["portico-global-limit"]["rps"] / summary["portico-local-limit"]["rps"]
-        results["eddsa_vs_full_chain"] = summary["portico-eddsa-jwks"]["rps"] / summary["portico-full-chain"]["rps"]
+        passthrough = summary["portico"]["rps"]
+        results["auth"] = {
+            "hs256_vs_passthrough": summary["portico-hs256"]["rps"] / passthrough,
+            "eddsa_jwks_vs_hs256": summary["portico-eddsa-jwks"]["rps"] / summary["portico-hs256"]["rps"],
+            "session_vs_passthrough": summary["portico-session"]["rps"] / passthrough,
+            "full_chain_vs_passthrough": summary["portico-full-chain"]["rps"] / passthrough,
+        }
 
         # RSS with idle keep-alive clients.
         master = open(os.path.join(tmp, "proxy.pid")).read().strip()
@@ -373,7 +411,10 @@ backend be
     print(f"10k routes vs 10 routes: {results['routes_10k_vs_10']:.3f}x")
     print(f"local rate limit vs passthrough: {results['local_limit_vs_passthrough']:.3f}x; "
           f"global vs local limit: {results['global_vs_local_limit']:.3f}x")
-    print(f"EdDSA/JWKS (cached) vs HS256 full chain: {results['eddsa_vs_full_chain']:.3f}x")
+    a = results["auth"]
+    print(f"HS256 JWT vs passthrough: {a['hs256_vs_passthrough']:.3f}x; EdDSA/JWKS (cached) vs HS256: "
+          f"{a['eddsa_jwks_vs_hs256']:.3f}x; Better Auth session (warm cache) vs passthrough: "
+          f"{a['session_vs_passthrough']:.3f}x; full chain vs passthrough: {a['full_chain_vs_passthrough']:.3f}x")
     rl = results["reload_10k_routes"]
     print(f"reload of 10k routes: median {rl['median_ms']:.1f} ms, failed requests during reloads: {rl['failed_requests']}")
     os.makedirs(os.path.join(ROOT, "benches", "out"), exist_ok=True)
