@@ -20,7 +20,7 @@ const JWKS_CACHE_AUDIENCE: &str = "better-auth:session-cache";
 
 /// A session read from a valid cookie cache.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CachedSession {
+pub struct CachedSession {
     /// The session token it belongs to (must match the session_token cookie).
     pub token: String,
     pub user: Value,
@@ -28,7 +28,10 @@ pub(crate) struct CachedSession {
     pub valid_until_ms: u64,
 }
 
-pub(crate) enum Verifier {
+/// Checks one strategy of cookie cache.
+pub struct Verifier(Kind);
+
+enum Kind {
     Compact {
         secret: Vec<u8>,
     },
@@ -47,11 +50,11 @@ pub(crate) enum Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            Verifier::Compact { .. } => "compact",
-            Verifier::Jwt { .. } => "jwt",
-            Verifier::Jwe { .. } => "jwe",
-            Verifier::Jwks { .. } => "jwks",
+        let name = match &self.0 {
+            Kind::Compact { .. } => "compact",
+            Kind::Jwt { .. } => "jwt",
+            Kind::Jwe { .. } => "jwe",
+            Kind::Jwks { .. } => "jwks",
         };
         f.write_str(name)
     }
@@ -59,15 +62,15 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn compact(secret: &[u8]) -> Verifier {
-        Verifier::Compact {
+        Verifier(Kind::Compact {
             secret: secret.to_vec(),
-        }
+        })
     }
 
     pub fn jwt(secret: &[u8]) -> Verifier {
-        Verifier::Jwt {
+        Verifier(Kind::Jwt {
             key: DecodingKey::from_secret(secret),
-        }
+        })
     }
 
     /// The JWE key: HKDF-SHA256 of the secret, and its RFC 7638 thumbprint as `kid`.
@@ -78,11 +81,11 @@ impl Verifier {
         let _ = hkdf.expand(b"BetterAuth.js Generated Encryption Key", &mut key);
         let jwk = format!(r#"{{"k":"{}","kty":"oct"}}"#, B64URL.encode(key));
         let kid = B64URL.encode(Sha256::digest(jwk.as_bytes()));
-        Verifier::Jwe { key, kid }
+        Verifier(Kind::Jwe { key, kid })
     }
 
-    pub fn jwks(jwks: Arc<Jwks>, issuer: Option<String>) -> Verifier {
-        Verifier::Jwks { jwks, issuer }
+    pub(crate) fn jwks(jwks: Arc<Jwks>, issuer: Option<String>) -> Verifier {
+        Verifier(Kind::Jwks { jwks, issuer })
     }
 
     /// The session in `cookie` (chunks already joined), if it is authentic and current.
@@ -92,17 +95,17 @@ impl Verifier {
         version: &str,
         now_ms: u64,
     ) -> Result<CachedSession, &'static str> {
-        match self {
-            Verifier::Compact { secret } => compact(cookie, secret, version, now_ms),
-            Verifier::Jwt { key } => {
+        match &self.0 {
+            Kind::Compact { secret } => compact(cookie, secret, version, now_ms),
+            Kind::Jwt { key } => {
                 let claims = decode_jws(cookie, key, Algorithm::HS256)?;
                 session_claims(&claims, version, now_ms, 0)
             }
-            Verifier::Jwe { key, kid } => {
+            Kind::Jwe { key, kid } => {
                 let claims = decrypt_jwe(cookie, key, kid)?;
                 session_claims(&claims, version, now_ms, JWE_LEEWAY_MS)
             }
-            Verifier::Jwks { jwks, issuer } => {
+            Kind::Jwks { jwks, issuer } => {
                 let claims = self.jwks_claims(cookie, jwks, issuer.as_deref()).await?;
                 let session = session_claims(&claims, version, now_ms, 0)?;
                 if claims.get("sid").and_then(Value::as_str) != Some(session.token.as_str()) {
@@ -420,7 +423,7 @@ mod tests {
         let secret = field(&f, &["jwe_cookie_cache", "secret"]).as_bytes();
         let cookie = field(&f, &["jwe_cookie_cache", "session_data"]);
         let v = Verifier::jwe(secret);
-        let Verifier::Jwe { kid, .. } = &v else {
+        let Kind::Jwe { kid, .. } = &v.0 else {
             unreachable!()
         };
         // Better Auth put this kid in the header.

@@ -18,6 +18,9 @@ mod cookie_cache;
 mod sessions;
 mod signed;
 
+pub use cookie_cache::{CachedSession, Verifier as CookieCacheVerifier};
+pub use signed::{SignedToken, TokenVerifier};
+
 use crate::api::{
     AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
 };
@@ -167,7 +170,7 @@ struct CookieCache {
 }
 
 pub struct BetterAuthPlugin {
-    secret: Vec<u8>,
+    tokens: TokenVerifier,
     cookie_name: String,
     bearer: bool,
     lookup: Option<Arc<SessionLookup>>,
@@ -269,7 +272,7 @@ impl BetterAuthPlugin {
             }
         };
         Ok(BetterAuthPlugin {
-            secret: secret.into_bytes(),
+            tokens: TokenVerifier::new(secret.as_bytes()).map_err(&err)?,
             cookie_name,
             bearer: config.bearer,
             lookup,
@@ -363,14 +366,14 @@ impl Plugin for BetterAuthPlugin {
         let Some((credential, from_cookie)) = self.credential(session) else {
             return Ok(AuthOutcome::Absent);
         };
-        let token = match signed::verify(credential, &self.secret) {
+        let token = match self.tokens.verify(credential) {
             Ok(t) => t,
             Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
         };
         if let (Some(cache), true) = (&self.cookie_cache, from_cookie) {
             if let Some(data) = self.session_data(session, &cache.cookie_name) {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
-                    Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token.as_bytes())) => {
+                    Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token().as_bytes())) => {
                         if let Some(id) = self.identity(&s.user) {
                             return Ok(AuthOutcome::Verified(id));
                         }

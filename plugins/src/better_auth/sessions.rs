@@ -139,7 +139,7 @@ impl SessionLookup {
         token: &SignedToken,
         identity: &impl Fn(&Value) -> Option<Identity>,
     ) -> Result<(Option<Identity>, Instant), &'static str> {
-        let cookie = format!("{}={}", self.cookie_name, cookie_encode(&token.signed));
+        let cookie = format!("{}={}", self.cookie_name, cookie_encode(token.signed()));
         let response = self
             .client
             .get(self.url.clone())
@@ -165,7 +165,7 @@ impl SessionLookup {
             return none;
         }
         let session = &body["session"];
-        if session.get("token").and_then(Value::as_str) != Some(token.token.as_str()) {
+        if session.get("token").and_then(Value::as_str) != Some(token.token()) {
             // Not this token's session: treat as none rather than trust it.
             return none;
         }

@@ -8,38 +8,72 @@ use std::borrow::Cow;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A session token whose signature verified. `digest` is the signature itself: a keyed hash of
-/// the token, used as the session cache key.
+/// A session token whose signature verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SignedToken {
-    pub token: String,
-    /// The decoded `token.sig` as Better Auth reads it (what the cookie carries, decoded).
-    pub signed: String,
+pub struct SignedToken {
+    /// The decoded `token.sig` as Better Auth reads it (the cookie's value, percent-decoded).
+    signed: String,
+    dot: usize,
+    /// The signature itself: a keyed hash of the token, used as the session cache key.
     pub digest: [u8; 32],
 }
 
-/// Checks `value` (a cookie value or bearer credential, possibly percent-encoded) like
-/// better-call's `getSignedCookie`: the last `.` splits token and signature, the signature is
-/// 44 characters of padded standard base64, compared in constant time.
-pub(crate) fn verify(value: &[u8], secret: &[u8]) -> Result<SignedToken, &'static str> {
-    let decoded = percent_decode(value);
-    let text = std::str::from_utf8(&decoded).map_err(|_| "malformed")?;
-    let (token, sig) = text.rsplit_once('.').ok_or("unsigned")?;
-    if token.is_empty() || sig.len() != 44 || !sig.ends_with('=') {
-        return Err("malformed");
+impl SignedToken {
+    /// The raw session token (what Better Auth stores).
+    pub fn token(&self) -> &str {
+        &self.signed[..self.dot]
     }
-    let sig_bytes = base64::engine::general_purpose::STANDARD
-        .decode(sig)
-        .map_err(|_| "malformed")?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| "malformed")?;
-    mac.update(token.as_bytes());
-    mac.verify_slice(&sig_bytes).map_err(|_| "bad_signature")?;
-    let digest: [u8; 32] = sig_bytes.try_into().map_err(|_| "malformed")?;
-    Ok(SignedToken {
-        token: token.to_string(),
-        signed: text.to_string(),
-        digest,
-    })
+
+    pub fn signed(&self) -> &str {
+        &self.signed
+    }
+}
+
+/// Checks Better Auth's signed session tokens with one secret. The HMAC key schedule is
+/// computed once, not per request.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    mac: HmacSha256,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &[u8]) -> Result<TokenVerifier, String> {
+        let mac = HmacSha256::new_from_slice(secret).map_err(|e| e.to_string())?;
+        Ok(TokenVerifier { mac })
+    }
+
+    /// Checks `value` (a cookie value or bearer credential, possibly percent-encoded) like
+    /// better-call's `getSignedCookie`: the last `.` splits token and signature, the
+    /// signature is 44 characters of padded standard base64, compared in constant time.
+    pub fn verify(&self, value: &[u8]) -> Result<SignedToken, &'static str> {
+        let decoded = percent_decode(value);
+        let text = std::str::from_utf8(&decoded).map_err(|_| "malformed")?;
+        let (token, sig) = text.rsplit_once('.').ok_or("unsigned")?;
+        if token.is_empty() || sig.len() != 44 || !sig.ends_with('=') {
+            return Err("malformed");
+        }
+        let mut digest = [0u8; 32];
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(sig, &mut digest)
+            .map_err(|_| "malformed")?;
+        if n != digest.len() {
+            return Err("malformed");
+        }
+        let mut mac = self.mac.clone();
+        mac.update(token.as_bytes());
+        mac.verify_slice(&digest).map_err(|_| "bad_signature")?;
+        Ok(SignedToken {
+            dot: token.len(),
+            signed: text.to_string(),
+            digest,
+        })
+    }
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenVerifier")
+    }
 }
 
 /// The cookie value Better Auth itself writes for `signed` (`encodeURIComponent`).
@@ -110,11 +144,15 @@ mod tests {
     const DECODED: &str =
         "ImCbbi1vGZ3OhmafYOXQwECdfRWD6fIt.UXDTY3VbQo1uVcoEHsZ/Y2dU8+IwXLSVe1OH5GZW4Lk=";
 
+    fn verify(value: &[u8], secret: &[u8]) -> Result<SignedToken, &'static str> {
+        TokenVerifier::new(secret).unwrap().verify(value)
+    }
+
     #[test]
     fn verifies_the_captured_cookie_encoded_and_raw() {
         let t = verify(COOKIE.as_bytes(), SECRET).unwrap();
-        assert_eq!(t.token, "ImCbbi1vGZ3OhmafYOXQwECdfRWD6fIt");
-        assert_eq!(t.signed, DECODED);
+        assert_eq!(t.token(), "ImCbbi1vGZ3OhmafYOXQwECdfRWD6fIt");
+        assert_eq!(t.signed(), DECODED);
         assert_eq!(verify(DECODED.as_bytes(), SECRET).unwrap(), t);
         assert_eq!(cookie_encode(DECODED), COOKIE);
     }

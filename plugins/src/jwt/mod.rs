@@ -397,6 +397,35 @@ impl JwtPlugin {
         })
     }
 
+    /// The identity in `token` when a provider verifies it (from the cache when it was
+    /// verified before), else why not.
+    pub async fn verify_token(&self, token: &str) -> Result<Identity, &'static str> {
+        let key = crate::hash::stable_hash(token);
+        let now = unix_now();
+        if let Some(identity) = self.cached(key, now) {
+            return Ok(identity);
+        }
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Err("malformed");
+        };
+        let mut outcome = Err("wrong_algorithm");
+        for p in self
+            .providers
+            .iter()
+            .filter(|p| p.algorithms.contains(&header.alg))
+        {
+            outcome = p.verify(token, &header).await;
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let claims = outcome?;
+        let identity = self.identity(&claims)?;
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
+        self.remember(key, &identity, exp);
+        Ok(identity)
+    }
+
     fn cached(&self, key: u64, now: u64) -> Option<Identity> {
         let cache = self.cache.lock().ok()?;
         cache
@@ -462,36 +491,10 @@ impl Plugin for JwtPlugin {
         let Some(token) = self.token(session) else {
             return Ok(AuthOutcome::Absent);
         };
-        let key = crate::hash::stable_hash(token);
-        let now = unix_now();
-        if let Some(identity) = self.cached(key, now) {
-            return Ok(AuthOutcome::Verified(identity));
-        }
-        let Ok(header) = jsonwebtoken::decode_header(token) else {
-            return Ok(AuthOutcome::Invalid("malformed"));
-        };
-        let mut outcome = Err("wrong_algorithm");
-        for p in self
-            .providers
-            .iter()
-            .filter(|p| p.algorithms.contains(&header.alg))
-        {
-            outcome = p.verify(token, &header).await;
-            if outcome.is_ok() {
-                break;
-            }
-        }
-        let claims = match outcome {
-            Ok(c) => c,
-            Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
-        };
-        let identity = match self.identity(&claims) {
-            Ok(id) => id,
-            Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
-        };
-        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
-        self.remember(key, &identity, exp);
-        Ok(AuthOutcome::Verified(identity))
+        Ok(match self.verify_token(token).await {
+            Ok(identity) => AuthOutcome::Verified(identity),
+            Err(reason) => AuthOutcome::Invalid(reason),
+        })
     }
 
     fn upstream_request_filter(

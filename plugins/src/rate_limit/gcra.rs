@@ -83,7 +83,7 @@ impl LocalBuckets {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))

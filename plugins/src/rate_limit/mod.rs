@@ -9,7 +9,7 @@
 //!         - { name: per-user, rate: 600/m, key: [user_id], scope: global, on_redis_error: local }
 //! ```
 
-mod gcra;
+pub mod gcra;
 mod shared;
 
 use crate::api::{BuildContext, Flow, Phases, Plugin, PluginError, Rejection, RequestContext};
