@@ -140,6 +140,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.get().as_secs().max(1)),
         upgrade_sock: s.upgrade_sock.clone(),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        work_stealing: s.work_stealing,
         ..ServerConf::default()
     };
     conf.max_retries = 16;

@@ -65,6 +65,10 @@ pub struct ServerSettings {
     pub upstream_keepalive_pool_size: usize,
     /// Reload automatically when the config file changes.
     pub watch_config: bool,
+    /// One multi-threaded runtime whose threads steal each other's tasks (`true`), or one
+    /// single-threaded runtime per thread (`false`: no cross-thread wake-ups, cheaper per
+    /// request; connections stay on the thread that accepted them).
+    pub work_stealing: bool,
 }
 
 impl Default for ServerSettings {
@@ -76,6 +80,7 @@ impl Default for ServerSettings {
             upgrade_sock: "/tmp/portico_upgrade.sock".into(),
             upstream_keepalive_pool_size: 1024,
             watch_config: true,
+            work_stealing: true,
         }
     }
 }
