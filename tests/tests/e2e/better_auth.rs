@@ -488,3 +488,101 @@ routes:
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `t` as JavaScript's `toISOString` writes it.
+fn iso(t: std::time::SystemTime) -> String {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+#[tokio::test]
+async fn cached_sessions_end_at_their_expiry_and_no_session_is_remembered_briefly() {
+    assert_eq!(
+        iso(std::time::UNIX_EPOCH + Duration::from_millis(1_795_905_557_446)),
+        "2026-11-28T22:39:17.446Z"
+    );
+    let auth = Witness::start("auth").await.unwrap();
+    let up = Witness::start("api").await.unwrap();
+    let token = "ExpiresSoon0123456789abcdefghijk";
+    let expires = std::time::SystemTime::now() + Duration::from_millis(1500);
+    let query = "disableCookieCache=true&disableRefresh=true";
+    auth.serve_json(
+        &format!("/expiring?{query}"),
+        &format!(
+            r#"{{"session":{{"token":"{token}","expiresAt":"{}"}},"user":{{"id":"u-2"}}}}"#,
+            iso(expires)
+        ),
+    );
+    auth.serve_json(&format!("/none?{query}"), "null");
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  api: {{ members: [ {{ address: {up} }} ] }}
+routes:
+  - name: expiring
+    match: {{ prefix: /expiring }}
+    upstream: api
+    plugins:
+      - better_auth: {{ secret_env: TEST_BA_SECRET, session_endpoint: {{ url: "http://{auth}/expiring", cache_ttl: 60s }} }}
+  - name: none
+    match: {{ prefix: /none }}
+    upstream: api
+    plugins:
+      - better_auth: {{ secret_env: TEST_BA_SECRET, session_endpoint: {{ url: "http://{auth}/none", negative_cache_ttl: 1s }} }}
+"#,
+        up = up.addr,
+        auth = auth.addr
+    );
+    let gw = GatewayBuilder::new(&yaml)
+        .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
+        .start()
+        .await;
+    let c = reqwest::Client::new();
+    let get = |path: &str, token: &str| {
+        c.get(gw.url(path))
+            .header(
+                "cookie",
+                format!("better-auth.session_token={}", sign(token)),
+            )
+            .send()
+    };
+
+    // A session is cached (one lookup for two requests) but never past its own expiry, even
+    // with a 60 s cache TTL.
+    assert_eq!(get("/expiring", token).await.unwrap().status(), 200);
+    assert_eq!(get("/expiring", token).await.unwrap().status(), 200);
+    assert_eq!(auth.fixed_hits(), 1);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let r = get("/expiring", token).await.unwrap();
+    assert_error(r, 401, "unauthorized").await;
+    assert_eq!(auth.fixed_hits(), 2);
+
+    // "No such session" is remembered for negative_cache_ttl, then asked again.
+    let other = "NoSession0123456789abcdefghijklm";
+    assert_error(get("/none", other).await.unwrap(), 401, "unauthorized").await;
+    assert_error(get("/none", other).await.unwrap(), 401, "unauthorized").await;
+    assert_eq!(auth.fixed_hits(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_error(get("/none", other).await.unwrap(), 401, "unauthorized").await;
+    assert_eq!(auth.fixed_hits(), 4);
+    assert!(up.seen().iter().all(|s| s.path == "/expiring"));
+}
