@@ -8,6 +8,7 @@ mod api;
 pub mod better_auth;
 mod claims;
 pub mod cookie;
+pub mod credential;
 pub mod hash;
 pub mod headers;
 pub mod jwt;

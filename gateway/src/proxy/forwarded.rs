@@ -59,7 +59,13 @@ pub fn apply(
         upstream.insert_header(X_FORWARDED_FOR, xff)?;
     }
     if !(trusted_peer && upstream.headers.contains_key(X_FORWARDED_PROTO)) {
-        upstream.insert_header(X_FORWARDED_PROTO, scheme)?;
+        // Static values: no copy per request.
+        let proto = if scheme == "https" {
+            http::HeaderValue::from_static("https")
+        } else {
+            http::HeaderValue::from_static("http")
+        };
+        upstream.insert_header(X_FORWARDED_PROTO, proto)?;
     }
     if !(trusted_peer && upstream.headers.contains_key(X_FORWARDED_HOST)) {
         let host = upstream

@@ -25,6 +25,7 @@ use crate::api::{
     AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
 };
 use crate::claims::{HeaderMap, Path};
+use crate::credential;
 use crate::units::Duration;
 use async_trait::async_trait;
 use cookie_cache::Verifier;
@@ -285,32 +286,25 @@ impl BetterAuthPlugin {
     /// The credential: a bearer session token (when enabled), else the session cookie.
     fn credential<'a>(&self, session: &'a Session) -> Option<(&'a [u8], bool)> {
         let headers = &session.req_header().headers;
-        if self.bearer {
-            let bearer = headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    let (scheme, rest) = v.split_once(' ')?;
-                    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-                })
-                .filter(|t| signed::looks_like_session_token(t));
-            if let Some(token) = bearer {
-                return Some((token.as_bytes(), false));
-            }
+        let bearer = credential::bearer(headers).filter(|t| signed::looks_like_session_token(t));
+        match bearer {
+            Some(token) if self.bearer => Some((token.as_bytes(), false)),
+            _ => credential::cookie(headers, &self.cookie_name).map(|v| (v, true)),
         }
-        cookie(session, &self.cookie_name).map(|v| (v, true))
     }
 
     /// `session_data`, whole or joined from its chunks.
     fn session_data(&self, session: &Session, name: &str) -> Option<String> {
-        if let Some(v) = cookie(session, name) {
+        if let Some(v) = credential::cookie(&session.req_header().headers, name) {
             return std::str::from_utf8(&signed::percent_decode(v))
                 .ok()
                 .map(str::to_string);
         }
         let mut joined = String::new();
         for i in 0.. {
-            let Some(chunk) = cookie(session, &format!("{name}.{i}")) else {
+            let Some(chunk) =
+                credential::cookie(&session.req_header().headers, &format!("{name}.{i}"))
+            else {
                 break;
             };
             joined.push_str(std::str::from_utf8(&signed::percent_decode(chunk)).ok()?);
@@ -327,17 +321,6 @@ impl BetterAuthPlugin {
             headers: self.user_headers.extract(user),
         })
     }
-}
-
-/// The value of cookie `name` in any of the request's `Cookie` headers.
-fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
-    session
-        .req_header()
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .find_map(|v| crate::cookie::value(v.as_bytes(), name.as_bytes()))
-        .filter(|v| !v.is_empty())
 }
 
 #[async_trait]

@@ -19,6 +19,7 @@ use crate::api::{
     AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
 };
 use crate::claims::{HeaderMap, Path};
+use crate::credential;
 use crate::units::Duration;
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -350,20 +351,10 @@ impl JwtPlugin {
         let req = session.req_header();
         for source in &self.sources {
             let found = match source {
-                Source::Bearer => req
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        let (scheme, rest) = v.split_once(' ')?;
-                        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-                    }),
-                Source::Cookie(name) => req
-                    .headers
-                    .get_all(http::header::COOKIE)
-                    .iter()
-                    .find_map(|v| crate::cookie::value(v.as_bytes(), name.as_bytes()))
-                    .and_then(|v| std::str::from_utf8(v).ok()),
+                Source::Bearer => credential::bearer(&req.headers),
+                Source::Cookie(name) => {
+                    credential::cookie(&req.headers, name).and_then(|v| std::str::from_utf8(v).ok())
+                }
                 Source::Query(name) => req.uri.query().and_then(|q| {
                     q.split('&').find_map(|kv| {
                         let (k, v) = kv.split_once('=')?;

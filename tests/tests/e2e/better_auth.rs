@@ -20,6 +20,21 @@ fn sign(token: &str) -> String {
     )
 }
 
+/// `n` concurrent GETs of `url` with `cookie`: their statuses.
+async fn concurrent_gets(
+    c: &reqwest::Client,
+    url: &str,
+    cookie: &str,
+    n: usize,
+) -> Vec<reqwest::StatusCode> {
+    let requests = (0..n).map(|_| c.get(url).header("cookie", cookie).send());
+    futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect()
+}
+
 /// GET requests the gateway's `auth` route has served (the get-session lookups among them).
 async fn auth_gets(gw: &Gateway) -> u64 {
     gw.metrics()
@@ -230,20 +245,7 @@ routes:
     let bob = ba.sign_up(&gw.url(""), "bob@example.com").await;
     let bob_cookie = format!("better-auth.session_token={}", bob.cookie("session_token"));
     let lookups_before = auth_gets(&gw).await;
-    let burst = (0..20).map(|_| {
-        let c = c.clone();
-        let url = gw.url("/api/me");
-        let cookie = bob_cookie.clone();
-        async move {
-            c.get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    let statuses = futures_util::future::join_all(burst).await;
+    let statuses = concurrent_gets(&c, &gw.url("/api/me"), &bob_cookie, 20).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(
         auth_gets(&gw).await - lookups_before,
@@ -425,20 +427,7 @@ routes:
         .await;
     let c = reqwest::Client::new();
     let cookie = format!("better-auth.session_token={}", sign(token));
-    let burst = (0..20).map(|_| {
-        let c = c.clone();
-        let url = gw.url("/x");
-        let cookie = cookie.clone();
-        async move {
-            c.get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    });
-    let statuses = futures_util::future::join_all(burst).await;
+    let statuses = concurrent_gets(&c, &gw.url("/x"), &cookie, 20).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(auth.fixed_hits(), 1, "20 concurrent misses, one lookup");
     let seen = up.seen().pop().unwrap();
