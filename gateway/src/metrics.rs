@@ -94,7 +94,7 @@ impl Metrics {
         let auth_failures = IntCounterVec::new(
             Opts::new(
                 "portico_auth_failures_total",
-                "Requests refused with 401 or 403, by route and reason.",
+                "Requests refused by authentication (401, 403, or 503 when the auth service is down), by route and reason.",
             ),
             &["route", "reason"],
         )?;
