@@ -10,7 +10,8 @@ use crate::upstream::{Pool, PoolError};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use portico_plugins::{
-    AuthPolicy, AuthPolicyConfig, BuildContext, Pipeline, SharedBuckets, StateStore,
+    AuthPolicy, AuthPolicyConfig, BuildContext, InvalidCredentials, Pipeline, SharedBuckets,
+    StateStore,
 };
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
@@ -349,7 +350,17 @@ fn compile_routes(
                 );
                 AuthPolicy::default()
             }
-            Some(policy) => AuthPolicy::from(&policy.value),
+            Some(policy) => {
+                if policy.value.required
+                    && policy.value.invalid_credentials == InvalidCredentials::Anonymous
+                {
+                    diag.at_span(
+                        policy,
+                        format!("route `{name}`: `invalid_credentials: anonymous` needs `required: false`"),
+                    );
+                }
+                AuthPolicy::from(&policy.value)
+            }
             None => AuthPolicy::from(&AuthPolicyConfig::default()),
         };
         if diag.len() != before {

@@ -105,6 +105,8 @@ pub struct AuthPolicy {
     pub required: bool,
     /// The identity needs one of these roles, else 403.
     pub roles: Vec<String>,
+    /// An invalid credential lets the request pass anonymously instead of answering 401.
+    pub invalid_are_anonymous: bool,
 }
 
 /// What a request hook decided.

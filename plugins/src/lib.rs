@@ -78,6 +78,19 @@ pub struct AuthPolicyConfig {
     /// The identity needs one of these roles, else 403.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// A credential that is present but does not verify: `reject` (401), or `anonymous`
+    /// (only with `required: false`: the request passes without identity, as if it carried
+    /// none — for public pages that a stale session cookie must not lock out).
+    #[serde(default)]
+    pub invalid_credentials: InvalidCredentials,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidCredentials {
+    #[default]
+    Reject,
+    Anonymous,
 }
 
 fn required_by_default() -> bool {
@@ -89,6 +102,7 @@ impl Default for AuthPolicyConfig {
         AuthPolicyConfig {
             required: true,
             roles: Vec::new(),
+            invalid_credentials: InvalidCredentials::Reject,
         }
     }
 }
@@ -98,6 +112,8 @@ impl From<&AuthPolicyConfig> for AuthPolicy {
         AuthPolicy {
             required: c.required,
             roles: c.roles.clone(),
+            invalid_are_anonymous: !c.required
+                && c.invalid_credentials == InvalidCredentials::Anonymous,
         }
     }
 }

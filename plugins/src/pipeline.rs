@@ -92,7 +92,7 @@ impl Pipeline {
                 r.label = Some(reason.into());
                 return Ok(Some(r));
             }
-            if let Some(reason) = invalid {
+            if let Some(reason) = invalid.filter(|_| !self.auth_policy.invalid_are_anonymous) {
                 return Ok(Some(unauthorized(Some(reason))));
             }
             return Ok(self.auth_policy.required.then(|| unauthorized(None)));

@@ -76,6 +76,11 @@ routes:
           secret_env: TEST_BA_SECRET
           session_endpoint: {{ url: "http://127.0.0.1:{{port}}/api/auth/get-session", cache_ttl: 2s, negative_cache_ttl: 1s }}
           user_to_headers: {{ email: X-User-Email }}
+  - name: public
+    match: {{ prefix: /public }}
+    upstream: api
+    auth: {{ required: false, invalid_credentials: anonymous }}
+    plugins: [ *session ]
   - name: api
     match: {{ prefix: /api }}
     upstream: api
@@ -197,6 +202,22 @@ routes:
         assert_error(r, 401, "unauthorized").await;
     }
     assert_eq!(up.count(), before);
+
+    // A public page: the identity when the cookie is good; anonymous (not 401) when it is not.
+    for (cookie, user) in [
+        (session_cookie.clone(), vec![alice.user_id.clone()]),
+        (format!("better-auth.session_token={tampered}"), vec![]),
+    ] {
+        let r = c
+            .get(gw.url("/public"))
+            .header("cookie", cookie)
+            .header("x-user-id", "spoofed")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(up.seen().pop().unwrap().header_values("x-user-id"), user);
+    }
 
     // Roles: alice has none, the admin route needs `admin`.
     let r = c

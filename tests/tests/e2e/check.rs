@@ -42,6 +42,8 @@ fn check_reports_every_error_with_its_position() {
         (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:9: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
         // An auth policy with no auth plugin to apply it to.
         (&GOOD.replace("upstream: p\n", "upstream: p\n    auth: { roles: [admin] }\n"), "bad.yaml:11:11: route `r`: `auth` needs an auth plugin"),
+        // Contradictory policy.
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    auth: { invalid_credentials: anonymous }\n    plugins:\n      - jwt: { providers: [ { algorithms: [EdDSA], jwks_url: \"http://127.0.0.1:1/jwks\" } ] }\n"), "bad.yaml:11:11: route `r`: `invalid_credentials: anonymous` needs `required: false`"),
         // A better_auth plugin that could never name a user.
         (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - better_auth: { secret_env: PATH }\n"), "bad.yaml:12:9: route `r`: better_auth: set `session_endpoint`, `cookie_cache` or both"),
     ];
