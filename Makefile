@@ -2,7 +2,7 @@
 .PHONY: run test build lint bench bench-micro setup
 
 setup:
-	@scripts/setup.sh test
+	@scripts/setup.sh build
 
 build: setup
 	cargo build -p portico -p portico-e2e --bins
@@ -13,6 +13,7 @@ run: build
 
 ## Unit tests and end-to-end tests against the real binary.
 test: build
+	@scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
 
 lint:

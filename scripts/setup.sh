@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the system packages Portico's build, tests and benchmarks need, when missing.
-# Idempotent: does nothing when everything is there. Usage: scripts/setup.sh [test|bench]
-# `test` also installs the Better Auth server the end-to-end tests run (npm ci, from the
-# lockfile in tests/better-auth).
+# Idempotent: does nothing when everything is there.
+# Usage: scripts/setup.sh [build|test|bench]
+#   build: what compiling Portico needs (cmake for Pingora's zlib-ng, a C toolchain);
+#   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
+#          from the lockfile in tests/better-auth);
+#   bench: + nginx, wrk, HAProxy and the tools of the load benchmark.
 set -euo pipefail
 
-want=(cmake gcc make pkg-config redis-server node npm)
-if [[ "${1:-test}" == "bench" ]]; then
+mode="${1:-test}"
+want=(cmake gcc make pkg-config)
+if [[ "$mode" != "build" ]]; then
+  want+=(redis-server node npm)
+fi
+if [[ "$mode" == "bench" ]]; then
   want+=(nginx wrk haproxy taskset openssl python3)
 fi
 
@@ -40,6 +47,10 @@ if ((${#missing[@]} > 0)); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ "$mode" == "build" ]]; then
+  exit 0
 fi
 
 # The Better Auth server of the end-to-end tests, exactly as locked; reinstalled only when
