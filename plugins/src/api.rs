@@ -105,7 +105,8 @@ pub struct AuthPolicy {
     pub required: bool,
     /// The identity needs one of these roles, else 403.
     pub roles: Vec<String>,
-    /// An invalid credential lets the request pass anonymously instead of answering 401.
+    /// An invalid (or uncheckable) credential lets the request pass anonymously instead of
+    /// answering 401 (or 503).
     pub invalid_are_anonymous: bool,
 }
 

@@ -78,9 +78,10 @@ pub struct AuthPolicyConfig {
     /// The identity needs one of these roles, else 403.
     #[serde(default)]
     pub roles: Vec<String>,
-    /// A credential that is present but does not verify: `reject` (401), or `anonymous`
-    /// (only with `required: false`: the request passes without identity, as if it carried
-    /// none — for public pages that a stale session cookie must not lock out).
+    /// A credential that is present but does not verify (or cannot be checked: the auth
+    /// service is down): `reject` (401 / 503), or `anonymous` (only with `required: false`:
+    /// the request passes without identity, as if it carried none — for public pages that a
+    /// stale session cookie or an auth outage must not take down).
     #[serde(default)]
     pub invalid_credentials: InvalidCredentials,
 }

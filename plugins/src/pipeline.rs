@@ -83,7 +83,8 @@ impl Pipeline {
             }
         }
         let Some(identity) = &ctx.identity else {
-            if let Some(reason) = unavailable {
+            // A public page stays up while the auth service is down.
+            if let Some(reason) = unavailable.filter(|_| !self.auth_policy.invalid_are_anonymous) {
                 let mut r = Rejection::new(
                     503,
                     "upstream_unavailable",

@@ -442,7 +442,13 @@ routes:
     match: {{ prefix: /down }}
     upstream: api
     plugins:
-      - better_auth: {{ secret_env: TEST_BA_SECRET, session_endpoint: {{ url: "http://127.0.0.1:{closed}/get-session", timeout: 1s }} }}
+      - &down
+        better_auth: {{ secret_env: TEST_BA_SECRET, session_endpoint: {{ url: "http://127.0.0.1:{closed}/get-session", timeout: 1s }} }}
+  - name: public
+    match: {{ prefix: /public }}
+    upstream: api
+    auth: {{ required: false, invalid_credentials: anonymous }}
+    plugins: [ *down ]
 "#,
         up = up.addr,
         auth = auth.addr,
@@ -476,6 +482,17 @@ routes:
         .unwrap();
     assert_error(r, 503, "upstream_unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(2));
+    // A public page stays up, anonymously.
+    let r = get("/public", cookie_of("ThirdSession0123456789abcdefghij"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(up
+        .seen()
+        .pop()
+        .unwrap()
+        .header_values("x-user-id")
+        .is_empty());
     // The cached one still passes.
     let r = c
         .get(gw.url("/x"))
