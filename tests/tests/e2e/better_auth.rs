@@ -20,6 +20,14 @@ fn sign(token: &str) -> String {
     )
 }
 
+/// The gateway on `yaml`, with the Better Auth secret in `TEST_BA_SECRET`.
+async fn gateway(yaml: &str) -> Gateway {
+    GatewayBuilder::new(yaml)
+        .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
+        .start()
+        .await
+}
+
 /// `n` concurrent GETs of `url` with `cookie`: their statuses.
 async fn concurrent_gets(
     c: &reqwest::Client,
@@ -91,10 +99,7 @@ routes:
         ba = ba.url,
         up = up.addr
     );
-    let gw = GatewayBuilder::new(&yaml)
-        .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
-        .start()
-        .await;
+    let gw = gateway(&yaml).await;
     let c = reqwest::Client::new();
 
     // Sign up and in through the gateway: the auth service's answers pass untouched.
@@ -360,10 +365,7 @@ routes:
 "#,
             up = up.addr
         );
-        let gw = GatewayBuilder::new(&yaml)
-            .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
-            .start()
-            .await;
+        let gw = gateway(&yaml).await;
         let c = reqwest::Client::new();
         let get = |cookie: String| c.get(gw.url("/me")).header("cookie", cookie).send();
 
@@ -454,10 +456,7 @@ routes:
         auth = auth.addr,
         closed = free_port()
     );
-    let gw = GatewayBuilder::new(&yaml)
-        .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
-        .start()
-        .await;
+    let gw = gateway(&yaml).await;
     let c = reqwest::Client::new();
     let cookie = format!("better-auth.session_token={}", sign(token));
     let statuses = concurrent_gets(&c, &gw.url("/x"), &cookie, 20).await;
@@ -566,10 +565,7 @@ routes:
         up = up.addr,
         auth = auth.addr
     );
-    let gw = GatewayBuilder::new(&yaml)
-        .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
-        .start()
-        .await;
+    let gw = gateway(&yaml).await;
     let c = reqwest::Client::new();
     let get = |path: &str, token: &str| {
         c.get(gw.url(path))
