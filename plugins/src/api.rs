@@ -82,6 +82,10 @@ impl Rejection {
     }
 }
 
+/// The priority of authentication plugins: among themselves they run in config order (the
+/// pipeline runs them all before any other request hook).
+pub const AUTHENTICATION_PRIORITY: i32 = 1000;
+
 /// What an authentication plugin made of the request's credentials.
 #[derive(Debug)]
 pub enum AuthOutcome {

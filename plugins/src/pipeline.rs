@@ -142,12 +142,12 @@ impl Pipeline {
 fn unauthorized(reason: Option<&'static str>) -> Rejection {
     let mut r = Rejection::new(401, "unauthorized", "Valid credentials are required");
     let challenge = match reason {
-        None => "Bearer realm=\"portico\"".to_string(),
-        Some(reason) => format!(
+        None => Ok(HeaderValue::from_static("Bearer realm=\"portico\"")),
+        Some(reason) => HeaderValue::from_str(&format!(
             "Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{reason}\""
-        ),
+        )),
     };
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
+    if let Ok(v) = challenge {
         r.headers.push((http::header::WWW_AUTHENTICATE, v));
     }
     r.label = Some(reason.unwrap_or("missing_credentials").into());

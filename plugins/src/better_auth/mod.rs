@@ -330,7 +330,7 @@ impl Plugin for BetterAuthPlugin {
     }
 
     fn priority(&self) -> i32 {
-        1000
+        crate::api::AUTHENTICATION_PRIORITY
     }
 
     fn phases(&self) -> Phases {

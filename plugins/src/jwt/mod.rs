@@ -462,8 +462,7 @@ impl Plugin for JwtPlugin {
     }
 
     fn priority(&self) -> i32 {
-        // Authentication runs first.
-        1000
+        crate::api::AUTHENTICATION_PRIORITY
     }
 
     fn phases(&self) -> Phases {

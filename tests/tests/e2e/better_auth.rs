@@ -322,13 +322,13 @@ routes:
     }
 
     let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains("portico_auth_failures_total{reason=\"bad_signature\",route=\"api\"} 1"),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "portico_auth_failures_total{reason=\"bad_signature\",route=\"api\"} 1",
     );
-    assert!(
-        metrics.contains("portico_auth_failures_total{reason=\"no_session\",route=\"api\"}"),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "portico_auth_failures_total{reason=\"no_session\",route=\"api\"}",
     );
 }
 

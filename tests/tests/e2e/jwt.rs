@@ -234,13 +234,13 @@ routes:
     );
 
     let metrics = gw.metrics().await;
-    assert!(
-        metrics.contains("portico_auth_failures_total{reason=\"expired\",route=\"api\"} 1"),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "portico_auth_failures_total{reason=\"expired\",route=\"api\"} 1",
     );
-    assert!(
-        metrics.contains("portico_auth_failures_total{reason=\"missing_role\",route=\"admin\"} 1"),
-        "{metrics}"
+    assert_metric(
+        &metrics,
+        "portico_auth_failures_total{reason=\"missing_role\",route=\"admin\"} 1",
     );
 }
 

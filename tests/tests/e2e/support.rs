@@ -497,6 +497,11 @@ impl Load {
     }
 }
 
+/// Fails with the whole metrics text when `line` is not in it.
+pub fn assert_metric(metrics: &str, line: &str) {
+    assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
+}
+
 impl Gateway {
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin("/metrics"))
