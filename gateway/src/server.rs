@@ -86,9 +86,10 @@ impl BackgroundService for Control {
     }
 }
 
-/// Read buffer of a cleartext client connection: a request head fits; measured faster than
-/// both no buffer and Pingora's 64 KiB default on the load benchmark.
-const PLAIN_READ_BUFFER: usize = 4096;
+/// Read buffer of a cleartext client connection: none. The edge waits for a request
+/// without reading (see `proxy::edge`), and Pingora reads request heads into its own buffer,
+/// so a buffer here would only add a copy per request and 4 KiB per idle connection.
+const PLAIN_READ_BUFFER: usize = 0;
 
 pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     let loaded = load_file(&path)?;
@@ -190,8 +191,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
                 }
                 None => {
                     // Pingora gives every connection a 64 KiB read buffer, held while the
-                    // connection idles: 640 MiB for 10k keep-alive clients. Plain HTTP parses
-                    // from its own header buffer, so a small one costs no throughput.
+                    // connection idles: 640 MiB for 10k keep-alive clients.
                     listener = listener.l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, 1460));
                 }
             }

@@ -110,14 +110,12 @@ async fn serve_one(
         .await
 }
 
-/// Waits until the client sends the first byte of a request, or `idle` passes. Streams that
-/// cannot peek (TLS) return at once and wait inside Pingora instead.
+/// Waits until the client sends the first byte of a request, or `idle` passes. Nothing is
+/// read here, so no buffer is held while waiting. Streams that cannot wait this way (TLS)
+/// return at once and wait inside Pingora instead.
 async fn wait_for_request(stream: &mut Stream, idle: Duration) -> bool {
-    let mut first = [0u8; 1];
-    matches!(
-        tokio::time::timeout(idle, stream.try_peek(&mut first)).await,
-        Ok(Ok(_))
-    )
+    let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+    matches!(tokio::time::timeout(idle, ready).await, Ok(Ok(_)))
 }
 
 #[async_trait]

@@ -261,7 +261,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if pooled_stream_matches(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -472,6 +472,25 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Portico patch: whether a pooled stream leads to `peer`, from the address recorded when
+/// it was connected rather than a getpeername() system call on every reuse. The pool owns
+/// the stream and so its fd: the fd cannot have passed to another socket while pooled, so
+/// the recorded address guards against a reuse-hash collision as well as the kernel would.
+/// Streams without a recorded address, and peers behind a CONNECT proxy, are checked as
+/// before.
+#[cfg(unix)]
+fn pooled_stream_matches<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    if peer.get_proxy().is_none() {
+        let recorded = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr.get().cloned().flatten());
+        if let Some(addr) = recorded {
+            return addr == *peer.address();
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready

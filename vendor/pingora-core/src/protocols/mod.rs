@@ -79,6 +79,16 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Portico patch: wait until data can be read (or the peer has closed) without reading
+    /// any. `Ready(Ok(false))` means this stream cannot wait that way and the caller has to
+    /// read instead. A poll method rather than an async one, so waiting allocates nothing.
+    fn poll_read_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        std::task::Poll::Ready(Ok(false))
+    }
 }
 
 use std::any::Any;

@@ -459,6 +459,13 @@ impl BufferedStream {
         self.writer().get_ref()
     }
 
+    fn has_buffered_read(&self) -> bool {
+        match self {
+            BufferedStream::UnbufferedRead(_) => false,
+            BufferedStream::BufferedRead(reader) => !reader.buffer().is_empty(),
+        }
+    }
+
     fn get_mut(&mut self) -> &mut RawStreamWrapper {
         self.writer_mut().get_mut()
     }
@@ -749,6 +756,18 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.rewind_read_buf.is_empty() || self.stream().has_buffered_read() {
+            return Poll::Ready(Ok(true));
+        }
+        match &self.stream().get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            RawStream::Virtual(_) => Poll::Ready(Ok(false)),
+        }
     }
 }
 
