@@ -23,6 +23,8 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")
+RATE_LOAD = os.path.join(ROOT, "target", "release", "portico-rate-load")
+TICK = os.sysconf("SC_CLK_TCK")
 PROXY_CORE, LOAD_CORE = "0", "1"
 UPSTREAM = 18000
 PORTS = {"direct": UPSTREAM, "nginx": 18001, "haproxy": 18002}
@@ -197,6 +199,9 @@ def start_portico(procs, tmp, name, port, admin, **kw):
     return p, path
 
 
+# Measured under fixed-rate load: nginx and Portico as a plain proxy and with the full chain.
+LATENCY_TARGETS = ["nginx", "portico", "portico-full-chain"]
+
 LAT = re.compile(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 
 
@@ -219,6 +224,20 @@ def wrk(port, seconds, path="/", conns=50, header=None):
     if m:
         errors += sum(int(x) for x in m.groups())
     return {"rps": rps, "total": total, "p50": lat.get("50"), "p99": lat.get("99"), "errors": errors}
+
+
+def cpu_ticks(pid):
+    """User and system CPU time of a process so far, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+def rate_load(port, rate, seconds, path="/"):
+    """Fixed-rate (open-loop) load: latency at a given rate, which wrk cannot measure."""
+    out = sh(["taskset", "-c", LOAD_CORE, RATE_LOAD, f"127.0.0.1:{port}", path, str(int(rate)),
+              str(seconds)]).stdout
+    return json.loads(out)
 
 
 def rss_kib(pid):
@@ -295,32 +314,33 @@ frontend fe
 backend be
   server s1 127.0.0.1:{UPSTREAM}
 """)
-        procs.start(["haproxy", "-f", hap], PROXY_CORE, port=PORTS["haproxy"])
+        hp = procs.start(["haproxy", "-f", hap], PROXY_CORE, port=PORTS["haproxy"])
         procs.start(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no"], LOAD_CORE, port=REDIS_PORT)
         headers["portico-session"] = f"Cookie: {better_auth_session(procs)}"
         targets = dict(PORTS)
-        pp, _ = start_portico(procs, tmp, "passthrough", 18010, 18011)
-        targets["portico"] = 18010
-        start_portico(procs, tmp, "headers", 18012, 18013, headers=True)
-        targets["portico-headers"] = 18012
-        start_portico(procs, tmp, "local-limit", 18030, 18031, plugin=LOCAL_LIMIT)
-        targets["portico-local-limit"] = 18030
-        start_portico(procs, tmp, "global-limit", 18032, 18033, plugin=GLOBAL_LIMIT, redis=True)
-        targets["portico-global-limit"] = 18032
-        start_portico(procs, tmp, "full-chain", 18034, 18035, plugin=FULL_CHAIN,
-                      access_log=os.path.join(tmp, "access.log"))
-        targets["portico-full-chain"] = 18034
-        start_portico(procs, tmp, "hs256", 18038, 18039, plugin=HS256)
-        targets["portico-hs256"] = 18038
-        start_portico(procs, tmp, "session", 18042, 18043, plugin=SESSION)
-        targets["portico-session"] = 18042
-        start_portico(procs, tmp, "eddsa", 18036, 18037, plugin=EDDSA)
-        targets["portico-eddsa-jwks"] = 18036
-        start_portico(procs, tmp, "routes10", 18014, 18015, routes=10)
-        targets["portico-10-routes"] = 18014
-        start_portico(procs, tmp, "routes10k", 18016, 18017, routes=10000)
-        targets["portico-10k-routes"] = 18016
+        # The process whose CPU time each target costs (the proxy; none for direct).
+        master = open(os.path.join(tmp, "proxy.pid")).read().strip()
+        # The worker holds the connections and does the work, not the master.
+        nginx_pid = int(sh(["pgrep", "-P", master]).stdout.split()[0])
+        pids = {"nginx": nginx_pid, "haproxy": hp.pid}
+        portico_targets = [
+            ("portico", "passthrough", 18010, {}),
+            ("portico-headers", "headers", 18012, {"headers": True}),
+            ("portico-local-limit", "local-limit", 18030, {"plugin": LOCAL_LIMIT}),
+            ("portico-global-limit", "global-limit", 18032, {"plugin": GLOBAL_LIMIT, "redis": True}),
+            ("portico-full-chain", "full-chain", 18034,
+             {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access.log")}),
+            ("portico-hs256", "hs256", 18038, {"plugin": HS256}),
+            ("portico-session", "session", 18042, {"plugin": SESSION}),
+            ("portico-eddsa-jwks", "eddsa", 18036, {"plugin": EDDSA}),
+            ("portico-10-routes", "routes10", 18014, {"routes": 10}),
+            ("portico-10k-routes", "routes10k", 18016, {"routes": 10000}),
+        ]
+        for name, config, port, kw in portico_targets:
+            p, _ = start_portico(procs, tmp, config, port, port + 1, **kw)
+            targets[name] = port
+            pids[name] = p.pid
 
         for name, port in targets.items():  # warm-up: connections, caches, JWKS fetch
             warm = wrk(port, 1, header=headers.get(name))
@@ -335,7 +355,12 @@ backend be
             for name in order:
                 path = "/svc9990/x" if name == "portico-10k-routes" else "/svc5/x" if name == "portico-10-routes" else "/"
                 before = upstream_accepts()
+                cpu_before = cpu_ticks(pids[name]) if name in pids else None
                 res = wrk(targets[name], args.seconds, path=path, header=headers.get(name))
+                if cpu_before:
+                    user, system = (b - a for a, b in zip(cpu_before, cpu_ticks(pids[name])))
+                    res["user_us"] = user / TICK * 1e6 / max(1, res["total"])
+                    res["sys_us"] = system / TICK * 1e6 / max(1, res["total"])
                 after = upstream_accepts()
                 runs[name].append(res)
                 if name != "direct":
@@ -351,6 +376,8 @@ backend be
                 "p99_ms": statistics.median(x["p99"] for x in rs),
                 "errors": sum(x["errors"] for x in rs),
                 "new_upstream_conns_per_100k": statistics.median(new_conns[name]) if new_conns[name] else None,
+                "user_us_per_req": statistics.median(x["user_us"] for x in rs) if "user_us" in rs[0] else None,
+                "sys_us_per_req": statistics.median(x["sys_us"] for x in rs) if "sys_us" in rs[0] else None,
             }
         nginx_rps = summary["nginx"]["rps"]
         for s in summary.values():
@@ -367,14 +394,27 @@ backend be
             "full_chain_vs_passthrough": summary["portico-full-chain"]["rps"] / passthrough,
         }
 
+        # Latency at half of nginx's peak rate, fixed-rate load, alternating rounds.
+        rate = nginx_rps / 2
+        at_rate = {name: [] for name in LATENCY_TARGETS}
+        for r in range(args.rounds):
+            order = LATENCY_TARGETS if r % 2 == 0 else list(reversed(LATENCY_TARGETS))
+            for name in order:
+                res = rate_load(targets[name], rate, 2 * args.seconds)
+                at_rate[name].append(res)
+                print(f"round {r + 1} {name:20s} at {rate:.0f} req/s: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
+                      f"p99.9 {res['p999_ms']:.3f} ms  errors {res['errors']}", file=sys.stderr)
+        results["latency_at_half_nginx_peak"] = {
+            "rate": rate,
+            **{name: {key: statistics.median(x[key] for x in rs) for key in ("achieved_rps", "p50_ms", "p99_ms", "p999_ms")}
+               | {"errors": sum(x["errors"] for x in rs)} for name, rs in at_rate.items()},
+        }
+
         # RSS with idle keep-alive clients.
-        master = open(os.path.join(tmp, "proxy.pid")).read().strip()
-        # The worker holds the connections, not the master.
-        nginx_pid = int(sh(["pgrep", "-P", master]).stdout.split()[0])
         results["rss_idle"] = {
             "clients": args.idle_clients,
-            "portico_baseline_mib": rss_kib(pp.pid) / 1024,
-            "portico_mib": idle_clients_rss(18010, pp.pid, args.idle_clients) / 1024,
+            "portico_baseline_mib": rss_kib(pids["portico"]) / 1024,
+            "portico_mib": idle_clients_rss(18010, pids["portico"], args.idle_clients) / 1024,
             "nginx_mib": idle_clients_rss(PORTS["nginx"], nginx_pid, args.idle_clients) / 1024,
         }
 
@@ -402,10 +442,20 @@ backend be
         procs.stop_all()
 
     print()
-    print(f"{'target':22s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'new upstream conns/100k':>24s}")
+    print(f"{'target':22s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'vs nginx':>9s} {'new upstream conns/100k':>24s}"
+          f" {'user us/req':>12s} {'sys us/req':>11s}")
     for name, s in results["throughput"].items():
         nc = s["new_upstream_conns_per_100k"]
-        print(f"{name:22s} {s['rps']:9.0f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['vs_nginx']:8.2f}x {('-' if nc is None else f'{nc:.1f}'):>24s}")
+        user = "-" if s["user_us_per_req"] is None else f"{s['user_us_per_req']:.1f}"
+        system = "-" if s["sys_us_per_req"] is None else f"{s['sys_us_per_req']:.1f}"
+        print(f"{name:22s} {s['rps']:9.0f} {s['p50_ms']:8.2f} {s['p99_ms']:8.2f} {s['vs_nginx']:8.2f}x {('-' if nc is None else f'{nc:.1f}'):>24s}"
+              f" {user:>12s} {system:>11s}")
+    lat = results["latency_at_half_nginx_peak"]
+    print(f"\nLatency at {lat['rate']:.0f} req/s (half of nginx's peak), fixed-rate load:")
+    for name in LATENCY_TARGETS:
+        s = lat[name]
+        print(f"  {name:20s} achieved {s['achieved_rps']:8.0f} req/s  p50 {s['p50_ms']:.3f} ms  p99 {s['p99_ms']:.3f} ms  "
+              f"p99.9 {s['p999_ms']:.3f} ms  errors {s['errors']}")
     r = results["rss_idle"]
     print(f"\nRSS with {r['clients']} idle keep-alive clients: portico {r['portico_mib']:.1f} MiB (idle {r['portico_baseline_mib']:.1f} MiB), nginx {r['nginx_mib']:.1f} MiB")
     print(f"10k routes vs 10 routes: {results['routes_10k_vs_10']:.3f}x")
