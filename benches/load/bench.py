@@ -233,10 +233,10 @@ def cpu_ticks(pid):
     return int(fields[11]), int(fields[12])
 
 
-def rate_load(port, rate, seconds, path="/"):
+def rate_load(port, rate, seconds, path="/", header=None):
     """Fixed-rate (open-loop) load: latency at a given rate, which wrk cannot measure."""
     out = sh(["taskset", "-c", LOAD_CORE, RATE_LOAD, f"127.0.0.1:{port}", path, str(int(rate)),
-              str(seconds)]).stdout
+              str(seconds), "50"] + ([header] if header else [])).stdout
     return json.loads(out)
 
 
@@ -400,7 +400,7 @@ backend be
         for r in range(args.rounds):
             order = LATENCY_TARGETS if r % 2 == 0 else list(reversed(LATENCY_TARGETS))
             for name in order:
-                res = rate_load(targets[name], rate, 2 * args.seconds)
+                res = rate_load(targets[name], rate, 2 * args.seconds, header=headers.get(name))
                 at_rate[name].append(res)
                 print(f"round {r + 1} {name:20s} at {rate:.0f} req/s: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
                       f"p99.9 {res['p999_ms']:.3f} ms  errors {res['errors']}", file=sys.stderr)

@@ -3,7 +3,8 @@
 //! slow response also delays the requests queued behind it and hides their wait (coordinated
 //! omission); its latencies describe a proxy at saturation.
 //!
-//! `portico-rate-load HOST:PORT PATH RATE SECONDS [CONNECTIONS]` prints one JSON line.
+//! `portico-rate-load HOST:PORT PATH RATE SECONDS [CONNECTIONS [HEADER...]]` prints one JSON
+//! line; each HEADER (`Name: value`) is sent with every request.
 //!
 //! Every connection (HTTP/1.1 keep-alive, one request at a time) has its own schedule of
 //! RATE/CONNECTIONS requests per second, the connections staggered evenly. A request's latency
@@ -25,12 +26,24 @@ struct Args {
     rate: f64,
     seconds: f64,
     connections: u32,
+    headers: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.len() < 4 || argv.len() > 5 {
-        return Err("usage: portico-rate-load HOST:PORT PATH RATE SECONDS [CONNECTIONS]".into());
+    if argv.len() < 4 {
+        return Err(
+            "usage: portico-rate-load HOST:PORT PATH RATE SECONDS [CONNECTIONS [HEADER...]]".into(),
+        );
+    }
+    let headers: Vec<String> = argv.iter().skip(5).cloned().collect();
+    if let Some(bad) = headers
+        .iter()
+        .find(|h| !h.contains(':') || h.contains(['\r', '\n']))
+    {
+        return Err(format!(
+            "HEADER must be one `Name: value` line, not {bad:?}"
+        ));
     }
     let number = |s: &str, what: &str| -> Result<f64, String> {
         s.parse::<f64>()
@@ -53,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or_else(|| format!("CONNECTIONS must be a positive integer, not {c:?}"))?,
             None => 50,
         },
+        headers,
     })
 }
 
@@ -180,8 +194,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let extra: String = args.headers.iter().map(|h| format!("{h}\r\n")).collect();
     let request: Arc<[u8]> = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: portico-rate-load\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: portico-rate-load\r\n{extra}\r\n",
         args.path, args.addr
     )
     .into_bytes()

@@ -3,9 +3,10 @@
 //! - a deadline for receiving the whole request head, counted from its first byte (Pingora
 //!   only bounds each read, so a client trickling a byte at a time could hold a connection
 //!   forever);
-//! - idle waiting outside the request machinery: between requests a connection waits for the
-//!   next byte here, holding a few hundred bytes, instead of inside Pingora's request future
-//!   (tens of KiB each), so 10k idle keep-alive clients cost little memory;
+//! - idle waiting outside the request machinery: between requests a connection waits here
+//!   until its socket is readable, reading nothing and so holding no read buffer, instead of
+//!   inside Pingora's request future (tens of KiB each): about 4 KiB per idle keep-alive
+//!   client in all (see docs/performance.md);
 //! - the configured idle keep-alive timeout and per-connection request limit, read from the
 //!   live snapshot so they hot-reload.
 //!

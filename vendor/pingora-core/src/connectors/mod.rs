@@ -471,7 +471,6 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// Portico patch: whether a pooled stream leads to `peer`, from the address recorded when
 /// it was connected rather than a getpeername() system call on every reuse. The pool owns
 /// the stream and so its fd: the fd cannot have passed to another socket while pooled, so
@@ -491,6 +490,7 @@ fn pooled_stream_matches<P: Peer>(peer: &P, stream: &Stream) -> bool {
     peer.matches_fd(stream.id())
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
