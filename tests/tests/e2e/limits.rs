@@ -128,3 +128,89 @@ async fn slow_request_head_is_cut_off() {
     assert!(t < Duration::from_millis(2500), "closed only after {t:?}");
     assert!(t >= Duration::from_millis(900), "closed too early: {t:?}");
 }
+
+/// Reads one response with a Content-Length body from a raw connection; `None` once the
+/// gateway has closed it.
+async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if buf.len() >= end + 4 + length {
+                return Some(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no answer within 5s"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_clients_are_served_then_closed_by_timeout_and_request_limit() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = Gateway::start(&format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+limits:
+  keepalive_timeout: 1s
+  keepalive_requests: 3
+upstreams:
+  p:
+    members: [ {{ address: {addr} }} ]
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        addr = up.addr
+    ))
+    .await;
+    const REQUEST: &[u8] = b"GET /idle HTTP/1.1\r\nHost: idle\r\n\r\n";
+
+    // Idle between requests (the connection waits for its socket to become readable), then
+    // a request that arrives in two pieces: both are served on the same connection.
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(REQUEST).await.unwrap();
+    let first = read_response(&mut s).await.expect("first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(&REQUEST[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&REQUEST[5..]).await.unwrap();
+    let second = read_response(&mut s).await.expect("an answer after idling");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+
+    // Idle past keepalive_timeout: the gateway closes the connection.
+    let idle_from = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0))), "expected a close, got {read:?}");
+    let idled = idle_from.elapsed();
+    assert!(
+        idled >= Duration::from_millis(900) && idled < Duration::from_millis(2500),
+        "closed after {idled:?} idle, keepalive_timeout is 1s"
+    );
+
+    // keepalive_requests: the third request on a connection is its last.
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    for n in 1..=3 {
+        s.write_all(REQUEST).await.unwrap();
+        let answer = read_response(&mut s).await;
+        assert!(
+            answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "request {n}: {answer:?}"
+        );
+    }
+    let _ = s.write_all(REQUEST).await;
+    assert_eq!(read_response(&mut s).await, None, "a 4th request was served");
+}
