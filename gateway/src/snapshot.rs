@@ -41,7 +41,8 @@ pub struct Edge {
     pub max_body_bytes: u64,
     pub request_header_timeout: Duration,
     pub keepalive_timeout: Duration,
-    pub keepalive_requests: Option<u32>,
+    /// Requests a client connection may make after its first (Pingora counts reuses).
+    pub keepalive_reuses: Option<u32>,
 }
 
 impl Edge {
@@ -133,7 +134,7 @@ impl Snapshot {
                 max_body_bytes: l.max_body_bytes.get(),
                 request_header_timeout: l.request_header_timeout.get(),
                 keepalive_timeout: l.keepalive_timeout.get(),
-                keepalive_requests: l.keepalive_requests,
+                keepalive_reuses: l.keepalive_requests.map(|n| n.saturating_sub(1)),
             },
             admin_token,
             plugin_state,

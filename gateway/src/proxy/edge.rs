@@ -135,7 +135,7 @@ impl ServerApp for EdgeApp {
             (
                 e.request_header_timeout,
                 e.keepalive_timeout,
-                e.keepalive_requests,
+                e.keepalive_reuses,
             )
         };
         // A new connection must start its request within the head deadline.

@@ -103,7 +103,7 @@ mod tests {
             max_body_bytes: 0,
             request_header_timeout: Default::default(),
             keepalive_timeout: Default::default(),
-            keepalive_requests: None,
+            keepalive_reuses: None,
         }
     }
 

@@ -207,10 +207,16 @@ routes:
         s.write_all(REQUEST).await.unwrap();
         let answer = read_response(&mut s).await;
         assert!(
-            answer.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
             "request {n}: {answer:?}"
         );
     }
     let _ = s.write_all(REQUEST).await;
-    assert_eq!(read_response(&mut s).await, None, "a 4th request was served");
+    assert_eq!(
+        read_response(&mut s).await,
+        None,
+        "a 4th request was served"
+    );
 }
