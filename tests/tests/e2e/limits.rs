@@ -2,17 +2,20 @@ use crate::support::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn gateway(up: &Witness) -> Gateway {
+/// The limits most tests here use; each line is indented for the `limits:` block.
+const SMALL_LIMITS: &str = "  max_header_bytes: 4KiB
+  max_headers: 20
+  max_uri_bytes: 1KiB
+  max_body_bytes: 1KiB
+  request_header_timeout: 1s";
+
+async fn gateway(up: &Witness, limits: &str) -> Gateway {
     let yaml = format!(
         r#"listeners:
   - address: 127.0.0.1:{{port}}
 access_log: {{ enabled: false }}
 limits:
-  max_header_bytes: 4KiB
-  max_headers: 20
-  max_uri_bytes: 1KiB
-  max_body_bytes: 1KiB
-  request_header_timeout: 1s
+{limits}
 upstreams:
   p:
     members: [ {{ address: {addr} }} ]
@@ -30,7 +33,7 @@ routes:
 #[tokio::test]
 async fn every_limit_answers_with_its_status_and_json() {
     let up = Witness::start("w").await.unwrap();
-    let gw = gateway(&up).await;
+    let gw = gateway(&up, SMALL_LIMITS).await;
     let c = reqwest::Client::new();
 
     let long = format!("/{}", "a".repeat(2000));
@@ -107,7 +110,7 @@ async fn every_limit_answers_with_its_status_and_json() {
 #[tokio::test]
 async fn slow_request_head_is_cut_off() {
     let up = Witness::start("w").await.unwrap();
-    let gw = gateway(&up).await;
+    let gw = gateway(&up, SMALL_LIMITS).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     let start = Instant::now();
     // Trickle a byte every 200ms: each read is quick, the head never completes.
@@ -157,24 +160,7 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> Option<String> {
 #[tokio::test]
 async fn idle_keep_alive_clients_are_served_then_closed_by_timeout_and_request_limit() {
     let up = Witness::start("w").await.unwrap();
-    let gw = Gateway::start(&format!(
-        r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-limits:
-  keepalive_timeout: 1s
-  keepalive_requests: 3
-upstreams:
-  p:
-    members: [ {{ address: {addr} }} ]
-routes:
-  - name: all
-    match: {{ prefix: / }}
-    upstream: p
-"#,
-        addr = up.addr
-    ))
-    .await;
+    let gw = gateway(&up, "  keepalive_timeout: 1s\n  keepalive_requests: 3").await;
     const REQUEST: &[u8] = b"GET /idle HTTP/1.1\r\nHost: idle\r\n\r\n";
 
     // Idle between requests (the connection waits for its socket to become readable), then
