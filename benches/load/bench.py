@@ -422,10 +422,8 @@ backend be
         results["reload_10k_routes"] = {"elapsed_ms": times, "median_ms": statistics.median(times),
                                         "failed_requests": failed}
 
-        # Other proxies idling on the proxy core made Portico's tail latency at a fixed rate
-        # vary by an order of magnitude between rounds (p99 13-222 ms with nine idle Portico
-        # processes beside it, 4-9 ms without); nginx's did not move. One gateway per core is
-        # how it is deployed, so the bystanders stop here.
+        # Each target alone on the proxy core for the latency phase, as a gateway is deployed:
+        # near saturation, a tail latency is sensitive to anything else that wakes on the core.
         for name, p in portico_procs.items():
             if name not in LATENCY_TARGETS:
                 procs.kill(p)
