@@ -422,8 +422,8 @@ backend be
         results["reload_10k_routes"] = {"elapsed_ms": times, "median_ms": statistics.median(times),
                                         "failed_requests": failed}
 
-        # Each target alone on the proxy core for the latency phase, as a gateway is deployed:
-        # near saturation, a tail latency is sensitive to anything else that wakes on the core.
+        # Only the proxies measured for latency stay up on the proxy core: near saturation, a
+        # tail latency is sensitive to anything else that wakes there.
         for name, p in portico_procs.items():
             if name not in LATENCY_TARGETS:
                 procs.kill(p)
