@@ -350,20 +350,16 @@ async fn cookie_cache_strategies_are_verified_locally() {
         } else {
             String::new()
         };
-        let yaml = format!(
-            r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-upstreams:
-  api: {{ members: [ {{ address: {up} }} ] }}
-routes:
-  - name: api
+        let yaml = api_config(
+            up.addr,
+            &format!(
+                r#"  - name: api
     match: {{ prefix: / }}
     upstream: api
     plugins:
       - better_auth: {{ secret_env: TEST_BA_SECRET, secure_cookies: {secure}, cookie_cache: {{ strategy: {strategy}{jwks} }} }}
-"#,
-            up = up.addr
+"#
+            ),
         );
         let gw = gateway(&yaml).await;
         let c = reqwest::Client::new();
@@ -427,14 +423,10 @@ async fn lookups_coalesce_and_an_unreachable_auth_service_answers_503() {
             r#"{{"session":{{"token":"{token}","expiresAt":"{expires}","userId":"u-1"}},"user":{{"id":"u-1","role":"admin,editor"}}}}"#
         ),
     );
-    let yaml = format!(
-        r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-upstreams:
-  api: {{ members: [ {{ address: {up} }} ] }}
-routes:
-  - name: api
+    let yaml = api_config(
+        up.addr,
+        &format!(
+            r#"  - name: api
     match: {{ prefix: / }}
     upstream: api
     auth: {{ roles: [editor] }}
@@ -452,9 +444,9 @@ routes:
     auth: {{ required: false, invalid_credentials: anonymous }}
     plugins: [ *down ]
 "#,
-        up = up.addr,
-        auth = auth.addr,
-        closed = free_port()
+            auth = auth.addr,
+            closed = free_port()
+        ),
     );
     let gw = gateway(&yaml).await;
     let c = reqwest::Client::new();
@@ -544,14 +536,10 @@ async fn cached_sessions_end_at_their_expiry_and_no_session_is_remembered_briefl
         ),
     );
     auth.serve_json(&format!("/none?{query}"), "null");
-    let yaml = format!(
-        r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-upstreams:
-  api: {{ members: [ {{ address: {up} }} ] }}
-routes:
-  - name: expiring
+    let yaml = api_config(
+        up.addr,
+        &format!(
+            r#"  - name: expiring
     match: {{ prefix: /expiring }}
     upstream: api
     plugins:
@@ -562,8 +550,8 @@ routes:
     plugins:
       - better_auth: {{ secret_env: TEST_BA_SECRET, session_endpoint: {{ url: "http://{auth}/none", negative_cache_ttl: 1s }} }}
 "#,
-        up = up.addr,
-        auth = auth.addr
+            auth = auth.addr
+        ),
     );
     let gw = gateway(&yaml).await;
     let c = reqwest::Client::new();

@@ -56,14 +56,10 @@ async fn eddsa_via_jwks_sets_identity_and_refuses_bad_tokens() {
         "{{ name: auth, algorithms: [EdDSA], jwks_url: \"http://{}/jwks\", jwks_refresh: 1s, issuer: \"{ISS}\", audiences: [\"{AUD}\"] }}",
         keys.addr
     );
-    let yaml = format!(
-        r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-upstreams:
-  api: {{ members: [ {{ address: {up} }} ] }}
-routes:
-  - name: api
+    let yaml = api_config(
+        up.addr,
+        &format!(
+            r#"  - name: api
     match: {{ prefix: /api }}
     upstream: api
     plugins:
@@ -80,8 +76,8 @@ routes:
     auth: {{ required: false }}
     plugins:
       - jwt: {{ providers: [ {provider} ] }}
-"#,
-        up = up.addr
+"#
+        ),
     );
     let gw = Gateway::start(&yaml).await;
     let c = reqwest::Client::new();

@@ -235,6 +235,15 @@ impl Drop for UpstreamProcess {
     }
 }
 
+/// A config with one listener, no access log and one upstream `api` at `up`, then `routes`
+/// (the YAML list under `routes:`).
+pub fn api_config(up: SocketAddr, routes: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\n\
+         upstreams:\n  api: {{ members: [ {{ address: {up} }} ] }}\nroutes:\n{routes}"
+    )
+}
+
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("a JSON body")
 }
