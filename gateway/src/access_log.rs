@@ -4,8 +4,12 @@
 //! core in the load benchmark. When the queue is full, lines are dropped and counted rather
 //! than slowing requests down.
 
+use crate::json::push_string as js;
+use portico_plugins::ErrorCode;
 use prometheus::IntCounter;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::time::Duration;
 
@@ -76,5 +80,120 @@ impl AccessLog {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
             self.dropped.inc();
         }
+    }
+}
+
+/// What the access log says of one request; the proxy fills it in its logging phase.
+#[derive(Debug, Default)]
+pub struct AccessRecord<'a> {
+    pub request_id: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    /// 0 when no response was sent.
+    pub status: u16,
+    pub duration: Duration,
+    pub route: Option<&'a str>,
+    /// The pool and member of the try that answered, when one was chosen.
+    pub upstream: Option<(&'a str, &'a str)>,
+    pub upstream_duration: Option<Duration>,
+    pub error: Option<ErrorCode>,
+    pub user_id: Option<&'a str>,
+    pub bytes_in: u64,
+    pub user_agent: Option<&'a str>,
+}
+
+impl AccessRecord<'_> {
+    /// The record as one JSON object (no newline).
+    pub fn to_json_line(&self) -> String {
+        let mut out = String::with_capacity(384);
+        let now = portico_plugins::clock::since_unix_epoch();
+        let _ = write!(out, "{{\"ts\":{}.{:03}", now.as_secs(), now.subsec_millis());
+        out.push_str(",\"request_id\":");
+        js(&mut out, self.request_id);
+        out.push_str(",\"client_ip\":");
+        match self.client_ip {
+            Some(ip) => {
+                let _ = write!(out, "\"{ip}\"");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"method\":");
+        js(&mut out, self.method);
+        out.push_str(",\"host\":");
+        js(&mut out, self.host);
+        out.push_str(",\"path\":");
+        js(&mut out, self.path);
+        let _ = write!(
+            out,
+            ",\"status\":{},\"duration_ms\":{:.3}",
+            self.status,
+            self.duration.as_secs_f64() * 1000.0
+        );
+        out.push_str(",\"route\":");
+        optional(&mut out, self.route);
+        out.push_str(",\"upstream\":");
+        optional(&mut out, self.upstream.map(|u| u.0));
+        out.push_str(",\"member\":");
+        optional(&mut out, self.upstream.map(|u| u.1));
+        if let Some(up) = self.upstream_duration {
+            let _ = write!(out, ",\"upstream_ms\":{:.3}", up.as_secs_f64() * 1000.0);
+        }
+        if let Some(code) = self.error {
+            out.push_str(",\"error\":");
+            js(&mut out, code.as_str());
+        }
+        if let Some(user) = self.user_id {
+            out.push_str(",\"user_id\":");
+            js(&mut out, user);
+        }
+        let _ = write!(out, ",\"bytes_in\":{}", self.bytes_in);
+        out.push_str(",\"user_agent\":");
+        optional(&mut out, self.user_agent);
+        out.push('}');
+        out
+    }
+}
+
+fn optional(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(v) => js(out, v),
+        None => out.push_str("null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_one_json_object_with_every_field() {
+        let line = AccessRecord {
+            request_id: "r1",
+            client_ip: Some("203.0.113.9".parse().unwrap()),
+            method: "GET",
+            host: "example.com",
+            path: "/a\"b",
+            status: 502,
+            duration: Duration::from_micros(1500),
+            route: Some("api"),
+            upstream: Some(("users", "10.0.0.1:80")),
+            upstream_duration: Some(Duration::from_millis(1)),
+            error: Some(ErrorCode::BadGateway),
+            user_id: None,
+            bytes_in: 12,
+            user_agent: None,
+        }
+        .to_json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], "/a\"b");
+        assert_eq!(v["client_ip"], "203.0.113.9");
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["member"], "10.0.0.1:80");
+        assert_eq!(v["error"], "bad_gateway");
+        assert!(v["user_agent"].is_null() && v.get("user_id").is_none());
+        assert!(v["ts"].as_f64().unwrap() > 1.7e9);
     }
 }

@@ -1,14 +1,15 @@
-//! The admin listener (SPEC.md): health, readiness, metrics, the active config, upstream
+//! The admin listener (`docs/operations.md`): health, readiness, metrics, the active config, upstream
 //! state, and reload behind a bearer token.
 
+use crate::control::reload::{ReloadOutcome, Reloader};
 use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
-use crate::reload::{ReloadOutcome, Reloader};
 use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use portico_plugins::ErrorCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -67,11 +68,14 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
-    json_response(
-        status,
-        &json!({"error": {"code": code, "message": message, "request_id": ""}}),
-    )
+/// The error body every gateway answer uses; admin requests have no request id.
+fn error_body(code: ErrorCode, message: &str) -> Value {
+    json!({"error": {"code": code.as_str(), "message": message, "request_id": ""}})
+}
+
+fn error(code: ErrorCode, message: &str) -> Response<Vec<u8>> {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &error_body(code, message))
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -205,8 +209,7 @@ impl ServeHttp for AdminApp {
             (Method::POST, "/reload") => {
                 let Some(token) = snapshot.admin_token.clone() else {
                     return error(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         "set admin.token_env to enable mutating admin endpoints",
                     );
                 };
@@ -215,11 +218,7 @@ impl ServeHttp for AdminApp {
                     .and_then(|a| a.strip_prefix(b"Bearer "))
                     .unwrap_or_default();
                 if !constant_time_eq(presented, token.as_bytes()) {
-                    let mut r = error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid bearer token is required",
-                    );
+                    let mut r = error(ErrorCode::Unauthorized, "a valid bearer token is required");
                     r.headers_mut().insert(
                         http::header::WWW_AUTHENTICATE,
                         http::HeaderValue::from_static("Bearer realm=\"portico-admin\""),
@@ -237,23 +236,20 @@ impl ServeHttp for AdminApp {
                     ),
                     Err(errors) => {
                         let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
-                        json_response(
-                            StatusCode::BAD_REQUEST,
-                            &json!({"error": {"code": "bad_request", "message": "the config was rejected; the running config keeps serving", "request_id": ""}, "errors": list, "version": snapshot.version}),
-                        )
+                        let mut body = error_body(
+                            ErrorCode::BadRequest,
+                            "the config was rejected; the running config keeps serving",
+                        );
+                        body["errors"] = json!(list);
+                        body["version"] = json!(snapshot.version);
+                        json_response(StatusCode::BAD_REQUEST, &body)
                     }
                 }
             }
-            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            ),
-            _ => error(
-                StatusCode::NOT_FOUND,
-                "route_not_found",
-                "no such admin endpoint",
-            ),
+            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
+                error(ErrorCode::MethodNotAllowed, "method not allowed")
+            }
+            _ => error(ErrorCode::RouteNotFound, "no such admin endpoint"),
         }
     }
 }

@@ -1,11 +1,15 @@
-//! Prometheus metrics (names fixed by SPEC.md). One registry per gateway instance, not a
-//! process-wide singleton, so tests can run several gateways in one process.
+//! Prometheus metrics (the names are a contract: `docs/operations.md`). One registry per
+//! gateway instance, not a process-wide singleton, so tests can run several gateways in one
+//! process. Labels come only from configured names and fixed sets, never from client input.
 
-use crate::upstream::Pool;
+use crate::upstream::{Circuit, Pool};
+use portico_plugins::{ErrorCode, Rejection};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 pub struct Metrics {
     registry: Registry,
@@ -19,6 +23,9 @@ pub struct Metrics {
     pub registry_events: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    /// The members each pool has a `portico_circuit_open` series for, so the series of a
+    /// member that left (or of a removed pool) can be dropped.
+    circuit_series: Mutex<HashMap<Arc<str>, Vec<String>>>,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -119,21 +126,29 @@ impl Metrics {
             registry_events,
             rate_limited,
             auth_failures,
+            circuit_series: Mutex::default(),
         })
     }
 
-    /// Members by state: `healthy`, `unhealthy` (active checks) and `ejected` (passive).
+    /// Members by state — `healthy`, `unhealthy` (active checks) and `ejected` (passive) —
+    /// and each member's circuit. Called when membership or health changes, not per request.
     pub fn update_members(&self, pool: &Pool) {
         let set = pool.members();
         let (mut healthy, mut unhealthy, mut ejected) = (0, 0, 0);
+        let mut members = Vec::with_capacity(set.members.len());
         for m in &set.members {
+            let circuit = m.circuit();
             if !m.is_healthy() {
                 unhealthy += 1;
-            } else if m.circuit() != crate::upstream::Circuit::Closed {
+            } else if circuit != Circuit::Closed {
                 ejected += 1;
             } else {
                 healthy += 1;
             }
+            self.circuit_open
+                .with_label_values(&[&*pool.name, m.address.as_str()])
+                .set(i64::from(circuit != Circuit::Closed));
+            members.push(m.address.clone());
         }
         for (state, n) in [
             ("healthy", healthy),
@@ -144,12 +159,65 @@ impl Metrics {
                 .with_label_values(&[&pool.name, state])
                 .set(n);
         }
+        let Ok(mut series) = self.circuit_series.lock() else {
+            return;
+        };
+        if let Some(before) = series.insert(pool.name.clone(), members) {
+            let now = &series[&pool.name];
+            for gone in before.iter().filter(|a| !now.contains(a)) {
+                let _ = self
+                    .circuit_open
+                    .remove_label_values(&[&*pool.name, gone.as_str()]);
+            }
+        }
     }
 
-    /// Drops the series of pools that a reload removed.
-    pub fn forget_pool(&self, name: &str) {
+    /// Drops the series of a pool that a reload removed.
+    pub fn forget_pool(&self, pool: &Pool) {
         for state in ["healthy", "unhealthy", "ejected"] {
-            let _ = self.upstream_members.remove_label_values(&[name, state]);
+            let _ = self
+                .upstream_members
+                .remove_label_values(&[&pool.name, state]);
+        }
+        let members = match self.circuit_series.lock() {
+            Ok(mut series) => series.remove(&pool.name).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        for m in members {
+            let _ = self
+                .circuit_open
+                .remove_label_values(&[&*pool.name, m.as_str()]);
+        }
+    }
+
+    /// Counts a request when its response is done.
+    pub fn record_request(
+        &self,
+        route: &str,
+        method: &http::Method,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let status = StatusLabel::new(status);
+        self.requests
+            .with_label_values(&[route, method_label(method), status.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request a route's plugins refused, under the metric its code belongs to.
+    pub fn record_rejection(&self, route: &str, rejection: &Rejection) {
+        let Some(label) = rejection.label.as_deref() else {
+            return;
+        };
+        match rejection.code {
+            ErrorCode::RateLimited => self.rate_limited.with_label_values(&[route, label]).inc(),
+            ErrorCode::Unauthorized | ErrorCode::Forbidden | ErrorCode::UpstreamUnavailable => {
+                self.auth_failures.with_label_values(&[route, label]).inc()
+            }
+            _ => {}
         }
     }
 
@@ -164,8 +232,26 @@ impl Metrics {
     }
 }
 
+/// A status code as a label, without allocating.
+struct StatusLabel([u8; 3]);
+
+impl StatusLabel {
+    fn new(status: u16) -> Self {
+        let s = status.min(999);
+        StatusLabel([
+            b'0' + (s / 100) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+        ])
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("000")
+    }
+}
+
 /// The method as a metric label: only standard methods, so clients cannot mint series.
-pub fn method_label(m: &http::Method) -> &'static str {
+fn method_label(m: &http::Method) -> &'static str {
     match *m {
         http::Method::GET => "GET",
         http::Method::POST => "POST",
@@ -175,5 +261,17 @@ pub fn method_label(m: &http::Method) -> &'static str {
         http::Method::HEAD => "HEAD",
         http::Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_labels() {
+        assert_eq!(StatusLabel::new(200).as_str(), "200");
+        assert_eq!(StatusLabel::new(0).as_str(), "000");
+        assert_eq!(StatusLabel::new(1234).as_str(), "999");
     }
 }

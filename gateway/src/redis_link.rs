@@ -59,6 +59,14 @@ pub struct RedisLink {
     backoff_ms: AtomicU64,
 }
 
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
 const MIN_BACKOFF_MS: u64 = 250;
 const MAX_BACKOFF_MS: u64 = 2000;
 
@@ -376,8 +384,4 @@ fn with_credentials(
     info.set_redis_settings(settings)
 }
 
-fn monotonic_ms() -> u64 {
-    static EPOCH: std::sync::LazyLock<std::time::Instant> =
-        std::sync::LazyLock::new(std::time::Instant::now);
-    EPOCH.elapsed().as_millis() as u64 + 1
-}
+use portico_plugins::clock::monotonic_ms;

@@ -4,21 +4,21 @@
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
 use crate::config::{load_file, ConfigErrors};
-use crate::discovery::{DiscoveryCache, DiscoveryService};
+use crate::control::discovery::DiscoveryService;
+use crate::control::reload::Reloader;
+use crate::control::{publish, Control};
+use crate::global_limit::RedisBuckets;
 use crate::metrics::Metrics;
 use crate::proxy::{EdgeApp, Gateway};
-use crate::rate_buckets::RedisBuckets;
 use crate::redis_link::RedisLink;
-use crate::reload::Reloader;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
-use crate::upstream::run_health_checks;
+use crate::upstream::DiscoveryCache;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use portico_plugins::SharedBuckets;
 use std::path::PathBuf;
@@ -58,34 +58,6 @@ pub fn check(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
     )
 }
 
-struct Control {
-    store: SnapshotStore,
-    metrics: Arc<Metrics>,
-    reloader: Arc<Reloader>,
-    discovery: Option<Arc<DiscoveryService>>,
-    watch: bool,
-}
-
-#[async_trait]
-impl BackgroundService for Control {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = vec![
-            tokio::spawn(run_health_checks(self.store.clone(), self.metrics.clone())),
-            tokio::spawn(self.reloader.clone().on_sighup()),
-        ];
-        if self.watch {
-            tasks.push(tokio::spawn(self.reloader.clone().watch()));
-        }
-        if let Some(d) = &self.discovery {
-            tasks.push(tokio::spawn(d.clone().run()));
-        }
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
-        }
-    }
-}
-
 /// Read buffer of a cleartext client connection: none. The edge waits for a request
 /// without reading (see `proxy::edge`), and Pingora reads request heads into its own buffer,
 /// so a buffer here would only add a copy per request and 4 KiB per idle connection.
@@ -114,10 +86,9 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     )?;
     let config = snapshot.config.clone();
     let metrics = Arc::new(Metrics::new()?);
-    for pool in snapshot.pools.values() {
-        metrics.update_members(pool);
-    }
-    let store: SnapshotStore = Arc::new(ArcSwap::from_pointee(snapshot));
+    let snapshot = Arc::new(snapshot);
+    let store: SnapshotStore = Arc::new(ArcSwap::new(snapshot.clone()));
+    publish(&store, &metrics, snapshot);
     let access_log = if config.access_log.enabled {
         Some(
             AccessLog::open(

@@ -3,10 +3,9 @@
 //! beside the live one and swaps it in (`ArcSwap`), so requests in flight finish on the
 //! snapshot they started with.
 
-use crate::config::{Config, ConfigError, ConfigErrors, Diagnostics, Loaded, RouteConfig};
-use crate::discovery::DiscoveryCache;
+use crate::config::{Config, ConfigError, ConfigErrors, Diagnostics, Loaded, RouteConfig, Seg};
 use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
-use crate::upstream::{Pool, PoolError};
+use crate::upstream::{DiscoveryCache, Pool};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use portico_plugins::{
@@ -85,7 +84,7 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigErrors> {
         let previous = env.previous;
         let config = &loaded.config;
-        let mut diag = Diagnostics::new(loaded.file.clone());
+        let mut diag = Diagnostics::new(loaded.file.clone(), loaded.source.clone());
 
         check_listeners(config, &mut diag);
         check_redis(config, &mut diag);
@@ -251,15 +250,9 @@ fn compile_pools(
             }
             Err(errors) => {
                 for e in errors {
-                    match &e {
-                        PoolError::Member { index, .. } => diag
-                            .at_span(&up.value.members[*index], format!("upstream `{name}`: {e}")),
-                        PoolError::HashKey(_) => match &up.value.hash_key {
-                            Some(k) => diag.at_span(k, format!("upstream `{name}`: {e}")),
-                            None => diag.at_span(up, format!("upstream `{name}`: {e}")),
-                        },
-                        PoolError::Other(_) => diag.at_span(up, format!("upstream `{name}`: {e}")),
-                    }
+                    let mut path = vec![Seg::Key("upstreams".into()), Seg::Key(name.clone())];
+                    path.extend(Seg::parse_dotted(&e.key));
+                    diag.at_path(up, &path, format!("upstream `{name}`: {e}"));
                 }
             }
         }
@@ -276,7 +269,7 @@ fn compile_routes(
 ) -> Vec<RouteEntry<Route>> {
     let mut names = HashSet::new();
     let mut entries = Vec::new();
-    for spanned in &config.routes {
+    for (route_index, spanned) in config.routes.iter().enumerate() {
         let r: &RouteConfig = &spanned.value;
         let name = r.name.value.trim();
         if name.is_empty() {
@@ -324,7 +317,7 @@ fn compile_routes(
                         &rw.regex,
                         format!(
                             "route `{name}`: invalid rewrite regex: {}",
-                            first_line(&e.to_string())
+                            regex_reason(&e.to_string())
                         ),
                     );
                     None
@@ -336,10 +329,20 @@ fn compile_routes(
             shared: shared.clone(),
             state: state.clone(),
         };
-        for p in &r.plugins {
+        for (plugin_index, p) in r.plugins.iter().enumerate() {
             match p.value.build(&build_ctx) {
                 Ok(built) => plugins.push(built),
-                Err(e) => diag.at_span(p, format!("route `{name}`: {e}")),
+                Err(e) => {
+                    let mut path = vec![
+                        Seg::Key("routes".into()),
+                        Seg::Index(route_index),
+                        Seg::Key("plugins".into()),
+                        Seg::Index(plugin_index),
+                        Seg::Key(p.value.name().into()),
+                    ];
+                    path.extend(Seg::parse_dotted(e.key().unwrap_or("")));
+                    diag.at_path(p, &path, format!("route `{name}`: {e}"));
+                }
             }
         }
         let has_auth_plugin = plugins.iter().any(|p| p.phases().authenticate);
@@ -386,7 +389,9 @@ fn compile_routes(
     entries
 }
 
-fn first_line(s: &str) -> String {
+/// The last line of the regex crate's message: the earlier ones repeat the pattern with a
+/// caret under the fault, which does not survive the one-line `FILE:LINE:COL: message` form.
+fn regex_reason(s: &str) -> String {
     s.lines().last().unwrap_or(s).trim().to_string()
 }
 
@@ -427,7 +432,10 @@ fn compile_path(
     match Regex::new(&r.value) {
         Ok(_) => Some(PathMatch::Regex(r.value.clone())),
         Err(e) => {
-            diag.at_span(r, format!("invalid regex: {}", first_line(&e.to_string())));
+            diag.at_span(
+                r,
+                format!("invalid regex: {}", regex_reason(&e.to_string())),
+            );
             None
         }
     }

@@ -1,3 +1,4 @@
+use crate::error_code::ErrorCode;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -9,9 +10,12 @@ use std::sync::Arc;
 /// A plugin could not be built from its config, or failed while handling a request.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{plugin}: {message}")]
+    #[error("{plugin}: {}{}{message}", key.as_deref().unwrap_or(""), if key.is_some() { ": " } else { "" })]
     Config {
         plugin: &'static str,
+        /// Where in the plugin's config: a dotted path (`limits.0.rate`), when one key is at
+        /// fault, so `check` can point at it.
+        key: Option<String>,
         message: String,
     },
     #[error("{plugin}: {source}")]
@@ -23,10 +27,33 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// A problem with the plugin's config as a whole.
     pub fn config(plugin: &'static str, message: impl Into<String>) -> Self {
         PluginError::Config {
             plugin,
+            key: None,
             message: message.into(),
+        }
+    }
+
+    /// A problem with one key of the plugin's config (a dotted path: `limits.0.rate`).
+    pub fn config_at(
+        plugin: &'static str,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        PluginError::Config {
+            plugin,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    /// The key at fault, for a config error about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            PluginError::Config { key, .. } => key.as_deref(),
+            PluginError::Request { .. } => None,
         }
     }
 }
@@ -58,11 +85,11 @@ pub struct RequestContext {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// A response the gateway produces itself instead of proxying (the JSON error body of SPEC.md).
+/// A response the gateway produces itself instead of proxying (the JSON error body).
 #[derive(Debug, Clone)]
 pub struct Rejection {
     pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: Cow<'static, str>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// A metric label: for `rate_limited` the limit's name, for `unauthorized` and
@@ -71,9 +98,10 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+    /// A rejection answered with the code's own status.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
         Rejection {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             headers: Vec::new(),

@@ -57,18 +57,27 @@ struct CompiledEdits {
 
 impl CompiledEdits {
     fn new(edits: &HeaderEdits, side: &str) -> Result<Self, PluginError> {
-        let name = |n: &str| {
+        let name = |n: &str, key: String| {
             HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
-                PluginError::config(NAME, format!("{side}: `{n}` is not a valid header name"))
+                PluginError::config_at(
+                    NAME,
+                    key,
+                    format!("{side}: `{n}` is not a valid header name"),
+                )
             })
         };
-        let pairs = |map: &BTreeMap<String, String>| -> Result<Vec<_>, PluginError> {
+        let pairs = |edit: &str, map: &BTreeMap<String, String>| -> Result<Vec<_>, PluginError> {
             map.iter()
                 .map(|(k, v)| {
+                    let key = format!("{side}.{edit}.{k}");
                     let template = Template::compile(v).map_err(|e| {
-                        PluginError::config(NAME, format!("{side}: header `{k}`: {e}"))
+                        PluginError::config_at(
+                            NAME,
+                            key.clone(),
+                            format!("{side}: header `{k}`: {e}"),
+                        )
                     })?;
-                    Ok((name(k)?, template))
+                    Ok((name(k, key)?, template))
                 })
                 .collect()
         };
@@ -76,10 +85,11 @@ impl CompiledEdits {
             remove: edits
                 .remove
                 .iter()
-                .map(|n| name(n))
+                .enumerate()
+                .map(|(i, n)| name(n, format!("{side}.remove.{i}")))
                 .collect::<Result<_, _>>()?,
-            set: pairs(&edits.set)?,
-            add: pairs(&edits.add)?,
+            set: pairs("set", &edits.set)?,
+            add: pairs("add", &edits.add)?,
         })
     }
 

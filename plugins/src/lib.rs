@@ -7,8 +7,10 @@
 mod api;
 pub mod better_auth;
 mod claims;
+pub mod clock;
 pub mod cookie;
 pub mod credential;
+mod error_code;
 pub mod hash;
 pub mod headers;
 pub mod jwt;
@@ -21,6 +23,7 @@ pub use api::{
     AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError,
     Rejection, RequestContext, SharedBuckets, StateStore,
 };
+pub use error_code::ErrorCode;
 pub use pipeline::Pipeline;
 
 use schemars::JsonSchema;

@@ -1,4 +1,5 @@
 use crate::api::{AuthOutcome, AuthPolicy, Flow, Plugin, PluginError, Rejection, RequestContext};
+use crate::error_code::ErrorCode;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
@@ -86,8 +87,7 @@ impl Pipeline {
             // A public page stays up while the auth service is down.
             if let Some(reason) = unavailable.filter(|_| !self.auth_policy.invalid_are_anonymous) {
                 let mut r = Rejection::new(
-                    503,
-                    "upstream_unavailable",
+                    ErrorCode::UpstreamUnavailable,
                     "The authentication service is unavailable",
                 );
                 r.label = Some(reason.into());
@@ -100,7 +100,7 @@ impl Pipeline {
         };
         let roles = &self.auth_policy.roles;
         if !roles.is_empty() && !identity.roles.iter().any(|r| roles.contains(r)) {
-            let mut r = Rejection::new(403, "forbidden", "The identity lacks a required role");
+            let mut r = Rejection::new(ErrorCode::Forbidden, "The identity lacks a required role");
             r.label = Some("missing_role".into());
             return Ok(Some(r));
         }
@@ -140,7 +140,7 @@ impl Pipeline {
 
 /// 401 with an RFC 6750 challenge; `reason` is why a presented credential failed.
 fn unauthorized(reason: Option<&'static str>) -> Rejection {
-    let mut r = Rejection::new(401, "unauthorized", "Valid credentials are required");
+    let mut r = Rejection::new(ErrorCode::Unauthorized, "Valid credentials are required");
     let challenge = match reason {
         None => Ok(HeaderValue::from_static("Bearer realm=\"portico\"")),
         Some(reason) => HeaderValue::from_str(&format!(

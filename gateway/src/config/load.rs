@@ -1,3 +1,4 @@
+use super::locate::{locate, Seg};
 use super::Config;
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
@@ -43,14 +44,30 @@ impl fmt::Display for ConfigErrors {
 #[derive(Debug)]
 pub struct Diagnostics {
     file: Arc<str>,
+    /// The file's text, to find keys whose values carry no span.
+    source: Arc<str>,
     errors: Vec<ConfigError>,
 }
 
 impl Diagnostics {
-    pub fn new(file: Arc<str>) -> Self {
+    pub fn new(file: Arc<str>, source: Arc<str>) -> Self {
         Diagnostics {
             file,
+            source,
             errors: Vec::new(),
+        }
+    }
+
+    /// At the key `path` (from the top of the file) when the file has it, else at `fallback`.
+    pub fn at_path<T>(&mut self, fallback: &Spanned<T>, path: &[Seg], message: impl Into<String>) {
+        match locate(&self.source, path) {
+            Some((line, column)) => self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line,
+                column,
+                message: message.into(),
+            }),
+            None => self.at_span(fallback, message),
         }
     }
 

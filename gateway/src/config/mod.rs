@@ -2,8 +2,10 @@
 //! every error can be reported as `FILE:LINE:COL: message`.
 
 mod load;
+mod locate;
 
 pub use load::{load_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
+pub use locate::{locate, Seg};
 pub use portico_plugins::units::{ByteSize, Duration};
 
 use portico_plugins::{AuthPolicyConfig, PluginConfig};

@@ -1,81 +1,23 @@
-//! Responses the gateway produces itself: always the JSON body of SPEC.md.
+//! Responses the gateway produces itself: always the JSON error body (`docs/errors.md`).
 
+use crate::json::push_string as json_string;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
-use portico_plugins::Rejection;
-use std::fmt::Write;
-
-/// The SPEC.md error code for a status the gateway produces.
-pub fn code_for(status: u16) -> &'static str {
-    match status {
-        400 => "bad_request",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "route_not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        413 => "payload_too_large",
-        414 => "uri_too_long",
-        429 => "rate_limited",
-        431 => "headers_too_large",
-        502 => "bad_gateway",
-        503 => "upstream_unavailable",
-        504 => "gateway_timeout",
-        _ if status >= 500 => "internal_error",
-        _ => "bad_request",
-    }
-}
-
-pub fn default_message(status: u16) -> &'static str {
-    match status {
-        400 => "The request is malformed",
-        401 => "Authentication is required",
-        403 => "Access is forbidden",
-        404 => "No route matches this request",
-        405 => "The method is not allowed on this route",
-        408 => "The request took too long to arrive",
-        413 => "The request body is too large",
-        414 => "The request URI is too long",
-        429 => "Too many requests",
-        431 => "The request headers are too large",
-        502 => "The upstream server failed to answer",
-        503 => "No healthy upstream server is available",
-        504 => "The upstream server did not answer in time",
-        _ => "The gateway failed to handle the request",
-    }
-}
+use portico_plugins::{ErrorCode, Rejection};
 
 /// `{"error":{"code":…,"message":…,"request_id":…}}`
-pub fn body(code: &str, message: &str, request_id: &str) -> Bytes {
+pub fn body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
     let mut out = String::with_capacity(96 + message.len());
     out.push_str("{\"error\":{\"code\":");
-    json_string(&mut out, code);
+    json_string(&mut out, code.as_str());
     out.push_str(",\"message\":");
     json_string(&mut out, message);
     out.push_str(",\"request_id\":");
     json_string(&mut out, request_id);
     out.push_str("}}");
     Bytes::from(out)
-}
-
-pub fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Writes a gateway-produced response. Keep-alive is turned off (and the client told so) when
@@ -142,7 +84,7 @@ mod tests {
 
     #[test]
     fn body_is_json() {
-        let b = body("rate_limited", "Too many \"requests\"\n", "abc");
+        let b = body(ErrorCode::RateLimited, "Too many \"requests\"\n", "abc");
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["error"]["code"], "rate_limited");
         assert_eq!(v["error"]["message"], "Too many \"requests\"\n");
@@ -157,6 +99,5 @@ mod tests {
         assert_eq!(status_for(&e), 504);
         let e = Error::new(ErrorType::HTTPStatus(413));
         assert_eq!(status_for(&e), 413);
-        assert_eq!(code_for(503), "upstream_unavailable");
     }
 }

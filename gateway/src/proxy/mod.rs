@@ -5,15 +5,16 @@ mod edge;
 pub mod errors;
 mod forwarded;
 pub mod identity;
+mod request;
 pub mod request_id;
 
 pub use edge::{mark_head_received, EdgeApp};
 
-use crate::access_log::AccessLog;
-use crate::metrics::{method_label, Metrics};
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::metrics::Metrics;
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot, SnapshotStore};
-use crate::upstream::{InflightGuard, Member, Pool, Transition};
+use crate::upstream::{is_idempotent, Attempts, Member, Pool, ProxyFailure, Transition};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
@@ -21,11 +22,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use portico_plugins::{Flow, Rejection, RequestContext};
+use portico_plugins::{ErrorCode, Flow, Rejection, RequestContext};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 static NO_ROUTE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
@@ -55,88 +56,27 @@ pub struct RequestState {
     trusted_peer: bool,
     /// The path and query sent upstream, when a rewrite changed it.
     upstream_uri: Option<http::Uri>,
-    member: Option<Arc<Member>>,
-    _inflight: Option<InflightGuard>,
-    /// Members already tried, so a retry picks another.
-    tried: Tried,
-    tries: u32,
-    connect_failures: u32,
-    /// Retries taken for 5xx, resets and timeouts (connect failures are counted apart).
-    retries: u32,
-    /// The current try ended in a 5xx that is being retried.
-    retry_pending: bool,
-    /// A pooled connection went stale: the next try may reuse the same member.
-    retry_same_member: bool,
-    /// The current try's outcome went to passive health already.
-    reported: bool,
-    upstream_started: Option<Instant>,
-    upstream_elapsed: Option<Duration>,
+    attempts: Attempts,
     body_bytes: u64,
     /// The error code of a response the gateway produced itself.
-    error_code: Option<&'static str>,
-}
-
-/// Members tried by this request, by identity.
-#[derive(Default)]
-struct Tried {
-    members: [usize; 8],
-    len: usize,
-}
-
-impl Tried {
-    fn contains(&self, m: &Arc<Member>) -> bool {
-        self.members[..self.len].contains(&(Arc::as_ptr(m) as usize))
-    }
-    fn push(&mut self, m: &Arc<Member>) {
-        if self.len < self.members.len() {
-            self.members[self.len] = Arc::as_ptr(m) as usize;
-            self.len += 1;
-        }
-    }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
+    error_code: Option<ErrorCode>,
 }
 
 impl RequestState {
-    fn reject(&mut self, status: u16, message: impl Into<Cow<'static, str>>) -> Rejection {
-        let code = errors::code_for(status);
+    fn reject(&mut self, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Rejection {
         self.error_code = Some(code);
-        Rejection::new(status, code, message)
+        Rejection::new(code, message)
     }
-}
 
-/// The request's host, lower case and without port, borrowed when it already is.
-fn request_host(req: &RequestHeader) -> Cow<'_, str> {
-    let raw = req
-        .uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
-        .unwrap_or("");
-    let host = match raw.rfind(':') {
-        // Keep IPv6 literals (`[::1]`) intact; strip a trailing `:port`.
-        Some(i) if !raw.ends_with(']') => &raw[..i],
-        _ => raw,
-    };
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
+    /// A rejection with the code's default message.
+    fn refuse(&mut self, code: ErrorCode) -> Rejection {
+        self.reject(code, code.default_message())
     }
-}
 
-fn head_size(req: &RequestHeader) -> (usize, usize) {
-    let mut bytes = req.method.as_str().len() + req.raw_path().len() + 12;
-    let mut count = 0;
-    for (name, value) in req.headers.iter() {
-        bytes += name.as_str().len() + value.len() + 4;
-        count += 1;
+    /// Whether the request can be sent again: idempotent, and its body still buffered.
+    fn replayable(session: &Session) -> bool {
+        is_idempotent(&session.req_header().method) && !session.retry_buffer_truncated()
     }
-    (bytes, count)
 }
 
 async fn reject(session: &mut Session, ctx: &RequestState, r: &Rejection) -> Result<bool> {
@@ -165,17 +105,7 @@ impl ProxyHttp for Gateway {
             peer_ip: None,
             trusted_peer: false,
             upstream_uri: None,
-            member: None,
-            _inflight: None,
-            tried: Tried::default(),
-            tries: 0,
-            connect_failures: 0,
-            retries: 0,
-            retry_pending: false,
-            retry_same_member: false,
-            reported: false,
-            upstream_started: None,
-            upstream_elapsed: None,
+            attempts: Attempts::default(),
             body_bytes: 0,
             error_code: None,
         }
@@ -215,33 +145,33 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
 
         if req.raw_path().len() > edge.max_uri_bytes {
-            let r = ctx.reject(414, errors::default_message(414));
+            let r = ctx.refuse(ErrorCode::UriTooLong);
             return reject(session, ctx, &r).await;
         }
-        let (bytes, count) = head_size(req);
+        let (bytes, count) = request::head_size(req);
         if count > edge.max_headers || bytes > edge.max_header_bytes {
-            let r = ctx.reject(431, errors::default_message(431));
+            let r = ctx.refuse(ErrorCode::HeadersTooLarge);
             return reject(session, ctx, &r).await;
         }
         if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
             match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(n) if n > edge.max_body_bytes => {
-                    let r = ctx.reject(413, errors::default_message(413));
+                    let r = ctx.refuse(ErrorCode::PayloadTooLarge);
                     return reject(session, ctx, &r).await;
                 }
                 Some(_) => {}
                 None => {
-                    let r = ctx.reject(400, "Invalid Content-Length");
+                    let r = ctx.reject(ErrorCode::BadRequest, "Invalid Content-Length");
                     return reject(session, ctx, &r).await;
                 }
             }
         }
 
-        let host = request_host(req);
+        let host = request::host(req);
         let route = match snapshot.router.find(&host, &req.method, req.uri.path()) {
             Match::Found(route) => route.clone(),
             Match::MethodNotAllowed(allowed) => {
-                let mut r = ctx.reject(405, errors::default_message(405));
+                let mut r = ctx.refuse(ErrorCode::MethodNotAllowed);
                 let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
                 if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
                     r.headers.push((http::header::ALLOW, v));
@@ -249,11 +179,11 @@ impl ProxyHttp for Gateway {
                 return reject(session, ctx, &r).await;
             }
             Match::NotFound => {
-                let r = ctx.reject(404, errors::default_message(404));
+                let r = ctx.refuse(ErrorCode::RouteNotFound);
                 return reject(session, ctx, &r).await;
             }
         };
-        ctx.upstream_uri = rewrite_uri(&route, req);
+        ctx.upstream_uri = request::upstream_uri(&route, req);
         ctx.plugin.route = route.name.clone();
         ctx.route = Some(route.clone());
 
@@ -265,24 +195,12 @@ impl ProxyHttp for Gateway {
             Ok(Flow::Continue) => Ok(false),
             Ok(Flow::Reject(r)) => {
                 ctx.error_code = Some(r.code);
-                match (r.code, &r.label) {
-                    ("rate_limited", Some(limit)) => self
-                        .metrics
-                        .rate_limited
-                        .with_label_values(&[&*route.name, &**limit])
-                        .inc(),
-                    ("unauthorized" | "forbidden" | "upstream_unavailable", Some(reason)) => self
-                        .metrics
-                        .auth_failures
-                        .with_label_values(&[&*route.name, &**reason])
-                        .inc(),
-                    _ => {}
-                }
+                self.metrics.record_rejection(&route.name, &r);
                 reject(session, ctx, &r).await
             }
             Err(e) => {
                 tracing::error!(route = %route.name, error = %e, "plugin failed");
-                let r = ctx.reject(500, errors::default_message(500));
+                let r = ctx.refuse(ErrorCode::InternalError);
                 reject(session, ctx, &r).await
             }
         }
@@ -309,22 +227,12 @@ impl ProxyHttp for Gateway {
             },
             None => None,
         };
-        if ctx.tries == 0 {
-            pool.retry.on_request();
-        }
-        let same_ok = std::mem::take(&mut ctx.retry_same_member);
-        let tried = &ctx.tried;
-        let skip = |m: &Arc<Member>| !same_ok && tried.contains(m);
-        let Some(member) = pool.select(session.req_header(), ctx.plugin.client_ip, &skip) else {
+        let req = session.req_header();
+        let Some(member) = ctx.attempts.pick(pool, req, ctx.plugin.client_ip) else {
             let mut e = Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream member");
             e.set_retry(false);
             return Err(e);
         };
-        ctx.tried.push(&member);
-        ctx.tries += 1;
-        ctx.reported = false;
-        ctx.retry_pending = false;
-        ctx._inflight = Some(member.start_request());
         let mut peer = Box::new(member.peer.clone());
         let per_try = match (remaining, pool.retry.per_try_timeout) {
             (Some(r), Some(t)) => Some(r.min(t)),
@@ -341,8 +249,6 @@ impl ProxyHttp for Gateway {
             peer.options.read_timeout = None;
             peer.options.set_http_version(1, 1);
         }
-        ctx.member = Some(member);
-        ctx.upstream_started = Some(Instant::now());
         Ok(peer)
     }
 
@@ -353,25 +259,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_failures += 1;
         let Some(route) = ctx.route.clone() else {
             return e;
         };
         let pool = &route.pool;
-        self.report(pool, ctx, false);
-        let tried = &ctx.tried;
-        if ctx.connect_failures <= pool.connect_retries && pool.has_other(&|m| tried.contains(m)) {
-            // Nothing was sent: another member is safe for any method.
-            let member = ctx
-                .member
-                .as_ref()
-                .map(|m| m.address.as_str())
-                .unwrap_or("");
+        let verdict = ctx.attempts.on_connect_failure(pool);
+        self.note(pool, ctx.attempts.member(), verdict.transition);
+        if verdict.retry {
+            let member = ctx.attempts.member().map_or("", |m| m.address.as_str());
             tracing::warn!(upstream = %pool.name, member, error = %e.root_cause(), "connect failed; trying another member");
-            e.set_retry(true);
-        } else {
-            e.set_retry(false);
         }
+        e.set_retry(verdict.retry);
         e
     }
 
@@ -383,45 +281,31 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
         client_reused: bool,
     ) -> Box<Error> {
-        if std::mem::take(&mut ctx.retry_pending) {
-            e.set_retry(true);
-            return e;
-        }
         let Some(route) = ctx.route.clone() else {
             e.set_retry(false);
             return e;
         };
-        let pool = &route.pool;
         let stale_pooled = client_reused
             && matches!(
                 e.etype,
                 ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
             )
             && session.response_written().is_none();
-        let replayable =
-            is_idempotent(&session.req_header().method) && !session.retry_buffer_truncated();
-        if session.response_written().is_some() || !replayable {
-            // Never after response bytes went out; never a request that cannot be replayed.
-            if !ctx.reported {
-                self.report(pool, ctx, false);
-            }
-            e.set_retry(false);
-        } else if stale_pooled {
-            // A pooled connection the member had closed: not the member's fault.
-            ctx.retry_same_member = true;
-            e.set_retry(true);
+        let failure = if stale_pooled {
+            ProxyFailure::StalePooled
+        } else if matches!(e.etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout) {
+            ProxyFailure::Timeout
         } else {
-            if !ctx.reported {
-                self.report(pool, ctx, false);
-            }
-            let timeout = matches!(e.etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout);
-            let wanted = if timeout {
-                pool.retry.on_timeout
-            } else {
-                pool.retry.on_reset
-            };
-            e.set_retry(wanted && self.take_retry(pool, ctx));
-        }
+            ProxyFailure::Reset
+        };
+        let verdict = ctx.attempts.on_proxy_failure(
+            &route.pool,
+            failure,
+            session.response_written().is_some(),
+            RequestState::replayable(session),
+        );
+        self.note(&route.pool, ctx.attempts.member(), verdict.transition);
+        e.set_retry(verdict.retry);
         e
     }
 
@@ -465,7 +349,7 @@ impl ProxyHttp for Gateway {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             if ctx.body_bytes > ctx.snapshot.edge.max_body_bytes {
-                ctx.error_code = Some(errors::code_for(413));
+                ctx.error_code = Some(ErrorCode::PayloadTooLarge);
                 let mut e = Error::explain(ErrorType::HTTPStatus(413), "request body too large");
                 e.set_retry(false);
                 return Err(e);
@@ -480,24 +364,15 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };
-        let pool = &route.pool;
         let status = upstream_response.status.as_u16();
-        let failed = pool
-            .passive
-            .as_ref()
-            .is_some_and(|p| p.is_failure_status(status));
-        self.report(pool, ctx, !failed);
-        if matches!(status, 502..=504)
-            && pool.retry.on_5xx
-            && is_idempotent(&session.req_header().method)
-            && !session.retry_buffer_truncated()
-            && self.take_retry(pool, ctx)
-        {
-            ctx.retry_pending = true;
+        let verdict =
+            ctx.attempts
+                .on_response(&route.pool, status, RequestState::replayable(session));
+        self.note(&route.pool, ctx.attempts.member(), verdict.transition);
+        if verdict.retry {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
                 "upstream answered with a retryable status",
@@ -542,8 +417,7 @@ impl ProxyHttp for Gateway {
             let upstream = ctx.route.as_ref().map(|r| r.pool.name.clone());
             tracing::warn!(request_id = %ctx.plugin.request_id, upstream = ?upstream, status, error = %e, "proxying failed");
         }
-        let message: Cow<'static, str> = Cow::Borrowed(errors::default_message(status));
-        let r = ctx.reject(status, message);
+        let r = ctx.refuse(ErrorCode::for_status(status));
         // After a proxying failure Pingora does not reuse the client connection, so say so.
         let p = &ctx.plugin;
         if let Err(write_err) =
@@ -569,185 +443,64 @@ impl ProxyHttp for Gateway {
             .map(|r| r.status.as_u16())
             .unwrap_or_else(|| e.map(errors::status_for).unwrap_or(0));
         let elapsed = ctx.started.elapsed();
-        let route_name: &str = ctx.route.as_ref().map_or("", |r| &r.name);
+        let route = ctx.route.as_deref();
         let req = session.req_header();
-        let method = method_label(&req.method);
-        let mut status_buf = itoa_status(status);
-        let status_label = status_str(&mut status_buf);
         self.metrics
-            .requests
-            .with_label_values(&[route_name, method, status_label])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route_name])
-            .observe(elapsed.as_secs_f64());
-        if let (Some(route), Some(up)) = (&ctx.route, ctx.upstream_elapsed) {
+            .record_request(route.map_or("", |r| &r.name), &req.method, status, elapsed);
+        let upstream_elapsed = ctx.attempts.upstream_elapsed();
+        if let (Some(route), Some(up)) = (route, upstream_elapsed) {
             self.metrics
                 .upstream_duration
                 .with_label_values(&[&route.pool.name])
                 .observe(up.as_secs_f64());
         }
-        if let Some(route) = &ctx.route {
+        if let Some(route) = route {
             route.pipeline.logging(session, &ctx.plugin);
         }
-        if !ctx.reported {
-            if let Some(m) = &ctx.member {
-                m.release_probe();
-            }
-        }
-        if let Some(log) = &self.access_log {
-            log.write(access_line(session, ctx, status, elapsed));
-        }
+        ctx.attempts.finish();
+        let Some(log) = &self.access_log else {
+            return;
+        };
+        let req = session.req_header();
+        let member = ctx.attempts.member();
+        let record = AccessRecord {
+            request_id: &ctx.plugin.request_id,
+            client_ip: ctx.plugin.client_ip,
+            method: req.method.as_str(),
+            host: &request::host(req),
+            path: req.uri.path(),
+            status,
+            duration: elapsed,
+            route: route.map(|r| &*r.name),
+            upstream: route
+                .zip(member)
+                .map(|(r, m)| (&*r.pool.name, m.address.as_str())),
+            upstream_duration: upstream_elapsed,
+            error: ctx.error_code,
+            user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),
+            bytes_in: ctx.body_bytes,
+            user_agent: req
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        };
+        log.write(record.to_json_line());
     }
 }
 
 impl Gateway {
-    /// Sends the current try's outcome to passive health, once per try.
-    fn report(&self, pool: &Pool, ctx: &mut RequestState, ok: bool) {
-        if std::mem::replace(&mut ctx.reported, true) {
-            return;
-        }
-        let Some(member) = &ctx.member else { return };
-        match pool.report(member, ok) {
-            Transition::None => {}
+    /// Logs and publishes what a try's outcome did to its member's circuit.
+    fn note(&self, pool: &Pool, member: Option<&Arc<Member>>, transition: Transition) {
+        let Some(member) = member else { return };
+        match transition {
+            Transition::None => return,
             Transition::Ejected(period) => {
                 tracing::warn!(upstream = %pool.name, member = %member.address, seconds = period.as_secs_f64(), "member ejected by passive health");
-                self.metrics
-                    .circuit_open
-                    .with_label_values(&[&*pool.name, member.address.as_str()])
-                    .set(1);
-                self.metrics.update_members(pool);
             }
             Transition::Closed => {
                 tracing::info!(upstream = %pool.name, member = %member.address, "member passed its half-open probe");
-                self.metrics
-                    .circuit_open
-                    .with_label_values(&[&*pool.name, member.address.as_str()])
-                    .set(0);
-                self.metrics.update_members(pool);
             }
         }
+        self.metrics.update_members(pool);
     }
-
-    /// Whether another try is allowed: attempts left, another member to try, budget left.
-    fn take_retry(&self, pool: &Pool, ctx: &mut RequestState) -> bool {
-        let tried = &ctx.tried;
-        if ctx.retries >= pool.retry.attempts || !pool.has_other(&|m| tried.contains(m)) {
-            return false;
-        }
-        if !pool.retry.take_retry() {
-            tracing::debug!(upstream = %pool.name, "retry budget exhausted");
-            return false;
-        }
-        ctx.retries += 1;
-        true
-    }
-}
-
-fn itoa_status(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
-}
-
-fn status_str(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
-}
-
-/// The path (and query) to send upstream after `strip_prefix` / `rewrite`; `None` when unchanged.
-fn rewrite_uri(route: &Route, req: &RequestHeader) -> Option<http::Uri> {
-    let path = req.uri.path();
-    let new_path: Cow<'_, str> = if let Some(prefix) = &route.strip_prefix {
-        let rest = path.get(prefix.len()..).unwrap_or("");
-        if rest.starts_with('/') {
-            Cow::Borrowed(rest)
-        } else {
-            Cow::Owned(format!("/{rest}"))
-        }
-    } else if let Some((re, replacement)) = &route.rewrite {
-        match re.replace(path, replacement.as_str()) {
-            Cow::Borrowed(_) => return None,
-            Cow::Owned(p) => Cow::Owned(p),
-        }
-    } else {
-        return None;
-    };
-    let pq = match req.uri.query() {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path.into_owned(),
-    };
-    http::Uri::builder().path_and_query(pq).build().ok()
-}
-
-fn access_line(session: &Session, ctx: &RequestState, status: u16, elapsed: Duration) -> String {
-    use errors::json_string as js;
-    use std::fmt::Write;
-    let req = session.req_header();
-    let mut out = String::with_capacity(384);
-    out.push_str("{\"ts\":");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let _ = write!(out, "{}.{:03}", now.as_secs(), now.subsec_millis());
-    out.push_str(",\"request_id\":");
-    js(&mut out, &ctx.plugin.request_id);
-    out.push_str(",\"client_ip\":");
-    match ctx.plugin.client_ip {
-        Some(ip) => js(&mut out, &ip.to_string()),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"method\":");
-    js(&mut out, req.method.as_str());
-    out.push_str(",\"host\":");
-    js(&mut out, &request_host(req));
-    out.push_str(",\"path\":");
-    js(&mut out, req.uri.path());
-    let _ = write!(out, ",\"status\":{status}");
-    let _ = write!(
-        out,
-        ",\"duration_ms\":{:.3}",
-        elapsed.as_secs_f64() * 1000.0
-    );
-    out.push_str(",\"route\":");
-    match &ctx.route {
-        Some(r) => js(&mut out, &r.name),
-        None => out.push_str("null"),
-    }
-    out.push_str(",\"upstream\":");
-    match &ctx.route {
-        Some(r) if ctx.member.is_some() => js(&mut out, &r.pool.name),
-        _ => out.push_str("null"),
-    }
-    out.push_str(",\"member\":");
-    match &ctx.member {
-        Some(m) => js(&mut out, &m.address),
-        None => out.push_str("null"),
-    }
-    if let Some(up) = ctx.upstream_elapsed {
-        let _ = write!(out, ",\"upstream_ms\":{:.3}", up.as_secs_f64() * 1000.0);
-    }
-    if let Some(code) = ctx.error_code {
-        out.push_str(",\"error\":");
-        js(&mut out, code);
-    }
-    if let Some(id) = &ctx.plugin.identity {
-        out.push_str(",\"user_id\":");
-        js(&mut out, &id.user_id);
-    }
-    let _ = write!(out, ",\"bytes_in\":{}", ctx.body_bytes);
-    out.push_str(",\"user_agent\":");
-    match req
-        .headers
-        .get(http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ua) => js(&mut out, ua),
-        None => out.push_str("null"),
-    }
-    out.push('}');
-    out
 }

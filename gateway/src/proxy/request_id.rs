@@ -21,11 +21,11 @@ pub fn generate() -> String {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        crate::upstream::stable_hash(&(t, std::process::id()))
+        let t = portico_plugins::clock::since_unix_epoch().as_nanos() as u64;
+        let mut seed = [0u8; 12];
+        seed[..8].copy_from_slice(&t.to_le_bytes());
+        seed[8..].copy_from_slice(&std::process::id().to_le_bytes());
+        portico_plugins::hash::stable_hash(&seed)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut out = String::with_capacity(32);

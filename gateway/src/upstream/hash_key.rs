@@ -1,7 +1,7 @@
 //! What a consistent-hash pool hashes: a header, a cookie, the client address, or the path.
 
 use http::HeaderName;
-use portico_plugins::hash::stable_hash;
+use portico_plugins::hash::{stable_hash, StableHasher};
 use std::net::IpAddr;
 
 /// What a consistent-hash pool hashes.
@@ -52,7 +52,7 @@ impl HashKey {
                 .iter()
                 .find_map(|v| portico_plugins::cookie::value(v.as_bytes(), name.as_bytes()))
                 .map(stable_hash),
-            HashKey::ClientIp => client_ip.map(|ip| stable_hash(&ip)),
+            HashKey::ClientIp => client_ip.map(|ip| StableHasher::new().ip(0, Some(ip)).finish()),
             HashKey::Path => Some(stable_hash(req.uri.path().as_bytes())),
         }
     }

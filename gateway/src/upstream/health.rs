@@ -1,17 +1,14 @@
-//! Active health checks. One background task walks the pools of the live snapshot and probes
-//! each member on its pool's interval; a member flips after the configured number of
-//! consecutive results. Pools that survive a reload keep their state, so a reload neither
-//! resets nor pauses health checking.
+//! Active health checks of one pool: the probe built from its config, and the streaks that
+//! flip a member after the configured number of consecutive results. The loop that runs the
+//! probes lives in `control::health`.
 
-use super::{Member, Pool};
+use super::{Member, PoolError};
 use crate::config::{HealthCheckConfig, HealthCheckKind};
-use crate::metrics::Metrics;
-use crate::snapshot::SnapshotStore;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct HealthChecker {
@@ -23,12 +20,20 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn new(pool: &str, config: &HealthCheckConfig, tls: bool) -> Result<Self, String> {
+    pub fn new(pool: &str, config: &HealthCheckConfig, tls: bool) -> Result<Self, PoolError> {
         if config.healthy_threshold == 0 || config.unhealthy_threshold == 0 {
-            return Err("thresholds must be at least 1".into());
+            let key = if config.healthy_threshold == 0 {
+                "health_check.healthy_threshold"
+            } else {
+                "health_check.unhealthy_threshold"
+            };
+            return Err(PoolError::at(key, "thresholds must be at least 1"));
         }
         if config.interval.get() < Duration::from_millis(100) {
-            return Err("interval must be at least 100ms".into());
+            return Err(PoolError::at(
+                "health_check.interval",
+                "interval must be at least 100ms",
+            ));
         }
         let timeout = config.timeout.get();
         let probe: Box<dyn HealthCheck + Send + Sync> = match config.kind {
@@ -39,7 +44,10 @@ impl HealthChecker {
             }
             HealthCheckKind::Http => {
                 if !config.path.starts_with('/') {
-                    return Err(format!("path `{}` must start with `/`", config.path));
+                    return Err(PoolError::at(
+                        "health_check.path",
+                        format!("path `{}` must start with `/`", config.path),
+                    ));
                 }
                 let host = config.host.as_deref().unwrap_or(pool);
                 let mut check = HttpHealthCheck::new(host, tls);
@@ -49,15 +57,17 @@ impl HealthChecker {
                 check.peer_template.options.write_timeout = Some(timeout);
                 check.req =
                     pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
-                        .map_err(|e| format!("path `{}`: {e}", config.path))?;
+                        .map_err(|e| {
+                            PoolError::at("health_check.path", format!("`{}`: {e}", config.path))
+                        })?;
                 check
                     .req
                     .insert_header(http::header::HOST, host)
-                    .map_err(|e| format!("host `{host}`: {e}"))?;
+                    .map_err(|e| PoolError::at("health_check.host", format!("`{host}`: {e}")))?;
                 check
                     .req
                     .insert_header(http::header::USER_AGENT, "portico-health-check")
-                    .map_err(|e| format!("{e}"))?;
+                    .map_err(|e| PoolError::at("health_check", e.to_string()))?;
                 let expected = config.expected_statuses.clone();
                 check.validator = Some(Box::new(move |resp| {
                     let status = resp.status.as_u16();
@@ -87,7 +97,8 @@ impl HealthChecker {
         })
     }
 
-    fn take_due(&self, now: Instant) -> bool {
+    /// Whether the pool's interval has passed since its last round (and starts a new one).
+    pub fn take_due(&self, now: Instant) -> bool {
         let Ok(mut due) = self.next_due.lock() else {
             return false;
         };
@@ -97,6 +108,35 @@ impl HealthChecker {
         *due = now + self.interval;
         true
     }
+
+    /// Probes `member` once and counts the result; answers when the member flipped.
+    pub async fn probe(&self, member: &Member) -> Option<HealthFlip> {
+        let backend = Backend {
+            addr: PingoraAddr::Inet(member.addr),
+            weight: member.weight as usize,
+            ext: Default::default(),
+        };
+        let result = self.probe.check(&backend).await;
+        let ok = result.is_ok();
+        let count = record(&member.health_streak, ok);
+        let threshold = if ok {
+            self.healthy_threshold
+        } else {
+            self.unhealthy_threshold
+        };
+        (count >= threshold && member.set_healthy(ok)).then(|| HealthFlip {
+            healthy: ok,
+            error: result.err().map(|e| e.root_cause().to_string()),
+        })
+    }
+}
+
+/// A member entered or left rotation by active health checks.
+#[derive(Debug)]
+pub struct HealthFlip {
+    pub healthy: bool,
+    /// Why the last probe failed, when the member left rotation.
+    pub error: Option<String>,
 }
 
 /// Streak encoding in one atomic: high bit set = failures, low bits = count.
@@ -111,58 +151,6 @@ fn record(streak: &AtomicU32, ok: bool) -> u32 {
     };
     streak.store(next, Ordering::Relaxed);
     next & !FAIL_BIT
-}
-
-async fn probe_member(pool: Arc<Pool>, member: Arc<Member>, metrics: Arc<Metrics>) {
-    let Some(checker) = pool.health.as_ref() else {
-        return;
-    };
-    let backend = Backend {
-        addr: PingoraAddr::Inet(member.addr),
-        weight: member.weight as usize,
-        ext: Default::default(),
-    };
-    let result = checker.probe.check(&backend).await;
-    let ok = result.is_ok();
-    let count = record(&member.health_streak, ok);
-    let threshold = if ok {
-        checker.healthy_threshold
-    } else {
-        checker.unhealthy_threshold
-    };
-    if count >= threshold && member.set_healthy(ok) {
-        match &result {
-            Ok(()) => {
-                tracing::info!(upstream = %pool.name, member = %member.address, "member is healthy again")
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %pool.name, member = %member.address, error = %e.root_cause(), "member failed its health check and left rotation")
-            }
-        }
-        metrics.update_members(&pool);
-    }
-}
-
-/// Runs until the process stops; probes whatever pools the live snapshot has.
-pub async fn run_health_checks(store: SnapshotStore, metrics: Arc<Metrics>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let snapshot = store.load();
-        let now = Instant::now();
-        for pool in snapshot.pools.values() {
-            let Some(checker) = pool.health.as_ref() else {
-                continue;
-            };
-            if !checker.take_due(now) {
-                continue;
-            }
-            for member in pool.members().members.iter() {
-                tokio::spawn(probe_member(pool.clone(), member.clone(), metrics.clone()));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

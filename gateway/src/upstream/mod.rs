@@ -1,15 +1,18 @@
 //! Upstream pools: members (static and discovered), selection, active and passive health.
 
+mod attempt;
+mod discovered;
 mod hash_key;
 mod health;
 mod passive;
 mod retry;
 mod select;
 
+pub use attempt::{is_idempotent, Attempts, ProxyFailure, Verdict};
+pub use discovered::{Discovered, DiscoveryCache};
 pub use hash_key::HashKey;
-pub use health::{run_health_checks, HealthChecker};
+pub use health::{HealthChecker, HealthFlip};
 pub use passive::{Circuit, PassivePolicy, Transition};
-pub use portico_plugins::hash::stable_hash;
 pub use retry::RetryPolicy;
 
 use crate::config::{Balance, Discovery, UpstreamConfig};
@@ -63,11 +66,14 @@ impl Member {
     pub fn set_healthy(&self, healthy: bool) -> bool {
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
-    /// Counts a request in flight until the guard drops (for least-request).
-    pub fn start_request(self: &Arc<Self>) -> InflightGuard {
+    /// Claims the member for a request (see [`passive::Breaker::try_pick`]) and counts it in
+    /// flight until the guard drops (for least-request).
+    pub fn start_request(self: &Arc<Self>) -> Option<InflightGuard> {
+        if !self.breaker.try_pick() {
+            return None;
+        }
         self.inflight.fetch_add(1, Ordering::Relaxed);
-        self.breaker.on_pick();
-        InflightGuard(self.clone())
+        Some(InflightGuard(self.clone()))
     }
     /// Frees a half-open probe slot when a try ended without an outcome.
     pub fn release_probe(&self) {
@@ -128,16 +134,6 @@ impl MemberSet {
     }
 }
 
-/// A registry instance resolved to an address, ready to become a member.
-#[derive(Debug, Clone)]
-pub struct Discovered {
-    pub id: String,
-    pub address: String,
-    pub addr: SocketAddr,
-    pub weight: u32,
-    pub tls: bool,
-}
-
 /// A compiled upstream pool.
 pub struct Pool {
     pub name: Arc<str>,
@@ -166,18 +162,22 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// A problem in an upstream's definition, at `key`: a dotted path inside the upstream's
+/// entry (`retries.attempts`, `members.2.weight`), empty for the entry as a whole.
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("member `{address}`: {message}")]
-    Member {
-        index: usize,
-        address: String,
-        message: String,
-    },
-    #[error("hash_key: {0}")]
-    HashKey(String),
-    #[error("{0}")]
-    Other(String),
+#[error("{}{}{message}", key, if key.is_empty() { "" } else { ": " })]
+pub struct PoolError {
+    pub key: String,
+    pub message: String,
+}
+
+impl PoolError {
+    pub fn at(key: impl Into<String>, message: impl Into<String>) -> Self {
+        PoolError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl Pool {
@@ -197,11 +197,10 @@ impl Pool {
         for (index, m) in config.members.iter().enumerate() {
             let m = &m.value;
             if !(1..=1000).contains(&m.weight) {
-                errors.push(PoolError::Member {
-                    index,
-                    address: m.address.clone(),
-                    message: format!("weight {} is outside 1–1000", m.weight),
-                });
+                errors.push(PoolError::at(
+                    format!("members.{index}.weight"),
+                    format!("weight {} is outside 1–1000", m.weight),
+                ));
                 continue;
             }
             match resolve(&m.address) {
@@ -213,57 +212,54 @@ impl Pool {
                     Source::Static,
                     config,
                 )),
-                Err(message) => errors.push(PoolError::Member {
-                    index,
-                    address: m.address.clone(),
-                    message,
-                }),
+                Err(message) => errors.push(PoolError::at(
+                    format!("members.{index}.address"),
+                    format!("`{}`: {message}", m.address),
+                )),
             }
         }
         let service = match (config.discovery, &config.service) {
             (Discovery::Redis, Some(s)) => match crate::registry::validate_service(&s.value) {
                 Ok(()) => Some(s.value.clone()),
                 Err(e) => {
-                    errors.push(PoolError::Other(format!("service: {e}")));
+                    errors.push(PoolError::at("service", e.to_string()));
                     None
                 }
             },
             (Discovery::Redis, None) => {
-                errors.push(PoolError::Other("discovery: redis needs `service`".into()));
+                errors.push(PoolError::at("discovery", "`redis` needs `service`"));
                 None
             }
             (Discovery::Static, Some(_)) => {
-                errors.push(PoolError::Other(
-                    "`service` needs `discovery: redis`".into(),
-                ));
+                errors.push(PoolError::at("service", "needs `discovery: redis`"));
                 None
             }
             (Discovery::Static, None) => {
                 if config.members.is_empty() {
-                    errors.push(PoolError::Other(format!(
-                        "upstream `{name}` has no members"
-                    )));
+                    errors.push(PoolError::at("", "has no members"));
                 }
                 None
             }
         };
         let hash_key = match (&config.balance, &config.hash_key) {
             (Balance::ConsistentHash, None) => {
-                errors.push(PoolError::Other(
-                    "balance: consistent_hash needs `hash_key` (header:NAME, cookie:NAME, client_ip or path)".into(),
+                errors.push(PoolError::at(
+                    "balance",
+                    "consistent_hash needs `hash_key` (header:NAME, cookie:NAME, client_ip or path)",
                 ));
                 None
             }
             (Balance::ConsistentHash, Some(k)) => match HashKey::parse(&k.value) {
                 Ok(k) => Some(k),
                 Err(e) => {
-                    errors.push(PoolError::HashKey(e));
+                    errors.push(PoolError::at("hash_key", e));
                     None
                 }
             },
             (_, Some(_)) => {
-                errors.push(PoolError::HashKey(
-                    "`hash_key` only applies to `balance: consistent_hash`".into(),
+                errors.push(PoolError::at(
+                    "hash_key",
+                    "only applies to `balance: consistent_hash`",
                 ));
                 None
             }
@@ -273,7 +269,7 @@ impl Pool {
             Some(hc) => match HealthChecker::new(name, hc, config.tls.is_some()) {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    errors.push(PoolError::Other(format!("health_check: {e}")));
+                    errors.push(e);
                     None
                 }
             },
@@ -282,19 +278,17 @@ impl Pool {
         let passive = match config.passive_health.as_ref().map(PassivePolicy::new) {
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => {
-                errors.push(PoolError::Other(e));
+                errors.push(e);
                 None
             }
             None => None,
         };
         let retry = RetryPolicy::new(&config.retries).map_err(|e| {
-            errors.push(PoolError::Other(e));
+            errors.push(e);
         });
         if let Some(t) = config.retries.per_try_timeout {
             if t.get().is_zero() {
-                errors.push(PoolError::Other(
-                    "retries.per_try_timeout must be above 0".into(),
-                ));
+                errors.push(PoolError::at("retries.per_try_timeout", "must be above 0"));
             }
         }
         let Ok(retry) = retry else {

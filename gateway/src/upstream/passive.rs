@@ -3,17 +3,11 @@
 //! of the pool at once; when the period ends the member is half-open: one request probes it,
 //! and its outcome closes the circuit or ejects the member again.
 
+use super::PoolError;
 use crate::config::PassiveHealthConfig;
+use portico_plugins::clock::monotonic_ms as now_ms;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::LazyLock;
-use std::time::{Duration, Instant};
-
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// Milliseconds on a monotonic clock (never 0, so 0 can mean "not ejected").
-pub fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64 + 1
-}
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Circuit {
@@ -43,7 +37,7 @@ pub struct Breaker {
 }
 
 /// What a reported outcome did to the circuit.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     None,
     Ejected(Duration),
@@ -60,15 +54,24 @@ pub struct PassivePolicy {
 }
 
 impl PassivePolicy {
-    pub fn new(c: &PassiveHealthConfig) -> Result<Self, String> {
+    pub fn new(c: &PassiveHealthConfig) -> Result<Self, PoolError> {
         if c.consecutive_failures == 0 {
-            return Err("passive_health.consecutive_failures must be at least 1".into());
+            return Err(PoolError::at(
+                "passive_health.consecutive_failures",
+                "must be at least 1",
+            ));
         }
         if c.max_ejected_percent > 100 {
-            return Err("passive_health.max_ejected_percent is a percentage (0–100)".into());
+            return Err(PoolError::at(
+                "passive_health.max_ejected_percent",
+                "is a percentage (0–100)",
+            ));
         }
         if c.base_ejection.get() > c.max_ejection.get() {
-            return Err("passive_health.base_ejection exceeds max_ejection".into());
+            return Err(PoolError::at(
+                "passive_health.base_ejection",
+                "exceeds max_ejection",
+            ));
         }
         Ok(PassivePolicy {
             consecutive_failures: c.consecutive_failures,
@@ -105,10 +108,17 @@ impl Breaker {
         }
     }
 
-    /// Called when a request goes to this member.
-    pub fn on_pick(&self) {
-        if self.circuit() == Circuit::HalfOpen {
-            self.probing.store(true, Ordering::Relaxed);
+    /// Claims the member for a request: always while closed; while half-open only for the
+    /// one request that wins the probe slot (compare-and-swap, so two requests that both saw
+    /// it free cannot both probe).
+    pub fn try_pick(&self) -> bool {
+        match self.circuit() {
+            Circuit::Closed => true,
+            Circuit::Open => false,
+            Circuit::HalfOpen => self
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok(),
         }
     }
 
@@ -204,15 +214,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(45));
         assert_eq!(b.circuit(), Circuit::HalfOpen);
         assert!(b.admits());
-        b.on_pick();
+        assert!(b.try_pick());
         assert!(!b.admits(), "one probe at a time");
+        assert!(!b.try_pick(), "the probe slot is taken");
         // The probe fails: ejected again, for twice as long.
         assert_eq!(
             b.report(false, &p, || true),
             Transition::Ejected(Duration::from_millis(80))
         );
         std::thread::sleep(Duration::from_millis(85));
-        b.on_pick();
+        assert!(b.try_pick());
         assert_eq!(b.report(true, &p, || true), Transition::Closed);
         assert_eq!(b.circuit(), Circuit::Closed);
     }

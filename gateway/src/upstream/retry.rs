@@ -1,6 +1,7 @@
 //! Retry policy and budget: retries may add at most a share of a pool's requests (or a small
 //! floor per second), so a failing upstream is not hit with a multiple of its normal load.
 
+use super::PoolError;
 use crate::config::{RetryConfig, RetryOn};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,9 +27,9 @@ struct Budget {
 }
 
 impl RetryPolicy {
-    pub fn new(c: &RetryConfig) -> Result<Self, String> {
+    pub fn new(c: &RetryConfig) -> Result<Self, PoolError> {
         if c.attempts > 10 {
-            return Err("retries.attempts is at most 10".into());
+            return Err(PoolError::at("retries.attempts", "is at most 10"));
         }
         Ok(RetryPolicy {
             attempts: c.attempts,
@@ -49,7 +50,7 @@ impl RetryPolicy {
 
     fn roll(&self) {
         let b = &self.budget;
-        let now = super::passive::now_ms() / 1000;
+        let now = portico_plugins::clock::monotonic_ms() / 1000;
         let seen = b.second.load(Ordering::Relaxed);
         if seen != now
             && b.second

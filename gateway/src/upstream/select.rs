@@ -2,7 +2,7 @@
 //! round-robin schedule, power-of-two-choices least-request, and a ketama ring.
 
 use super::Member;
-use portico_plugins::hash::stable_hash;
+use portico_plugins::hash::StableHasher;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -118,7 +118,11 @@ impl Ring {
         let mut points = Vec::new();
         for (idx, m) in members.iter().enumerate() {
             for i in 0..m.weight.saturating_mul(RING_POINTS_PER_WEIGHT) {
-                points.push((stable_hash(&(m.address.as_str(), i)), idx as u16));
+                let point = StableHasher::new()
+                    .part(0, m.address.as_bytes())
+                    .part(1, &i.to_le_bytes())
+                    .finish();
+                points.push((point, idx as u16));
             }
         }
         points.sort_unstable();
@@ -144,10 +148,8 @@ impl Ring {
 
 thread_local! {
     static RNG: Cell<u64> = Cell::new({
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9E37_79B9_7F4A_7C15);
+        let seed = portico_plugins::clock::since_unix_epoch().as_nanos() as u64
+            ^ 0x9E37_79B9_7F4A_7C15;
         let local = 0u8;
         (seed ^ (&local as *const u8 as u64)) | 1
     });

@@ -247,9 +247,7 @@ fn session_of(
 /// An ISO 8601 instant as JavaScript's `toISOString` writes it, in ms since the epoch.
 pub(crate) fn parse_iso_ms(text: &str) -> Option<u64> {
     let t = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as u64)
+    crate::clock::unix_ms_of(t)
 }
 
 /// The compact strategy: base64url JSON `{"session":S,"expiresAt":N,"signature":"SIG"}`

@@ -155,12 +155,7 @@ fn default_cache_size() -> usize {
     100_000
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::clock::unix_ms as now_ms;
 
 #[derive(Debug)]
 struct CookieCache {
@@ -192,14 +187,15 @@ impl std::fmt::Debug for BetterAuthPlugin {
 impl BetterAuthPlugin {
     pub fn new(config: &BetterAuthConfig, ctx: &BuildContext) -> Result<Self, PluginError> {
         let err = |m: String| PluginError::config(NAME, m);
+        let at = |key: &'static str| move |m: String| PluginError::config_at(NAME, key, m);
         let secret = std::env::var(&config.secret_env).map_err(|_| {
-            err(format!(
+            at("secret_env")(format!(
                 "environment variable `{}` is not set",
                 config.secret_env
             ))
         })?;
         if secret.is_empty() || secret == DEFAULT_SECRET {
-            return Err(err(format!(
+            return Err(at("secret_env")(format!(
                 "`{}` holds an empty or Better Auth's default secret",
                 config.secret_env
             )));
@@ -210,7 +206,9 @@ impl BetterAuthPlugin {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=')
         {
-            return Err(err("`cookie_prefix` is not a valid cookie name".into()));
+            return Err(at("cookie_prefix")(
+                "`cookie_prefix` is not a valid cookie name".into(),
+            ));
         }
         if config.session_endpoint.is_none() && config.cookie_cache.is_none() {
             return Err(err(
@@ -235,7 +233,7 @@ impl BetterAuthPlugin {
                     negative_ttl: e.negative_cache_ttl.get(),
                     capacity: e.cache_size,
                 })
-                .map_err(|m| err(format!("session_endpoint: {m}")))?;
+                .map_err(|m| at("session_endpoint.url")(m))?;
                 // Routes with the same settings share one cache (and it survives reloads).
                 let key = format!(
                     "{NAME}:{}:{cookie_name}:{e:?}:{}:{:?}",
@@ -254,14 +252,16 @@ impl BetterAuthPlugin {
                     CookieCacheStrategy::Jwe => Verifier::jwe(bytes),
                     CookieCacheStrategy::Jwks => {
                         let url = c.jwks_url.clone().ok_or_else(|| {
-                            err("cookie_cache: the `jwks` strategy needs `jwks_url`".into())
+                            at("cookie_cache.strategy")(
+                                "the `jwks` strategy needs `jwks_url`".into(),
+                            )
                         })?;
                         let jwks = crate::jwt::keys::Jwks::new(
                             url,
                             c.jwks_refresh.get(),
                             c.jwks_max_stale.get(),
                         )
-                        .map_err(|m| err(format!("cookie_cache: {m}")))?;
+                        .map_err(|m| at("cookie_cache.jwks_url")(m))?;
                         Verifier::jwks(Arc::new(jwks), c.issuer.clone())
                     }
                 };

@@ -6,14 +6,10 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64 + 1
-}
+use crate::clock::monotonic_ms as now_ms;
 
 /// A key that verifies one algorithm family.
 pub struct Key {

@@ -28,6 +28,7 @@ use pingora::proxy::Session;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -136,26 +137,32 @@ impl Provider {
         index: usize,
         c: &ProviderConfig,
         required_claims: &[String],
-    ) -> Result<Provider, String> {
+    ) -> Result<Provider, PluginError> {
         let name = c
             .name
             .clone()
             .unwrap_or_else(|| format!("provider-{index}"));
-        let err = |m: String| format!("provider `{name}`: {m}");
+        let at = |key: &str| {
+            let path = format!("providers.{index}.{key}");
+            let name = name.clone();
+            move |m: String| PluginError::config_at(NAME, path, format!("provider `{name}`: {m}"))
+        };
         if c.algorithms.is_empty() {
-            return Err(err("`algorithms` must name the accepted algorithms".into()));
+            return Err(at("algorithms")(
+                "`algorithms` must name the accepted algorithms".into(),
+            ));
         }
         let algorithms: Vec<Algorithm> = c
             .algorithms
             .iter()
             .map(|a| {
                 a.parse::<Algorithm>()
-                    .map_err(|_| err(format!("unknown algorithm `{a}`")))
+                    .map_err(|_| at("algorithms")(format!("unknown algorithm `{a}`")))
             })
             .collect::<Result<_, _>>()?;
         let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
         if hmac != 0 && hmac != algorithms.len() {
-            return Err(err(
+            return Err(at("algorithms")(
                 "HMAC and public-key algorithms cannot be mixed (algorithm confusion)".into(),
             ));
         }
@@ -168,31 +175,38 @@ impl Provider {
         .filter(|x| **x)
         .count();
         if sources != 1 {
-            return Err(err(
-                "set exactly one of secret_env, jwks_url or public_key_files".into(),
+            return Err(PluginError::config_at(
+                NAME,
+                format!("providers.{index}"),
+                format!("provider `{name}`: set exactly one of secret_env, jwks_url or public_key_files"),
             ));
         }
         let keys = if let Some(env) = &c.secret_env {
             if hmac == 0 {
-                return Err(err("secret_env goes with HS256/384/512".into()));
+                return Err(at("secret_env")(
+                    "secret_env goes with HS256/384/512".into(),
+                ));
             }
-            let secret = std::env::var(env)
-                .map_err(|_| err(format!("environment variable `{env}` is not set")))?;
+            let secret = std::env::var(env).map_err(|_| {
+                at("secret_env")(format!("environment variable `{env}` is not set"))
+            })?;
             if secret.len() < 32 {
-                return Err(err(format!(
+                return Err(at("secret_env")(format!(
                     "the secret in `{env}` is shorter than 32 bytes"
                 )));
             }
             KeySource::Secret(DecodingKey::from_secret(secret.as_bytes()))
         } else if hmac != 0 {
-            return Err(err("HS* algorithms need secret_env".into()));
+            return Err(at("algorithms")("HS* algorithms need secret_env".into()));
         } else if let Some(url) = &c.jwks_url {
             KeySource::Jwks(Arc::new(
                 Jwks::new(url.clone(), c.jwks_refresh.get(), c.jwks_max_stale.get())
-                    .map_err(err)?,
+                    .map_err(at("jwks_url"))?,
             ))
         } else {
-            KeySource::Static(keys::pem_keys(&c.public_key_files, &algorithms).map_err(err)?)
+            KeySource::Static(
+                keys::pem_keys(&c.public_key_files, &algorithms).map_err(at("public_key_files"))?,
+            )
         };
         let mut validation = Validation::new(algorithms[0]);
         validation.algorithms = algorithms.clone();
@@ -301,27 +315,32 @@ pub struct JwtPlugin {
     sources: Vec<Source>,
     roles_claim: Option<Path>,
     claim_headers: HeaderMap,
-    cache: Mutex<HashMap<u64, Verified>>,
+    /// Verified tokens by the SHA-256 of their text: a 64-bit hash could let a forged token
+    /// collide with a verified one.
+    cache: Mutex<HashMap<[u8; 32], Verified>>,
     cache_size: usize,
 }
 
 impl JwtPlugin {
     pub fn new(config: &JwtConfig, _ctx: &BuildContext) -> Result<Self, PluginError> {
-        let err = |m: String| PluginError::config(NAME, m);
         if config.providers.is_empty() {
-            return Err(err("`providers` needs at least one provider".into()));
+            return Err(PluginError::config_at(
+                NAME,
+                "providers",
+                "`providers` needs at least one provider",
+            ));
         }
         let providers = config
             .providers
             .iter()
             .enumerate()
             .map(|(i, p)| Provider::new(i, p, &config.required_claims))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&err)?;
+            .collect::<Result<Vec<_>, _>>()?;
         let sources = config
             .sources
             .iter()
-            .map(|s| match s.as_str() {
+            .enumerate()
+            .map(|(i, s)| match s.as_str() {
                 "bearer" => Ok(Source::Bearer),
                 _ => {
                     if let Some(c) = s.strip_prefix("cookie:") {
@@ -329,9 +348,13 @@ impl JwtPlugin {
                     } else if let Some(q) = s.strip_prefix("query:") {
                         Ok(Source::Query(q.to_string()))
                     } else {
-                        Err(err(format!(
-                            "unknown token source `{s}`; use bearer, cookie:NAME or query:NAME"
-                        )))
+                        Err(PluginError::config_at(
+                            NAME,
+                            format!("sources.{i}"),
+                            format!(
+                                "unknown token source `{s}`; use bearer, cookie:NAME or query:NAME"
+                            ),
+                        ))
                     }
                 }
             })
@@ -391,9 +414,9 @@ impl JwtPlugin {
     /// The identity in `token` when a provider verifies it (from the cache when it was
     /// verified before), else why not.
     pub async fn verify_token(&self, token: &str) -> Result<Identity, &'static str> {
-        let key = crate::hash::stable_hash(token);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
-        if let Some(identity) = self.cached(key, now) {
+        if let Some(identity) = self.cached(&key, now) {
             return Ok(identity);
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
@@ -417,15 +440,15 @@ impl JwtPlugin {
         Ok(identity)
     }
 
-    fn cached(&self, key: u64, now: u64) -> Option<Identity> {
+    fn cached(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
         let cache = self.cache.lock().ok()?;
         cache
-            .get(&key)
+            .get(key)
             .filter(|v| v.exp > now)
             .map(|v| v.identity.clone())
     }
 
-    fn remember(&self, key: u64, identity: &Identity, exp: u64) {
+    fn remember(&self, key: [u8; 32], identity: &Identity, exp: u64) {
         if self.cache_size == 0 {
             return;
         }
@@ -448,12 +471,7 @@ impl JwtPlugin {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_secs as unix_now;
 
 #[async_trait]
 impl Plugin for JwtPlugin {

@@ -3,14 +3,10 @@
 //! bounded memory: full (idle) buckets are evicted first when a shard is over its share.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-pub fn now_us() -> u64 {
-    EPOCH.elapsed().as_micros() as u64
-}
+pub use crate::clock::monotonic_us as now_us;
 
 const SHARDS: usize = 16;
 

@@ -20,7 +20,6 @@ use pingora::proxy::Session;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shared::{Fallback, SharedLimit};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,37 +182,36 @@ struct Limit {
 
 impl Limit {
     fn key(&self, session: &Session, ctx: &RequestContext) -> u64 {
-        let mut h = crate::hash::stable_hasher();
+        let mut h = crate::hash::StableHasher::new();
         for part in &self.parts {
             let present = match part {
                 KeyPart::ClientIp => {
-                    ctx.client_ip.hash(&mut h);
+                    h.ip(1, ctx.client_ip);
                     true
                 }
                 KeyPart::UserId => match &ctx.identity {
                     Some(id) => {
-                        id.user_id.hash(&mut h);
+                        h.part(2, id.user_id.as_bytes());
                         true
                     }
                     None => false,
                 },
                 KeyPart::Route => {
-                    ctx.route.hash(&mut h);
+                    h.part(3, ctx.route.as_bytes());
                     true
                 }
                 KeyPart::Header(name) => match session.req_header().headers.get(name) {
                     Some(v) => {
-                        v.as_bytes().hash(&mut h);
+                        h.part(4, v.as_bytes());
                         true
                     }
                     None => false,
                 },
             };
             if !present {
-                // A missing part falls back to the client address, marked apart so it cannot
-                // collide with a real value.
-                0xFFu8.hash(&mut h);
-                ctx.client_ip.hash(&mut h);
+                // A missing part falls back to the client address, under a tag of its own so
+                // it cannot collide with a real value.
+                h.ip(0xFF, ctx.client_ip);
             }
         }
         h.finish()
@@ -234,35 +232,44 @@ pub struct RateLimitPlugin {
 
 impl RateLimitPlugin {
     pub fn new(config: &RateLimitConfig, ctx: &BuildContext) -> Result<Self, PluginError> {
-        let err = |m: String| PluginError::config(NAME, m);
         if config.limits.is_empty() {
-            return Err(err("`limits` needs at least one limit".into()));
+            return Err(PluginError::config_at(
+                NAME,
+                "limits",
+                "`limits` needs at least one limit",
+            ));
         }
         let mut limits = Vec::new();
         for (i, l) in config.limits.iter().enumerate() {
+            let at = |key: &str| {
+                let path = format!("limits.{i}.{key}");
+                move |m: String| PluginError::config_at(NAME, path.clone(), m)
+            };
             let name: Arc<str> = l
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("limit-{i}"))
                 .into();
-            let (count, period) = parse_rate(&l.rate).map_err(&err)?;
+            let (count, period) = parse_rate(&l.rate).map_err(at("rate"))?;
             let capacity = l.burst.unwrap_or(count);
             if capacity == 0 {
-                return Err(err(format!("limit `{name}`: burst must be at least 1")));
+                return Err(at("burst")(format!(
+                    "limit `{name}`: burst must be at least 1"
+                )));
             }
             let parts = match &l.key {
-                KeyConfig::One(k) => vec![KeyPart::parse(k).map_err(&err)?],
+                KeyConfig::One(k) => vec![KeyPart::parse(k).map_err(at("key"))?],
                 KeyConfig::Many(ks) if ks.is_empty() => {
-                    return Err(err(format!("limit `{name}`: key is empty")))
+                    return Err(at("key")(format!("limit `{name}`: key is empty")))
                 }
                 KeyConfig::Many(ks) => ks
                     .iter()
                     .map(|k| KeyPart::parse(k))
                     .collect::<Result<_, _>>()
-                    .map_err(&err)?,
+                    .map_err(at("key"))?,
             };
             if !(l.local_share > 0.0 && l.local_share <= 1.0) {
-                return Err(err(format!(
+                return Err(at("local_share")(format!(
                     "limit `{name}`: local_share must be in (0, 1]"
                 )));
             }
@@ -275,7 +282,7 @@ impl RateLimitPlugin {
                 })),
                 Scope::Global => {
                     let store = ctx.shared.clone().ok_or_else(|| {
-                        err(format!(
+                        at("scope")(format!(
                             "limit `{name}`: scope: global needs the `redis` section"
                         ))
                     })?;
@@ -374,8 +381,7 @@ impl Plugin for RateLimitPlugin {
             if !d.allowed {
                 let retry = secs_ceil(d.retry_after).max(1);
                 let mut r = Rejection::new(
-                    429,
-                    "rate_limited",
+                    crate::ErrorCode::RateLimited,
                     format!("Too many requests; retry after {retry} s"),
                 );
                 r.headers

@@ -2,8 +2,8 @@
 //! Triggers: a change of the file (polled and debounced, which also catches the symlink swap
 //! of a Kubernetes ConfigMap that inotify misses), SIGHUP, and the admin `POST /reload`.
 
+use super::discovery::DiscoveryService;
 use crate::config::{load_file, ConfigErrors};
-use crate::discovery::DiscoveryService;
 use crate::metrics::Metrics;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
 use portico_plugins::SharedBuckets;
@@ -101,15 +101,7 @@ impl Reloader {
             }
         };
         warn_restart_only_changes(&current, &next);
-        for name in current.pools.keys() {
-            if !next.pools.contains_key(name) {
-                self.metrics.forget_pool(name);
-            }
-        }
-        for pool in next.pools.values() {
-            self.metrics.update_members(pool);
-        }
-        self.store.store(Arc::new(next));
+        super::publish(&self.store, &self.metrics, Arc::new(next));
         self.metrics
             .config_reloads
             .with_label_values(&["success"])

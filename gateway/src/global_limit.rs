@@ -1,6 +1,8 @@
-//! GCRA buckets in Redis for global rate limits: one Lua script per decision, judged on the
-//! Redis server's clock (gateway clocks may differ), one small key per limited key with a TTL
-//! of its own refill time.
+//! The global rate limiter's Redis side: GCRA buckets shared by every replica, one Lua
+//! script call per decision ([`GCRA_TAKE_SCRIPT`]), judged on the Redis server's clock
+//! (gateway clocks may differ), one small key per limited key with a TTL of its own refill
+//! time. The plugin side (batching, local share, outage policy) is
+//! `plugins/src/rate_limit/shared.rs`.
 
 use crate::redis_link::RedisLink;
 use async_trait::async_trait;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 /// KEYS: bucket. ARGV: interval (µs), capacity, tokens wanted.
 /// Answers: granted, remaining, reset_after (µs), retry_after (µs).
-static TAKE: LazyLock<Script> = LazyLock::new(|| {
+static GCRA_TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')
@@ -47,14 +49,6 @@ impl RedisBuckets {
     }
 }
 
-impl std::fmt::Debug for RedisLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLink")
-            .field("key_prefix", &self.key_prefix)
-            .finish()
-    }
-}
-
 #[async_trait]
 impl SharedBuckets for RedisBuckets {
     async fn take(
@@ -67,7 +61,7 @@ impl SharedBuckets for RedisBuckets {
         let answer: Vec<i64> = self
             .link
             .script(
-                &TAKE,
+                &GCRA_TAKE_SCRIPT,
                 &[key],
                 &[
                     (interval.as_micros() as u64).max(1).to_string(),

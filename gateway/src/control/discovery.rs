@@ -8,31 +8,13 @@ use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
 use crate::registry::{Registry, ServiceView};
 use crate::snapshot::SnapshotStore;
-use crate::upstream::Discovered;
+use crate::upstream::{Discovered, DiscoveryCache};
 use futures_util::StreamExt;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
-
-/// The last known instances of each service, shared with config compilation so a pool
-/// created by a reload starts with them instead of empty.
-#[derive(Default)]
-pub struct DiscoveryCache {
-    services: Mutex<HashMap<String, Vec<Discovered>>>,
-}
-
-impl DiscoveryCache {
-    pub fn get(&self, service: &str) -> Option<Vec<Discovered>> {
-        self.services.lock().ok()?.get(service).cloned()
-    }
-    fn put(&self, service: &str, found: Vec<Discovered>) {
-        if let Ok(mut s) = self.services.lock() {
-            s.insert(service.to_string(), found);
-        }
-    }
-}
 
 /// A message that asks for every service to be read again.
 const ALL: &str = "*";

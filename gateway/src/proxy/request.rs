@@ -1,0 +1,75 @@
+//! What the request path reads off the client's request head: the host it asked for, the
+//! size of its head, and the path it goes upstream with.
+
+use crate::snapshot::Route;
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+
+/// The request's host, lower case and without port, borrowed when it already is.
+pub fn host(req: &RequestHeader) -> Cow<'_, str> {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
+        .unwrap_or("");
+    let host = match raw.rfind(':') {
+        // Keep IPv6 literals (`[::1]`) intact; strip a trailing `:port`.
+        Some(i) if !raw.ends_with(']') => &raw[..i],
+        _ => raw,
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+/// The head's size in bytes (as sent, give or take line endings) and its number of fields.
+pub fn head_size(req: &RequestHeader) -> (usize, usize) {
+    let mut bytes = req.method.as_str().len() + req.raw_path().len() + 12;
+    let mut count = 0;
+    for (name, value) in req.headers.iter() {
+        bytes += name.as_str().len() + value.len() + 4;
+        count += 1;
+    }
+    (bytes, count)
+}
+
+/// The path (and query) to send upstream after `strip_prefix` / `rewrite`; `None` when unchanged.
+pub fn upstream_uri(route: &Route, req: &RequestHeader) -> Option<http::Uri> {
+    let path = req.uri.path();
+    let new_path: Cow<'_, str> = if let Some(prefix) = &route.strip_prefix {
+        let rest = path.get(prefix.len()..).unwrap_or("");
+        if rest.starts_with('/') {
+            Cow::Borrowed(rest)
+        } else {
+            Cow::Owned(format!("/{rest}"))
+        }
+    } else if let Some((re, replacement)) = &route.rewrite {
+        match re.replace(path, replacement.as_str()) {
+            Cow::Borrowed(_) => return None,
+            Cow::Owned(p) => Cow::Owned(p),
+        }
+    } else {
+        return None;
+    };
+    let pq = match req.uri.query() {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path.into_owned(),
+    };
+    http::Uri::builder().path_and_query(pq).build().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_lower_case_without_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("host", "Example.COM:8080").unwrap();
+        assert_eq!(host(&req), "example.com");
+        req.insert_header("host", "[::1]").unwrap();
+        assert_eq!(host(&req), "[::1]");
+    }
+}
