@@ -10,7 +10,7 @@ use std::sync::Arc;
 /// A plugin could not be built from its config, or failed while handling a request.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("{plugin}: {}{}{message}", key.as_deref().unwrap_or(""), if key.is_some() { ": " } else { "" })]
+    #[error("{plugin}: {message}")]
     Config {
         plugin: &'static str,
         /// Where in the plugin's config: a dotted path (`limits.0.rate`), when one key is at

@@ -122,7 +122,7 @@ mod tests {
     #[test]
     fn finds_nested_keys_and_items() {
         assert_eq!(at("upstreams.api.retries.attempts"), Some((5, 7)));
-        assert_eq!(at("upstreams.api.members.1"), Some((3, 30)));
+        assert_eq!(at("upstreams.api.members.1"), Some((3, 29)));
         assert_eq!(
             at("routes.0.plugins.0.rate_limit.limits.1.rate"),
             Some((12, 15))

@@ -199,7 +199,7 @@ impl Pool {
             if !(1..=1000).contains(&m.weight) {
                 errors.push(PoolError::at(
                     format!("members.{index}.weight"),
-                    format!("weight {} is outside 1–1000", m.weight),
+                    format!("{} is outside 1–1000", m.weight),
                 ));
                 continue;
             }

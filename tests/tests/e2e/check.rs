@@ -37,9 +37,12 @@ fn check_reports_every_error_with_its_position() {
         // A bad regex.
         (&GOOD.replace("{ prefix: / }", "{ regex: \"(\" }"), "bad.yaml:9:21: invalid regex"),
         // A bad member weight.
-        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:6:9: upstream `p`: member `127.0.0.1:9000`: weight 5000 is outside 1–1000"),
+        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:7:9: upstream `p`: members.0.weight: 5000 is outside 1–1000"),
         // A plugin template naming an unset env variable.
-        (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:9: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:38: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
+        // Errors inside a pool's or a plugin's config point at the key, not the entry.
+        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n    retries:\n      attempts: 20"), "bad.yaml:8:7: upstream `p`: retries.attempts: is at most 10"),
+        (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - rate_limit:\n          limits:\n            - { rate: 10/s, key: client_ip }\n            - { rate: 10/fortnight, key: client_ip }\n"), "bad.yaml:15:17: route `r`: rate_limit: rate `10/fortnight`"),
         // An auth policy with no auth plugin to apply it to.
         (&GOOD.replace("upstream: p\n", "upstream: p\n    auth: { roles: [admin] }\n"), "bad.yaml:11:11: route `r`: `auth` needs an auth plugin"),
         // Contradictory policy.
