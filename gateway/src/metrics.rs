@@ -10,6 +10,7 @@ use prometheus::{
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct Metrics {
     registry: Registry,
@@ -190,14 +191,21 @@ impl Metrics {
         }
     }
 
-    /// Counts a request when its response is done.
+    /// Counts a request when its response is done; `upstream`: the pool that answered and
+    /// its time to the response header.
     pub fn record_request(
         &self,
         route: &str,
         method: &http::Method,
         status: u16,
-        elapsed: std::time::Duration,
+        elapsed: Duration,
+        upstream: Option<(&str, Duration)>,
     ) {
+        if let Some((pool, took)) = upstream {
+            self.upstream_duration
+                .with_label_values(&[pool])
+                .observe(took.as_secs_f64());
+        }
         let status = StatusLabel::new(status);
         self.requests
             .with_label_values(&[route, method_label(method), status.as_str()])

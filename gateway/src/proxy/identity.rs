@@ -1,8 +1,9 @@
-//! Identity headers (SPEC.md) reach an upstream only from a verified identity: every copy a
-//! client sent is removed before anything else runs, whatever its case, with `_` for `-`,
-//! repeated, or named in `Connection:`.
+//! Identity headers (`docs/identity.md`) reach an upstream only from a verified identity:
+//! every copy a client sent is removed before anything else runs, whatever its case, with
+//! `_` for `-`, repeated, or named in `Connection:`.
 
 use pingora::http::RequestHeader;
+use portico_plugins::Identity;
 
 pub const X_USER_ID: &str = "x-user-id";
 pub const X_USER_ROLES: &str = "x-user-roles";
@@ -23,6 +24,19 @@ pub fn is_identity_header(name: &[u8]) -> bool {
                 a == b
             })
     })
+}
+
+/// Sets the identity headers of a verified identity on the upstream request.
+pub fn apply(upstream: &mut RequestHeader, id: &Identity) -> pingora::Result<()> {
+    upstream.insert_header(X_USER_ID, id.user_id.as_str())?;
+    if !id.roles.is_empty() {
+        upstream.insert_header(X_USER_ROLES, id.roles.join(","))?;
+    }
+    upstream.insert_header(X_AUTH_METHOD, id.method)?;
+    for (name, value) in &id.headers {
+        upstream.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
 }
 
 /// Removes spoofed identity headers. Allocates only when there is something to remove.

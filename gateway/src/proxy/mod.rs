@@ -122,12 +122,7 @@ impl ProxyHttp for Gateway {
 
         let edge = &ctx.snapshot.edge;
         let req = session.req_header();
-        ctx.plugin.request_id = match req.headers.get(request_id::HEADER) {
-            Some(v) if request_id::is_valid(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
-            _ => request_id::generate(),
-        };
+        ctx.plugin.request_id = request_id::of(req);
         ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -141,30 +136,11 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestState) -> Result<bool> {
         let snapshot = ctx.snapshot.clone();
-        let edge = &snapshot.edge;
         let req = session.req_header();
 
-        if req.raw_path().len() > edge.max_uri_bytes {
-            let r = ctx.refuse(ErrorCode::UriTooLong);
+        if let Some((code, message)) = request::exceeded_limit(req, &snapshot.edge) {
+            let r = ctx.reject(code, message);
             return reject(session, ctx, &r).await;
-        }
-        let (bytes, count) = request::head_size(req);
-        if count > edge.max_headers || bytes > edge.max_header_bytes {
-            let r = ctx.refuse(ErrorCode::HeadersTooLarge);
-            return reject(session, ctx, &r).await;
-        }
-        if let Some(len) = req.headers.get(http::header::CONTENT_LENGTH) {
-            match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-                Some(n) if n > edge.max_body_bytes => {
-                    let r = ctx.refuse(ErrorCode::PayloadTooLarge);
-                    return reject(session, ctx, &r).await;
-                }
-                Some(_) => {}
-                None => {
-                    let r = ctx.reject(ErrorCode::BadRequest, "Invalid Content-Length");
-                    return reject(session, ctx, &r).await;
-                }
-            }
         }
 
         let host = request::host(req);
@@ -215,41 +191,19 @@ impl ProxyHttp for Gateway {
             return Err(Error::explain(ErrorType::HTTPStatus(404), "no route"));
         };
         let pool = &route.pool;
-        let remaining = match pool.total_timeout {
-            Some(total) => match total.checked_sub(ctx.started.elapsed()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => {
-                    let mut e =
-                        Error::explain(ErrorType::HTTPStatus(504), "total upstream timeout");
-                    e.set_retry(false);
-                    return Err(e);
-                }
-            },
-            None => None,
+        let final_error = |status: u16, why: &'static str| {
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), why);
+            e.set_retry(false);
+            Err(e)
+        };
+        let Some(remaining) = pool.remaining(ctx.started) else {
+            return final_error(504, "total upstream timeout");
         };
         let req = session.req_header();
         let Some(member) = ctx.attempts.pick(pool, req, ctx.plugin.client_ip) else {
-            let mut e = Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream member");
-            e.set_retry(false);
-            return Err(e);
+            return final_error(503, "no healthy upstream member");
         };
-        let mut peer = Box::new(member.peer.clone());
-        let per_try = match (remaining, pool.retry.per_try_timeout) {
-            (Some(r), Some(t)) => Some(r.min(t)),
-            (r, t) => r.or(t),
-        };
-        if let Some(limit) = per_try {
-            let o = &mut peer.options;
-            o.connection_timeout = o.connection_timeout.map(|t| t.min(limit));
-            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(limit));
-            o.read_timeout = Some(o.read_timeout.map_or(limit, |t| t.min(limit)));
-        }
-        if session.is_upgrade_req() {
-            // WebSocket: frames may be far apart; the per-read timeout must not cut them.
-            peer.options.read_timeout = None;
-            peer.options.set_http_version(1, 1);
-        }
-        Ok(peer)
+        Ok(pool.peer_for_try(&member, remaining, session.is_upgrade_req()))
     }
 
     fn fail_to_connect(
@@ -321,14 +275,7 @@ impl ProxyHttp for Gateway {
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
         upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
         if let Some(id) = &ctx.plugin.identity {
-            upstream.insert_header(identity::X_USER_ID, id.user_id.as_str())?;
-            if !id.roles.is_empty() {
-                upstream.insert_header(identity::X_USER_ROLES, id.roles.join(","))?;
-            }
-            upstream.insert_header(identity::X_AUTH_METHOD, id.method)?;
-            for (name, value) in &id.headers {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
+            identity::apply(upstream, id)?;
         }
         if let Some(route) = &ctx.route {
             route
@@ -445,15 +392,11 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.as_deref();
         let req = session.req_header();
-        self.metrics
-            .record_request(route.map_or("", |r| &r.name), &req.method, status, elapsed);
         let upstream_elapsed = ctx.attempts.upstream_elapsed();
-        if let (Some(route), Some(up)) = (route, upstream_elapsed) {
-            self.metrics
-                .upstream_duration
-                .with_label_values(&[&route.pool.name])
-                .observe(up.as_secs_f64());
-        }
+        let upstream = route.zip(upstream_elapsed).map(|(r, t)| (&*r.pool.name, t));
+        let route_name = route.map_or("", |r| &r.name);
+        self.metrics
+            .record_request(route_name, &req.method, status, elapsed, upstream);
         if let Some(route) = route {
             route.pipeline.logging(session, &ctx.plugin);
         }

@@ -1,8 +1,9 @@
 //! What the request path reads off the client's request head: the host it asked for, the
 //! size of its head, and the path it goes upstream with.
 
-use crate::snapshot::Route;
+use crate::snapshot::{Edge, Route};
 use pingora::http::RequestHeader;
+use portico_plugins::ErrorCode;
 use std::borrow::Cow;
 
 /// The request's host, lower case and without port, borrowed when it already is.
@@ -24,8 +25,26 @@ pub fn host(req: &RequestHeader) -> Cow<'_, str> {
     }
 }
 
+/// The first of the edge's limits the request head exceeds, with the message to answer.
+pub fn exceeded_limit(req: &RequestHeader, edge: &Edge) -> Option<(ErrorCode, &'static str)> {
+    let over = |code: ErrorCode| Some((code, code.default_message()));
+    if req.raw_path().len() > edge.max_uri_bytes {
+        return over(ErrorCode::UriTooLong);
+    }
+    let (bytes, count) = head_size(req);
+    if count > edge.max_headers || bytes > edge.max_header_bytes {
+        return over(ErrorCode::HeadersTooLarge);
+    }
+    let len = req.headers.get(http::header::CONTENT_LENGTH)?;
+    match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+        Some(n) if n > edge.max_body_bytes => over(ErrorCode::PayloadTooLarge),
+        Some(_) => None,
+        None => Some((ErrorCode::BadRequest, "Invalid Content-Length")),
+    }
+}
+
 /// The head's size in bytes (as sent, give or take line endings) and its number of fields.
-pub fn head_size(req: &RequestHeader) -> (usize, usize) {
+fn head_size(req: &RequestHeader) -> (usize, usize) {
     let mut bytes = req.method.as_str().len() + req.raw_path().len() + 12;
     let mut count = 0;
     for (name, value) in req.headers.iter() {

@@ -6,6 +6,14 @@ use std::sync::OnceLock;
 pub const HEADER: &str = "x-request-id";
 const MAX_LEN: usize = 128;
 
+/// The request's id: the client's when valid, else a new one.
+pub fn of(req: &pingora::http::RequestHeader) -> String {
+    match req.headers.get(HEADER) {
+        Some(v) if is_valid(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        _ => generate(),
+    }
+}
+
 /// Accepts ids made of URL-safe characters, up to 128 of them.
 pub fn is_valid(id: &[u8]) -> bool {
     !id.is_empty()

@@ -318,6 +318,45 @@ impl Pool {
         Ok(pool)
     }
 
+    /// The peer for one try at `member`: its timeouts capped by what is left of the
+    /// request's total timeout and by the per-try timeout; a WebSocket upgrade gets HTTP/1.1
+    /// and no read timeout (frames may be far apart).
+    pub fn peer_for_try(
+        &self,
+        member: &Member,
+        remaining: Option<Duration>,
+        upgrade: bool,
+    ) -> Box<HttpPeer> {
+        let mut peer = Box::new(member.peer.clone());
+        let per_try = match (remaining, self.retry.per_try_timeout) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        };
+        if let Some(limit) = per_try {
+            let o = &mut peer.options;
+            o.connection_timeout = o.connection_timeout.map(|t| t.min(limit));
+            o.total_connection_timeout = o.total_connection_timeout.map(|t| t.min(limit));
+            o.read_timeout = Some(o.read_timeout.map_or(limit, |t| t.min(limit)));
+        }
+        if upgrade {
+            peer.options.read_timeout = None;
+            peer.options.set_http_version(1, 1);
+        }
+        peer
+    }
+
+    /// What is left of the total timeout for a request that started at `started`:
+    /// `Some(None)` without a total timeout, `None` when it is spent.
+    pub fn remaining(&self, started: std::time::Instant) -> Option<Option<Duration>> {
+        match self.total_timeout {
+            None => Some(None),
+            Some(total) => total
+                .checked_sub(started.elapsed())
+                .filter(|r| !r.is_zero())
+                .map(Some),
+        }
+    }
+
     /// The current members.
     pub fn members(&self) -> Arc<MemberSet> {
         self.set.load_full()
