@@ -260,7 +260,7 @@ impl TransportConnector {
                         let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
-                        #[cfg(unix)]
+                        #[cfg(unix)] // Portico patch 0003: was `peer.matches_fd(stream.id())`
                         if pooled_stream_matches(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
@@ -471,7 +471,7 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Portico patch: whether a pooled stream leads to `peer`, from the address recorded when
+/// Portico patch 0003 (vendor/patches/): whether a pooled stream leads to `peer`, from the address recorded when
 /// it was connected rather than a getpeername() system call on every reuse. The pool owns
 /// the stream and so its fd: the fd cannot have passed to another socket while pooled, so
 /// the recorded address guards against a reuse-hash collision as well as the kernel would.

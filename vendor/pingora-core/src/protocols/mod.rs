@@ -80,7 +80,7 @@ pub trait Peek {
         Ok(false)
     }
 
-    /// Portico patch: wait until data can be read (or the peer has closed) without reading
+    /// Portico patch 0001 (vendor/patches/): wait until data can be read (or the peer has closed) without reading
     /// any. `Ready(Ok(false))` means this stream cannot wait that way and the caller has to
     /// read instead. A poll method rather than an async one, so waiting allocates nothing.
     fn poll_read_ready(

@@ -231,7 +231,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
                         let peer_addr = io.peer_addr();
-                        // Portico patch: boxed. The handshake future carries TLS state
+                        // Portico patch 0002 (vendor/patches/): boxed. The handshake future carries TLS state
                         // (kilobytes); inline, it sets the size of this task for the whole
                         // life of the connection, idle keep-alive included.
                         let handshake = Box::pin(timeout(Duration::from_secs(60), io.handshake()));

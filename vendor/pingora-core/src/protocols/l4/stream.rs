@@ -758,6 +758,7 @@ impl Peek for Stream {
         Ok(true)
     }
 
+    // Portico patch 0001 (vendor/patches/): readiness without a read.
     fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         if !self.rewind_read_buf.is_empty() || self.stream().has_buffered_read() {
             return Poll::Ready(Ok(true));
