@@ -173,16 +173,26 @@ pub fn run(command: RegistryCommand, config: RedisConfig) -> Result<(), String> 
     })
 }
 
-/// Refreshes every third of the TTL; a failed refresh is retried sooner, and logged.
+/// Refreshes every third of the TTL; a failed refresh is retried sooner, and logged. Returns
+/// on SIGINT or SIGTERM.
 async fn heartbeat_until_interrupted(registry: &Registry, r: &Registration, ttl: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
     let period = ttl / 3;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // The streams are made once, before the loop: a signal that arrives while a refresh is
+    // in flight is kept for the next wait. (A `ctrl_c()` future made per turn missed it, and
+    // the process, whose SIGINT tokio had taken over, never stopped.)
+    let (Ok(mut interrupt), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("cannot install the signal handlers; not heartbeating");
+        return;
+    };
     loop {
-        let next = tokio::time::sleep(period);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => return,
-            _ = next => {}
+            _ = interrupt.recv() => return,
+            _ = term.recv() => return,
+            _ = tokio::time::sleep(period) => {}
         }
         if let Err(e) = registry.register(r).await {
             eprintln!("heartbeat failed: {e}");

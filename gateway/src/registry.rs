@@ -1,4 +1,4 @@
-//! The Redis service registry, schema version 1 (SPEC.md). Keys for service `S` live under
+//! The Redis service registry, schema version 1 (`docs/registry.md`). Keys for service `S` live under
 //! the hash tag `{S}`, so a service's ZSET and HASHes share a cluster slot and are written
 //! atomically by one script. Expiry is judged on Redis `TIME`, never a local clock.
 

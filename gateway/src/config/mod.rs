@@ -224,7 +224,7 @@ pub struct RedisConfig {
     /// Full registry resync period (events make changes visible sooner).
     #[serde(default = "ten_seconds")]
     pub resync_interval: Duration,
-    /// Whether `/ready` answers 503 while Redis is unreachable (SPEC.md). Traffic keeps
+    /// Whether `/ready` answers 503 while Redis is unreachable. Traffic keeps
     /// flowing either way; set to false when one Redis outage must not take every replica
     /// out of a load balancer at once.
     #[serde(default = "yes")]

@@ -1,4 +1,4 @@
-//! Identity headers (`docs/identity.md`) reach an upstream only from a verified identity:
+//! Identity headers (`docs/configuration.md`, "Headers Portico sets upstream") reach an upstream only from a verified identity:
 //! every copy a client sent is removed before anything else runs, whatever its case, with
 //! `_` for `-`, repeated, or named in `Connection:`.
 

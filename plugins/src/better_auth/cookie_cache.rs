@@ -1,6 +1,7 @@
 //! The `session_data` cookie cache: Better Auth's signed (compact, jwt), encrypted (jwe) or
 //! JWKS-signed copy of the session, checked here without calling the auth service.
-//! Formats: `../shared/notes/better-auth.md` §1b.
+//! Each strategy's parser below states the format it reads (Better Auth 1.7's `cookieCache`);
+//! `tests/fixtures/better-auth-1.7.25.json` holds cookies captured from a real server.
 
 use crate::jwt::keys::Jwks;
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};

@@ -147,7 +147,7 @@ async fn discovery_flow(redis_url: &str, gateway_redis: &str) {
 async fn registry_drives_membership() {
     let redis = RedisServer::start().await;
     discovery_flow(&redis.url(), &format!("url: {}", redis.url())).await;
-    // The schema written is SPEC.md's.
+    // The schema written is the documented one (docs/registry.md).
     assert_eq!(
         redis.cli(&["type", "portico:svc:{users-admin}"]).trim(),
         "zset"
@@ -267,7 +267,14 @@ async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
         .arg("-INT")
         .arg(hb.id().to_string())
         .status();
-    let _ = hb.wait();
+    let exited = tokio::task::spawn_blocking(move || {
+        let exited = wait_child(&mut hb, Duration::from_secs(10));
+        let _ = hb.kill();
+        exited
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "the heartbeat did not stop on SIGINT");
     let r = c.get(gw.url("/users")).send().await.unwrap();
     assert_eq!(r.status(), 503, "deregistered on exit");
 }

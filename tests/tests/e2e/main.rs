@@ -7,6 +7,7 @@ mod balancing;
 mod better_auth;
 mod check;
 mod discovery;
+mod docs;
 mod health;
 mod jwt;
 mod lifecycle;

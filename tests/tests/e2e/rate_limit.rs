@@ -95,7 +95,7 @@ async fn local_limit_admits_rate_times_time_plus_burst_and_keys_are_apart() {
         "admitted {ok}, expected {expected:.1}"
     );
 
-    // 429 per SPEC.md, with Retry-After and RateLimit-* headers.
+    // 429 as docs/errors.md says, with Retry-After and RateLimit-* headers.
     let c = reqwest::Client::new();
     let mut last = None;
     for _ in 0..5 {

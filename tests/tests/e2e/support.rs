@@ -176,15 +176,21 @@ impl Gateway {
 
     /// Waits for the process to exit; returns how long it took.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Some(start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_child(&mut self.child, limit)
     }
+}
+
+/// Waits up to `limit` for a child process to exit; answers how long it took, or `None`
+/// (the child is still running) — so a test fails instead of hanging.
+pub fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 impl Drop for Gateway {
@@ -248,7 +254,7 @@ pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     resp.json().await.expect("a JSON body")
 }
 
-/// Asserts a gateway-produced error: status, SPEC.md code, and a request id.
+/// Asserts a gateway-produced error: status, error code (docs/errors.md), and a request id.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(resp.status().as_u16(), status, "status");
     let ct = resp
