@@ -169,7 +169,13 @@ impl ServerApp for EdgeApp {
         }
     }
 
-    async fn cleanup(&self) {
-        self.proxy.http_cleanup().await;
-    }
+    /// Called when the listener stops accepting (shutdown, or the old process of a binary
+    /// upgrade). Pingora's proxy would here abort every session waiting in `read_request`,
+    /// which is meant for idle keep-alive connections but also drops a connection whose
+    /// request is still arriving: it was accepted a moment ago, its client is sending, and it
+    /// got no answer (seen as resets in the upgrade test). Idle connections wait in this app
+    /// instead (`wait_for_request`), so nothing is aborted: during the drain every request
+    /// that arrives is served, with `Connection: close`, and idle connections end with their
+    /// keep-alive timeout or the grace period.
+    async fn cleanup(&self) {}
 }

@@ -200,9 +200,12 @@ async fn redis_outage_keeps_last_known_members_and_recovers() {
     assert_eq!(ready.status(), 503);
     let body = json(ready).await;
     assert!(body["reason"].as_str().unwrap().contains("redis"), "{body}");
-    let (ok, failed) = load.stop().await;
+    let (ok, failures) = load.stop().await;
     assert!(ok > 100);
-    assert_eq!(failed, 0, "requests failed while Redis was down");
+    assert!(
+        failures.is_empty(),
+        "requests failed while Redis was down: {failures:?}"
+    );
 
     // Redis returns (empty): services register again and discovery catches up by itself.
     redis.restart().await;

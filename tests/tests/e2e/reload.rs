@@ -90,9 +90,12 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (ok, failed) = load.stop().await;
+    let (ok, failures) = load.stop().await;
     assert!(ok > 200, "too little load: {ok}");
-    assert_eq!(failed, 0, "requests failed during reloads");
+    assert!(
+        failures.is_empty(),
+        "requests failed during reloads: {failures:?}"
+    );
 }
 
 #[tokio::test]

@@ -42,11 +42,11 @@ routes:
         )),
         "{metrics}"
     );
-    let (ok, failed) = load.stop().await;
+    let (ok, failures) = load.stop().await;
     assert!(ok > 100, "too little load: {ok}");
-    assert_eq!(
-        failed, 0,
-        "clients saw errors while a healthy member existed"
+    assert!(
+        failures.is_empty(),
+        "clients saw errors while a healthy member existed: {failures:?}"
     );
 
     // Back up: after the ejection period a half-open probe closes the circuit.

@@ -454,7 +454,7 @@ pub async fn upstreams_hit(client: &reqwest::Client, url: &str, n: usize) -> Vec
 pub struct Load {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -462,15 +462,16 @@ impl Load {
     /// `fresh_connections`: a new connection per request (each accepted anew), else keep-alive.
     pub fn start(urls: &[String], workers: usize, fresh_connections: bool) -> Load {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Arc;
+        use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
         let mut tasks = Vec::new();
         for url in urls {
             for _ in 0..workers {
-                let (stop, ok, failed, url) =
-                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                let (stop, ok, failures, url) =
+                    (stop.clone(), ok.clone(), failures.clone(), url.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut builder = reqwest::Client::builder();
                     if fresh_connections {
@@ -478,10 +479,23 @@ impl Load {
                     }
                     let c = builder.build().expect("client");
                     while !stop.load(Ordering::Relaxed) {
-                        match c.get(&url).send().await {
-                            Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                            _ => failed.fetch_add(1, Ordering::Relaxed),
+                        let failure = match c.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                format!("{url}: status {status}: {body}")
+                            }
+                            Err(e) => format!("{url}: {}", error_chain(&e)),
                         };
+                        let at = started.elapsed().as_secs_f64();
+                        failures
+                            .lock()
+                            .expect("failures")
+                            .push(format!("at {at:.3} s: {failure}"));
                     }
                 }));
             }
@@ -489,7 +503,7 @@ impl Load {
         Load {
             stop,
             ok,
-            failed,
+            failures,
             tasks,
         }
     }
@@ -498,18 +512,28 @@ impl Load {
         self.ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Stops the loops; answers (ok, failed).
-    pub async fn stop(self) -> (usize, usize) {
+    /// Stops the loops; answers the requests that succeeded and what each failure was.
+    pub async fn stop(self) -> (usize, Vec<String>) {
         use std::sync::atomic::Ordering;
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.expect("load task");
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        let failures = std::mem::take(&mut *self.failures.lock().expect("failures"));
+        (self.ok.load(Ordering::Relaxed), failures)
     }
+}
+
+/// An error with its sources, so a failure says what really happened (reset, EOF, timeout).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Fails with the whole metrics text when `line` is not in it.
