@@ -18,5 +18,6 @@ pub mod registry;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod socket_activation;
 pub mod tls;
 pub mod upstream;

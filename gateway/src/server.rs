@@ -123,6 +123,15 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let server_conf = server.configuration.clone();
+    let mut wanted: Vec<&str> = config
+        .listeners
+        .iter()
+        .map(|l| l.value.address.value.as_str())
+        .collect();
+    if !config.admin.address.is_empty() {
+        wanted.push(&config.admin.address);
+    }
+    crate::socket_activation::hand_over(&wanted, &server.listen_fds());
 
     // One proxy service per h2c setting: Pingora's server options are per service.
     for h2c in [false, true] {
@@ -130,7 +139,8 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             .listeners
             .iter()
             .map(|l| &l.value)
-            .filter(|l| l.h2c == h2c)
+            .enumerate()
+            .filter(|(_, l)| l.h2c == h2c)
             .collect();
         if listeners.is_empty() {
             continue;
@@ -148,7 +158,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             "portico-proxy"
         };
         let mut service = Service::new(name.to_string(), app);
-        for l in listeners {
+        for (index, l) in listeners {
             let address = l.address.value.clone();
             let mut listener = ListenerConfig::tcp(address.clone());
             match &l.tls {
@@ -167,7 +177,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
                 }
             }
             service.add_listener(listener);
-            tracing::info!(address = %address, tls = l.tls.is_some(), h2c, "listening");
+            tracing::info!(address = %address, listener = index, tls = l.tls.is_some(), h2c, "listening");
         }
         server.add_service(service);
     }

@@ -65,7 +65,16 @@ impl Witness {
     }
 
     pub async fn start_on(addr: SocketAddr, name: &str) -> std::io::Result<Witness> {
-        let listener = TcpListener::bind(addr).await?;
+        Self::serve(TcpListener::bind(addr).await?, name)
+    }
+
+    /// Serves on a listening socket bound elsewhere (handed over by a parent process).
+    pub fn start_with(listener: std::net::TcpListener, name: &str) -> std::io::Result<Witness> {
+        listener.set_nonblocking(true)?;
+        Self::serve(TcpListener::from_std(listener)?, name)
+    }
+
+    fn serve(listener: TcpListener, name: &str) -> std::io::Result<Witness> {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             name: name.to_string(),

@@ -423,6 +423,8 @@ async fn lookups_coalesce_and_an_unreachable_auth_service_answers_503() {
             r#"{{"session":{{"token":"{token}","expiresAt":"{expires}","userId":"u-1"}},"user":{{"id":"u-1","role":"admin,editor"}}}}"#
         ),
     );
+    // An auth service that is down: a port held (connections refused) for the whole test.
+    let closed = PortHold::new();
     let yaml = api_config(
         up.addr,
         &format!(
@@ -445,7 +447,7 @@ async fn lookups_coalesce_and_an_unreachable_auth_service_answers_503() {
     plugins: [ *down ]
 "#,
             auth = auth.addr,
-            closed = free_port()
+            closed = closed.port
         ),
     );
     let gw = gateway(&yaml).await;

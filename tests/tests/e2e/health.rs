@@ -3,9 +3,10 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn killed_member_leaves_rotation_and_returns() {
-    let (pa, pb) = (free_port(), free_port());
-    let _a = UpstreamProcess::start("a", pa).await;
-    let mut b = UpstreamProcess::start("b", pb).await;
+    let (hold_a, hold_b) = (PortHold::new(), PortHold::new());
+    let (pa, pb) = (hold_a.port, hold_b.port);
+    let _a = UpstreamProcess::start("a", &hold_a).await;
+    let mut b = UpstreamProcess::start("b", &hold_b).await;
     let yaml = format!(
         r#"listeners:
   - address: 127.0.0.1:{{port}}
@@ -61,7 +62,7 @@ routes:
     );
 
     // It comes back when it is reachable again.
-    let _b2 = UpstreamProcess::start("b", pb).await;
+    let _b2 = UpstreamProcess::start("b", &hold_b).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let v = gw.upstreams().await;
@@ -81,9 +82,11 @@ routes:
 
 #[tokio::test]
 async fn all_members_down_is_503_and_refused_connect_is_502() {
-    let pa = free_port();
-    let mut a = UpstreamProcess::start("a", pa).await;
-    let dead = free_port();
+    let hold_a = PortHold::new();
+    let pa = hold_a.port;
+    let mut a = UpstreamProcess::start("a", &hold_a).await;
+    let dead_hold = PortHold::new();
+    let dead = dead_hold.port;
     let yaml = format!(
         r#"listeners:
   - address: 127.0.0.1:{{port}}
@@ -132,7 +135,8 @@ routes:
 #[tokio::test]
 async fn connect_failure_tries_another_member() {
     let up = Witness::start("alive").await.unwrap();
-    let dead = free_port();
+    let dead_hold = PortHold::new();
+    let dead = dead_hold.port;
     let yaml = format!(
         "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    connect_retries: 1\n    members: [ {{ address: 127.0.0.1:{dead} }}, {{ address: {} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n",
         up.addr

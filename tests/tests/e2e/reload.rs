@@ -43,7 +43,8 @@ async fn wait_version(client: &reqwest::Client, gw: &Gateway, want: &str) {
 #[tokio::test]
 async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
     let up = Witness::start("w").await.unwrap();
-    let dead = free_port();
+    let dead_hold = PortHold::new();
+    let dead = dead_hold.port;
     let gw = GatewayBuilder::new(&config(&up, dead, 0))
         .env("TEST_ADMIN_TOKEN", "t0ken")
         .start()
@@ -101,7 +102,8 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
 #[tokio::test]
 async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     let up = Witness::start("w").await.unwrap();
-    let dead = free_port();
+    let dead_hold = PortHold::new();
+    let dead = dead_hold.port;
     let gw = GatewayBuilder::new(&config(&up, dead, 1))
         .env("TEST_ADMIN_TOKEN", "t0ken")
         .start()

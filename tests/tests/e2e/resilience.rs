@@ -3,9 +3,10 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn killed_member_is_ejected_and_requests_are_retried_without_client_errors() {
-    let (pa, pb) = (free_port(), free_port());
-    let _a = UpstreamProcess::start("a", pa).await;
-    let mut b = UpstreamProcess::start("b", pb).await;
+    let (hold_a, hold_b) = (PortHold::new(), PortHold::new());
+    let (pa, pb) = (hold_a.port, hold_b.port);
+    let _a = UpstreamProcess::start("a", &hold_a).await;
+    let mut b = UpstreamProcess::start("b", &hold_b).await;
     let yaml = format!(
         r#"listeners:
   - address: 127.0.0.1:{{port}}
@@ -50,7 +51,7 @@ routes:
     );
 
     // Back up: after the ejection period a half-open probe closes the circuit.
-    let _b2 = UpstreamProcess::start("b", pb).await;
+    let _b2 = UpstreamProcess::start("b", &hold_b).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let hits = upstreams_hit(&c, &gw.url("/"), 10).await;

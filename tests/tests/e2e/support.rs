@@ -9,12 +9,85 @@ use std::time::{Duration, Instant};
 
 pub use portico_e2e::Witness;
 
-/// A free loopback port (bound and released; the tiny race is acceptable in tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A loopback port held for as long as the value lives: bound, not listening, so
+/// connections to it are refused ("a member that is down") and no other test can take it
+/// (`SO_REUSEPORT` lets only this test bind it again, to hand a listener to a process).
+pub struct PortHold {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        let socket = reuseport_socket();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("a bound address")
+            .port();
+        PortHold {
+            _socket: socket,
+            port,
+        }
+    }
+
+    /// A listening socket on the held port, to hand to a process.
+    pub fn listener(&self) -> TcpListener {
+        let socket = reuseport_socket();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], self.port)).into())
+            .expect("bind the held port");
+        socket.listen(1024).expect("listen");
+        socket.into()
+    }
+}
+
+fn reuseport_socket() -> socket2::Socket {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_reuse_port(true).expect("SO_REUSEPORT");
+    socket
+}
+
+/// A listening loopback socket on a port the kernel picked.
+pub fn loopback_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")
+}
+
+/// Hands `listeners` to the process `cmd` starts, systemd's way: as descriptors 3, 4, …
+/// with `LISTEN_FDS`. The test never chooses a port that it binds later.
+pub fn hand_listeners(cmd: &mut Command, listeners: &[TcpListener]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    assert!(fds.len() <= 16, "at most 16 listeners");
+    cmd.env("LISTEN_FDS", fds.len().to_string());
+    // SAFETY: runs in the child between fork and exec and only calls async-signal-safe
+    // functions (fcntl, dup2); `fds` was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source above the target range first, so a dup2 onto 3, 4, … cannot
+            // close a source that happens to sit there; the copies close on exec.
+            let mut moved = [0i32; 16];
+            for (i, fd) in fds.iter().enumerate().take(moved.len()) {
+                let copy = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                if copy < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                moved[i] = copy;
+            }
+            for (i, copy) in moved.iter().take(fds.len()).enumerate() {
+                if libc::dup2(*copy, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
 pub fn binary() -> PathBuf {
@@ -66,9 +139,15 @@ impl GatewayBuilder {
         self
     }
     pub async fn start(self) -> Gateway {
-        let port = free_port();
-        let admin_port = free_port();
-        let extra: Vec<u16> = (0..self.extra_ports).map(|_| free_port()).collect();
+        // The listeners are bound here and handed to the gateway: no port is chosen first
+        // and bound later, when another test may have taken it.
+        let mut listeners: Vec<TcpListener> = (0..2 + self.extra_ports)
+            .map(|_| loopback_listener())
+            .collect();
+        let port_of = |l: &TcpListener| l.local_addr().expect("bound").port();
+        let port = port_of(&listeners[0]);
+        let admin_port = port_of(&listeners[1]);
+        let extra: Vec<u16> = listeners[2..].iter().map(port_of).collect();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut yaml = self
             .yaml
@@ -101,7 +180,11 @@ impl GatewayBuilder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // Sockets the config does not name are closed by the gateway (with a warning).
+        listeners.retain(|l| yaml.contains(&format!("127.0.0.1:{}", port_of(l))));
+        hand_listeners(&mut cmd, &listeners);
         let child = cmd.spawn().expect("spawn portico");
+        drop(listeners);
         let gw = Gateway {
             child,
             port,
@@ -207,15 +290,20 @@ pub struct UpstreamProcess {
 }
 
 impl UpstreamProcess {
-    pub async fn start(name: &str, port: u16) -> UpstreamProcess {
+    /// Starts on the held port (again, after a kill: the hold keeps the port for the test).
+    pub async fn start(name: &str, hold: &PortHold) -> UpstreamProcess {
+        let port = hold.port;
+        let listener = hold.listener();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portico-demo-upstream"));
+        cmd.arg(format!("{name}=fd:3"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        hand_listeners(&mut cmd, std::slice::from_ref(&listener));
         // Reaped by `Drop` (clippy cannot see through the struct).
         #[allow(clippy::zombie_processes)]
-        let child = Command::new(env!("CARGO_BIN_EXE_portico-demo-upstream"))
-            .arg(format!("{name}=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn demo upstream");
+        let child = cmd.spawn().expect("spawn demo upstream");
+        // Only the child may listen: once it is killed, connections must be refused.
+        drop(listener);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -290,22 +378,31 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        Self::start_on(free_port(), false).await
+        Self::start_new(false).await
     }
 
-    pub async fn start_on(port: u16, cluster: bool) -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = RedisServer {
-            port,
-            child: None,
-            dir,
-            cluster,
-        };
-        s.launch().await;
-        s
+    /// Redis cannot take a handed-over socket, so it gets a port that was free a moment
+    /// ago; if another process took it in between, Redis fails to bind and is started on
+    /// another. Readiness is only accepted from this Redis (its process id), never from
+    /// whatever else answers on the port.
+    pub async fn start_new(cluster: bool) -> RedisServer {
+        for _ in 0..5 {
+            let port = loopback_listener().local_addr().expect("bound").port();
+            let mut s = RedisServer {
+                port,
+                child: None,
+                dir: tempfile::tempdir().expect("tempdir"),
+                cluster,
+            };
+            if s.launch().await {
+                return s;
+            }
+        }
+        panic!("redis-server could not bind a port in five tries");
     }
 
-    async fn launch(&mut self) {
+    /// Starts Redis on `self.port`; `false` when it exited (the port was taken).
+    async fn launch(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -332,18 +429,50 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/setup.sh installs it)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.child = None;
+                return false;
+            }
+            if self.process_id().await == Some(pid) {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("redis-server did not start on {}", self.port);
+    }
+
+    /// The `process_id` of whatever Redis answers on the port.
+    async fn process_id(&self) -> Option<u32> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        conn.write_all(b"INFO server\r\n").await.ok()?;
+        let mut buf = vec![0u8; 8192];
+        let mut got = 0;
+        while got < buf.len() {
+            let n = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf[got..]))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+            let text = String::from_utf8_lossy(&buf[..got]);
+            if let Some(line) = text.lines().find(|l| l.starts_with("process_id:")) {
+                return line["process_id:".len()..].trim().parse().ok();
+            }
+        }
+        None
     }
 
     pub fn url(&self) -> String {
@@ -360,7 +489,11 @@ impl RedisServer {
     /// Starts it again on the same port (empty: nothing is persisted).
     pub async fn restart(&mut self) {
         self.stop();
-        self.launch().await;
+        assert!(
+            self.launch().await,
+            "port {} was taken while Redis was down",
+            self.port
+        );
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
@@ -384,7 +517,7 @@ impl Drop for RedisServer {
 pub async fn redis_cluster() -> Vec<RedisServer> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(RedisServer::start_on(free_port(), true).await);
+        nodes.push(RedisServer::start_new(true).await);
     }
     let addrs: Vec<String> = nodes
         .iter()

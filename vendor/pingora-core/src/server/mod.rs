@@ -370,8 +370,12 @@ impl Server {
     }
 
     /// Get the configured file descriptors for listening
+    ///
+    /// Portico patch 0004 (vendor/patches/): public, so an embedding program can hand over
+    /// sockets it bound itself (an ephemeral port it must know, an inherited socket) before
+    /// the services start; listeners look their address up in this table first.
     #[cfg(unix)]
-    fn listen_fds(&self) -> ListenFds {
+    pub fn listen_fds(&self) -> ListenFds {
         self.bootstrap.lock().get_fds()
     }
 
