@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use portico::{config, server};
+use std::io::Write;
 
 /// mimalloc: glibc's malloc and free were a fifth of the instructions per proxied request
 /// (callgrind), and glibc keeps freed per-request memory resident.
@@ -90,11 +91,17 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::Schema) => {
             let schema = config::json_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
+            let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+            // `println!` panics when the reader went away (`portico schema | head`).
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{text}").and_then(|()| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("portico: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Some(Command::Check) => {
             let path = match require_config(&cli) {

@@ -68,6 +68,17 @@ pub struct Identity {
     pub method: &'static str,
     /// Further headers for the upstream, from configured claim mappings.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where the verified credential was, so the gateway can keep it from the upstream.
+    pub presented: Option<Presented>,
+}
+
+/// Where a verified credential travelled in the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// `Authorization: Bearer …`
+    Bearer,
+    /// These cookies (and their chunks `NAME.0`, `NAME.1`, …).
+    Cookies(Arc<[String]>),
 }
 
 /// What the gateway knows about the request, shared by every plugin of the pipeline.
@@ -140,6 +151,9 @@ pub struct AuthPolicy {
     /// An invalid (or uncheckable) credential lets the request pass anonymously instead of
     /// answering 401 (or 503).
     pub invalid_are_anonymous: bool,
+    /// The verified credential (bearer token, session cookies) goes on to the upstream;
+    /// by default only the identity headers do.
+    pub forward_credentials: bool,
 }
 
 /// What a request hook decided.

@@ -21,7 +21,7 @@ pub mod units;
 
 pub use api::{
     AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError,
-    Rejection, RequestContext, SharedBuckets, StateStore,
+    Presented, Rejection, RequestContext, SharedBuckets, StateStore,
 };
 pub use error_code::ErrorCode;
 pub use pipeline::Pipeline;
@@ -87,6 +87,12 @@ pub struct AuthPolicyConfig {
     /// stale session cookie or an auth outage must not take down).
     #[serde(default)]
     pub invalid_credentials: InvalidCredentials,
+    /// Send the verified credential (the `Authorization` bearer token, the session cookies)
+    /// on to the upstream. By default it is removed: the upstream gets the identity headers,
+    /// and an upstream that echoes headers cannot leak an HttpOnly session token. Other
+    /// cookies always pass.
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -107,6 +113,7 @@ impl Default for AuthPolicyConfig {
             required: true,
             roles: Vec::new(),
             invalid_credentials: InvalidCredentials::Reject,
+            forward_credentials: false,
         }
     }
 }
@@ -118,6 +125,7 @@ impl From<&AuthPolicyConfig> for AuthPolicy {
             roles: c.roles.clone(),
             invalid_are_anonymous: !c.required
                 && c.invalid_credentials == InvalidCredentials::Anonymous,
+            forward_credentials: c.forward_credentials,
         }
     }
 }

@@ -34,6 +34,11 @@ impl Pipeline {
         }
     }
 
+    /// Whether the verified credential goes on to the upstream (the route's auth policy).
+    pub fn forwards_credentials(&self) -> bool {
+        self.auth_policy.forward_credentials
+    }
+
     pub fn is_empty(&self) -> bool {
         self.authenticate.is_empty()
             && self.request.is_empty()

@@ -138,7 +138,9 @@ impl ProxyHttp for Gateway {
         let snapshot = ctx.snapshot.clone();
         let req = session.req_header();
 
-        if let Some((code, message)) = request::exceeded_limit(req, &snapshot.edge) {
+        let refused = request::exceeded_limit(req, &snapshot.edge)
+            .or_else(|| request::malformed(req).map(|m| (ErrorCode::BadRequest, m)));
+        if let Some((code, message)) = refused {
             let r = ctx.reject(code, message);
             return reject(session, ctx, &r).await;
         }
@@ -274,8 +276,13 @@ impl ProxyHttp for Gateway {
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
         upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
-        if let Some(id) = &ctx.plugin.identity {
+        if let (Some(id), Some(route)) = (&ctx.plugin.identity, &ctx.route) {
             identity::apply(upstream, id)?;
+            if let Some(presented) = id.presented.as_ref() {
+                if !route.pipeline.forwards_credentials() {
+                    portico_plugins::credential::strip(upstream, presented);
+                }
+            }
         }
         if let Some(route) = &ctx.route {
             route
@@ -311,6 +318,10 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
+        if session.req_header().version < http::Version::HTTP_2 {
+            // A proxy answers with its own version, whatever the upstream spoke (RFC 9110 §2.5).
+            upstream_response.set_version(http::Version::HTTP_11);
+        }
         let Some(route) = ctx.route.clone() else {
             return Ok(());
         };

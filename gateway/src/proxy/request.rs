@@ -25,6 +25,19 @@ pub fn host(req: &RequestHeader) -> Cow<'_, str> {
     }
 }
 
+/// Why the head is malformed in a way the parser lets through: an HTTP/1.1 request needs
+/// exactly one `Host` (RFC 9112 §3.2); several are refused at any version.
+pub fn malformed(req: &RequestHeader) -> Option<&'static str> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some("The request has more than one Host header"),
+        (None, None) if req.version == http::Version::HTTP_11 => {
+            Some("An HTTP/1.1 request needs a Host header")
+        }
+        _ => None,
+    }
+}
+
 /// The first of the edge's limits the request head exceeds, with the message to answer.
 pub fn exceeded_limit(req: &RequestHeader, edge: &Edge) -> Option<(ErrorCode, &'static str)> {
     let over = |code: ErrorCode| Some((code, code.default_message()));

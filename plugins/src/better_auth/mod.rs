@@ -22,7 +22,7 @@ pub use cookie_cache::{CachedSession, Verifier as CookieCacheVerifier};
 pub use signed::{SignedToken, TokenVerifier};
 
 use crate::api::{
-    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
+    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, Presented, RequestContext,
 };
 use crate::claims::{HeaderMap, Path};
 use crate::credential;
@@ -168,6 +168,8 @@ struct CookieCache {
 pub struct BetterAuthPlugin {
     tokens: TokenVerifier,
     cookie_name: String,
+    /// The session token and cookie-cache cookies, as a credential to keep from upstreams.
+    session_cookies: Presented,
     bearer: bool,
     lookup: Option<Arc<SessionLookup>>,
     cookie_cache: Option<CookieCache>,
@@ -272,9 +274,17 @@ impl BetterAuthPlugin {
                 })
             }
         };
+        let session_cookies = Presented::Cookies(
+            vec![
+                cookie_name.clone(),
+                format!("{secure}{}.session_data", config.cookie_prefix),
+            ]
+            .into(),
+        );
         Ok(BetterAuthPlugin {
             tokens: TokenVerifier::new(secret.as_bytes()).map_err(&err)?,
             cookie_name,
+            session_cookies,
             bearer: config.bearer,
             lookup,
             cookie_cache,
@@ -312,6 +322,16 @@ impl BetterAuthPlugin {
         (!joined.is_empty()).then_some(joined)
     }
 
+    /// The outcome for a verified session, with where its credential was.
+    fn verified(&self, mut identity: Identity, from_cookie: bool) -> AuthOutcome {
+        identity.presented = Some(if from_cookie {
+            self.session_cookies.clone()
+        } else {
+            Presented::Bearer
+        });
+        AuthOutcome::Verified(identity)
+    }
+
     fn identity(&self, user: &Value) -> Option<Identity> {
         let user_id = user.get("id")?.as_str().filter(|id| !id.is_empty())?;
         Some(Identity {
@@ -319,6 +339,7 @@ impl BetterAuthPlugin {
             roles: self.roles.roles(user),
             method: "session",
             headers: self.user_headers.extract(user),
+            presented: None,
         })
     }
 }
@@ -358,7 +379,7 @@ impl Plugin for BetterAuthPlugin {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
                     Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token().as_bytes())) => {
                         if let Some(id) = self.identity(&s.user) {
-                            return Ok(AuthOutcome::Verified(id));
+                            return Ok(self.verified(id, from_cookie));
                         }
                     }
                     Ok(_) => tracing::debug!("better_auth: session_data of another session"),
@@ -371,7 +392,7 @@ impl Plugin for BetterAuthPlugin {
         };
         Ok(
             match lookup.resolve(&token, |user| self.identity(user)).await {
-                Ok(Some(identity)) => AuthOutcome::Verified(identity),
+                Ok(Some(identity)) => self.verified(identity, from_cookie),
                 Ok(None) => AuthOutcome::Invalid("no_session"),
                 Err(reason) => AuthOutcome::Unavailable(reason),
             },

@@ -16,7 +16,7 @@
 pub(crate) mod keys;
 
 use crate::api::{
-    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, RequestContext,
+    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, Presented, RequestContext,
 };
 use crate::claims::{HeaderMap, Path};
 use crate::credential;
@@ -298,8 +298,20 @@ fn try_keys(
 #[derive(Debug, Clone, PartialEq)]
 enum Source {
     Bearer,
-    Cookie(String),
+    /// The cookie's name, and the same as a credential to strip (built once).
+    Cookie(String, Presented),
+    /// A token in the query string stays in the URL the upstream gets.
     Query(String),
+}
+
+impl Source {
+    fn presented(&self) -> Option<Presented> {
+        match self {
+            Source::Bearer => Some(Presented::Bearer),
+            Source::Cookie(_, p) => Some(p.clone()),
+            Source::Query(_) => None,
+        }
+    }
 }
 
 /// A verified token's identity, remembered until its `exp`.
@@ -344,7 +356,10 @@ impl JwtPlugin {
                 "bearer" => Ok(Source::Bearer),
                 _ => {
                     if let Some(c) = s.strip_prefix("cookie:") {
-                        Ok(Source::Cookie(c.to_string()))
+                        Ok(Source::Cookie(
+                            c.to_string(),
+                            Presented::Cookies(vec![c.to_string()].into()),
+                        ))
                     } else if let Some(q) = s.strip_prefix("query:") {
                         Ok(Source::Query(q.to_string()))
                     } else {
@@ -370,12 +385,12 @@ impl JwtPlugin {
         })
     }
 
-    fn token<'a>(&self, session: &'a Session) -> Option<&'a str> {
+    fn token<'a>(&'a self, session: &'a Session) -> Option<(&'a str, &'a Source)> {
         let req = session.req_header();
         for source in &self.sources {
             let found = match source {
                 Source::Bearer => credential::bearer(&req.headers),
-                Source::Cookie(name) => {
+                Source::Cookie(name, _) => {
                     credential::cookie(&req.headers, name).and_then(|v| std::str::from_utf8(v).ok())
                 }
                 Source::Query(name) => req.uri.query().and_then(|q| {
@@ -386,7 +401,7 @@ impl JwtPlugin {
                 }),
             };
             if let Some(t) = found.filter(|t| !t.is_empty()) {
-                return Some(t);
+                return Some((t, source));
             }
         }
         None
@@ -408,6 +423,7 @@ impl JwtPlugin {
             roles,
             method: "jwt",
             headers,
+            presented: None,
         })
     }
 
@@ -496,11 +512,14 @@ impl Plugin for JwtPlugin {
         session: &mut Session,
         _ctx: &RequestContext,
     ) -> Result<AuthOutcome, PluginError> {
-        let Some(token) = self.token(session) else {
+        let Some((token, source)) = self.token(session) else {
             return Ok(AuthOutcome::Absent);
         };
         Ok(match self.verify_token(token).await {
-            Ok(identity) => AuthOutcome::Verified(identity),
+            Ok(mut identity) => {
+                identity.presented = source.presented();
+                AuthOutcome::Verified(identity)
+            }
             Err(reason) => AuthOutcome::Invalid(reason),
         })
     }

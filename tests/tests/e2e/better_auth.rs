@@ -87,7 +87,7 @@ routes:
   - name: public
     match: {{ prefix: /public }}
     upstream: api
-    auth: {{ required: false, invalid_credentials: anonymous }}
+    auth: {{ required: false, invalid_credentials: anonymous, forward_credentials: true }}
     plugins: [ *session ]
   - name: api
     match: {{ prefix: /api }}
@@ -116,7 +116,7 @@ routes:
     // The cookie: exactly one X-User-Id, the user's id; every spoofed copy is gone.
     let r = c
         .get(gw.url("/api/me"))
-        .header("cookie", &session_cookie)
+        .header("cookie", format!("theme=dark; {session_cookie}"))
         .header("X-User-Id", "spoofed")
         .header("x_user_id", "spoofed")
         .header("X-Auth-Method", "jwt")
@@ -133,6 +133,18 @@ routes:
         seen.header_values("x-user-email"),
         vec!["alice@example.com"]
     );
+    // The verified session cookie stays at the edge; other cookies pass.
+    assert_eq!(seen.header_values("cookie"), vec!["theme=dark"]);
+    // Unless the route forwards credentials.
+    let r = c
+        .get(gw.url("/public/page"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header_values("x-user-id"), vec![alice.user_id.clone()]);
     assert_eq!(seen.header_values("cookie"), vec![session_cookie.clone()]);
 
     // The bearer plugin's `set-auth-token`.
@@ -144,9 +156,11 @@ routes:
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        up.seen().pop().unwrap().header_values("x-user-id"),
-        vec![alice.user_id.clone()]
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header_values("x-user-id"), vec![alice.user_id.clone()]);
+    assert!(
+        seen.header_values("authorization").is_empty(),
+        "a verified bearer token stays at the edge"
     );
 
     // The JWT from /api/auth/token (EdDSA, verified with the JWKS).
@@ -167,6 +181,10 @@ routes:
     let seen = up.seen().pop().unwrap();
     assert_eq!(seen.header_values("x-user-id"), vec![alice.user_id.clone()]);
     assert_eq!(seen.header_values("x-auth-method"), vec!["jwt"]);
+    assert!(
+        seen.header_values("authorization").is_empty(),
+        "a verified JWT stays at the edge"
+    );
 
     // Refusals: 401 with a challenge, and the upstream never sees them.
     let before = up.count();

@@ -206,3 +206,64 @@ async fn idle_keep_alive_clients_are_served_then_closed_by_timeout_and_request_l
         "a 4th request was served"
     );
 }
+
+/// Sends `request` on a new connection and answers the response (or what arrived).
+async fn exchange(gw: &Gateway, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(request).await.unwrap();
+    read_response(&mut s).await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn host_rules_of_rfc_9112() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = gateway(&up, SMALL_LIMITS).await;
+    // HTTP/1.1 without Host: 400 with the JSON body; nothing reaches the upstream.
+    let text = exchange(&gw, b"GET /no-host HTTP/1.1\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains(r#""code":"bad_request""#), "{text}");
+    let text = exchange(&gw, b"GET /two HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(up
+        .seen()
+        .iter()
+        .all(|s| s.path != "/no-host" && s.path != "/two"));
+    // HTTP/1.0 may leave Host out.
+    let text = exchange(&gw, b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn the_gateway_answers_with_its_own_http_version() {
+    // An HTTP/1.0 upstream that answers with Content-Length, then closes.
+    let upstream = loopback_listener();
+    upstream.set_nonblocking(true).unwrap();
+    let upstream = tokio::net::TcpListener::from_std(upstream).unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  old:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: old\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+    let text = exchange(&gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("ok"), "{text}");
+}
