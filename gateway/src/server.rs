@@ -189,6 +189,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             metrics.clone(),
             Arc::new(DiscoveryCache::default()),
             r.value.resync_interval.get(),
+            r.value.registry_grace.get(),
         ))),
         _ => None,
     };

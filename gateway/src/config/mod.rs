@@ -224,6 +224,11 @@ pub struct RedisConfig {
     /// Full registry resync period (events make changes visible sooner).
     #[serde(default = "ten_seconds")]
     pub resync_interval: Duration,
+    /// After Redis was unreachable, members missing from the registry are kept this long
+    /// (so their heartbeats can register them again in a Redis that lost them) before they
+    /// leave their pools. At least one registration TTL.
+    #[serde(default = "fifteen_seconds")]
+    pub registry_grace: Duration,
     /// Whether `/ready` answers 503 while Redis is unreachable. Traffic keeps
     /// flowing either way; set to false when one Redis outage must not take every replica
     /// out of a load balancer at once.
@@ -244,6 +249,7 @@ impl RedisConfig {
             connect_timeout: one_second(),
             command_timeout: one_second(),
             resync_interval: ten_seconds(),
+            registry_grace: fifteen_seconds(),
             required_for_ready: true,
         }
     }
@@ -547,6 +553,11 @@ fn root_path() -> String {
 fn ten_seconds() -> Duration {
     Duration::secs(10)
 }
+
+fn fifteen_seconds() -> Duration {
+    Duration::secs(15)
+}
+
 fn default_prefix() -> String {
     "portico".into()
 }

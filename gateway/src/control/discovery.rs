@@ -16,6 +16,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+/// The loop's state between reads.
+#[derive(Default)]
+struct SyncState {
+    /// When to read each service again (its first instance expiry, or a retry).
+    expiries: HashMap<String, Instant>,
+    link: LinkHistory,
+}
+
 /// A message that asks for every service to be read again.
 const ALL: &str = "*";
 
@@ -26,7 +34,18 @@ pub struct DiscoveryService {
     metrics: Arc<Metrics>,
     pub cache: Arc<DiscoveryCache>,
     resync_interval: Duration,
+    /// `redis.registry_grace`: how long members missing after an outage are kept.
+    grace: Duration,
     wake: Notify,
+}
+
+/// What the loop knows about Redis's recent past.
+#[derive(Default)]
+struct LinkHistory {
+    /// The last registry read failed.
+    failing: bool,
+    /// Until then, after an outage, members missing from the registry stay in their pools.
+    hold_until: Option<Instant>,
 }
 
 impl DiscoveryService {
@@ -36,6 +55,7 @@ impl DiscoveryService {
         metrics: Arc<Metrics>,
         cache: Arc<DiscoveryCache>,
         resync_interval: Duration,
+        grace: Duration,
     ) -> Self {
         DiscoveryService {
             registry: Registry::new(link.clone()),
@@ -44,6 +64,7 @@ impl DiscoveryService {
             metrics,
             cache,
             resync_interval,
+            grace,
             wake: Notify::new(),
         }
     }
@@ -66,33 +87,34 @@ impl DiscoveryService {
         let (tx, mut rx) = mpsc::unbounded_channel::<String>();
         let listener = tokio::spawn(self.clone().listen(tx));
         let mut next_full = Instant::now();
-        let mut expiries: HashMap<String, Instant> = HashMap::new();
+        let mut state = SyncState::default();
         loop {
-            let next_expiry = expiries.values().min().copied();
+            let next_expiry = state.expiries.values().min().copied();
             let deadline = next_expiry.map_or(next_full, |e| e.min(next_full));
             tokio::select! {
                 event = rx.recv() => {
                     let Some(service) = event else { break };
                     if service == ALL {
-                        self.sync_all(&mut expiries).await;
+                        self.sync_all(&mut state).await;
                     } else if self.services().contains(&service) {
-                        self.sync(&service, &mut expiries).await;
+                        self.sync(&service, &mut state).await;
                     }
                 }
-                _ = self.wake.notified() => self.sync_all(&mut expiries).await,
+                _ = self.wake.notified() => self.sync_all(&mut state).await,
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
                     if now >= next_full {
-                        self.sync_all(&mut expiries).await;
+                        self.sync_all(&mut state).await;
                         next_full = Instant::now() + self.resync_interval;
                     } else {
-                        let due: Vec<String> = expiries
+                        let due: Vec<String> = state
+                            .expiries
                             .iter()
                             .filter(|(_, t)| **t <= now)
                             .map(|(s, _)| s.clone())
                             .collect();
                         for s in due {
-                            self.sync(&s, &mut expiries).await;
+                            self.sync(&s, &mut state).await;
                         }
                     }
                 }
@@ -101,27 +123,47 @@ impl DiscoveryService {
         listener.abort();
     }
 
-    async fn sync_all(&self, expiries: &mut HashMap<String, Instant>) {
+    async fn sync_all(&self, state: &mut SyncState) {
         let services = self.services();
-        expiries.retain(|s, _| services.contains(s));
+        state.expiries.retain(|s, _| services.contains(s));
         for s in services {
-            self.sync(&s, expiries).await;
+            self.sync(&s, state).await;
         }
     }
 
-    async fn sync(&self, service: &str, expiries: &mut HashMap<String, Instant>) {
+    async fn sync(&self, service: &str, state: &mut SyncState) {
         match self.registry.fetch(service).await {
             Ok(view) => {
                 self.metrics.registry_event("ok");
-                let found = resolve(service, &view).await;
-                match view.instances.iter().map(|i| i.expires_at_ms).min() {
-                    // Read again right after the first expiry, on Redis's clock.
-                    Some(first) => {
-                        let wait = Duration::from_millis(first.saturating_sub(view.now_ms) + 5);
-                        expiries.insert(service.to_string(), Instant::now() + wait);
+                let now = Instant::now();
+                if std::mem::take(&mut state.link.failing) {
+                    state.link.hold_until = Some(now + self.grace);
+                }
+                let mut found = resolve(service, &view).await;
+                // Read again right after the first expiry, on Redis's clock.
+                let mut next = view
+                    .instances
+                    .iter()
+                    .map(|i| i.expires_at_ms)
+                    .min()
+                    .map(|first| {
+                        now + Duration::from_millis(first.saturating_sub(view.now_ms) + 5)
+                    });
+                if let Some(until) = state.link.hold_until.filter(|t| now < *t) {
+                    let held = self.hold_missing(service, &mut found);
+                    if held > 0 {
+                        tracing::info!(service, held, seconds = until.saturating_duration_since(now).as_secs_f64(), "registry came back without some members after an outage; keeping them while they re-register");
+                        self.metrics.registry_event("held");
+                        // Read again when the grace ends, to let go of those still missing.
+                        next = Some(next.map_or(until, |n| n.min(until)));
+                    }
+                }
+                match next {
+                    Some(at) => {
+                        state.expiries.insert(service.to_string(), at);
                     }
                     None => {
-                        expiries.remove(service);
+                        state.expiries.remove(service);
                     }
                 }
                 if !view.invalid.is_empty() {
@@ -132,11 +174,28 @@ impl DiscoveryService {
             }
             Err(e) => {
                 self.metrics.registry_event("error");
+                state.link.failing = true;
                 // Keep the last known members; try again soon.
-                expiries.insert(service.to_string(), Instant::now() + Duration::from_secs(1));
+                state
+                    .expiries
+                    .insert(service.to_string(), Instant::now() + Duration::from_secs(1));
                 tracing::debug!(service, error = %e, "registry read failed; keeping the last known members");
             }
         }
+    }
+
+    /// Adds to `found` the last known instances it lacks; answers how many.
+    fn hold_missing(&self, service: &str, found: &mut Vec<Discovered>) -> usize {
+        let Some(known) = self.cache.get(service) else {
+            return 0;
+        };
+        let before = found.len();
+        for k in known {
+            if !found.iter().any(|f| f.id == k.id) {
+                found.push(k);
+            }
+        }
+        found.len() - before
     }
 
     fn apply(&self, service: &str, found: Vec<Discovered>) {

@@ -281,3 +281,92 @@ async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
     let r = c.get(gw.url("/users")).send().await.unwrap();
     assert_eq!(r.status(), 503, "deregistered on exit");
 }
+
+/// The drill of a Redis restart: Redis comes back empty (nothing persisted), and until the
+/// services' heartbeats register them again the registry names no member. The gateway keeps
+/// the last known members for `registry_grace` instead of emptying the pool.
+#[tokio::test]
+async fn a_redis_restart_does_not_empty_a_pool_before_heartbeats_return() {
+    let mut redis = RedisServer::start().await;
+    let w1 = Witness::start("w1").await.unwrap();
+    let gw = Gateway::start(&config(
+        &format!("url: {}\n  registry_grace: 6s", redis.url()),
+        "300ms",
+    ))
+    .await;
+    let c = reqwest::Client::new();
+    let mut hb = std::process::Command::new(binary())
+        .args(["registry", "--redis", &redis.url(), "register"])
+        .args(["--service", "users", "--id", "w1", "--addr"])
+        .arg(w1.addr.to_string())
+        .args(["--ttl", "3s", "--heartbeat"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_secs(2)).await;
+
+    let load = Load::start(&[gw.url("/users")], 4, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The heartbeat is held back until the gateway has read the empty registry: the race
+    // of the drill, made certain.
+    signal(hb.id(), "STOP");
+    redis.stop();
+    // Longer than the registration's TTL.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reads_before = registry_reads(&gw).await;
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry_reads(&gw).await < reads_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not read the registry again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(hb.id(), "CONT");
+    while !redis
+        .cli(&["ZCARD", "portico:svc:{users}"])
+        .trim()
+        .starts_with('1')
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeat did not register again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok, failures) = load.stop().await;
+    assert!(ok > 100, "too little load: {ok}");
+    assert!(
+        failures.is_empty(),
+        "requests failed across the Redis restart: {failures:?}"
+    );
+    signal(hb.id(), "INT");
+    let exited = tokio::task::spawn_blocking(move || {
+        let exited = wait_child(&mut hb, Duration::from_secs(10));
+        let _ = hb.kill();
+        exited
+    })
+    .await
+    .unwrap();
+    assert!(exited.is_some(), "the heartbeat did not stop on SIGINT");
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Successful registry reads so far (`portico_registry_events_total{result="ok"}`).
+async fn registry_reads(gw: &Gateway) -> u64 {
+    let metrics = gw.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"portico_registry_events_total{result="ok"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
