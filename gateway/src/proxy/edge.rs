@@ -16,6 +16,7 @@ use super::Gateway;
 use crate::snapshot::SnapshotStore;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::error_resp::ErrorResponder;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
@@ -39,6 +40,9 @@ pub struct EdgeApp {
     proxy: Arc<HttpProxy<Gateway>>,
     store: SnapshotStore,
     h2c: bool,
+    /// Writes the answers a session makes before the request path runs (a head that does
+    /// not parse), with the JSON error body.
+    error_responder: ErrorResponder,
 }
 
 impl EdgeApp {
@@ -47,6 +51,7 @@ impl EdgeApp {
             proxy: Arc::new(proxy),
             store,
             h2c,
+            error_responder: Arc::new(super::errors::session_error_response),
         }
     }
 
@@ -76,12 +81,14 @@ enum Start {
 /// once it is, the request may take as long as its own timeouts allow.
 async fn serve_one(
     proxy: &Arc<HttpProxy<Gateway>>,
+    error_responder: &ErrorResponder,
     stream: Stream,
     start: Start,
     shutdown: &ShutdownWatch,
     deadline: Duration,
 ) -> Option<ReusedHttpStream> {
     let mut session = ServerSession::new_http1(stream);
+    session.set_error_responder(error_responder.clone());
     match start {
         Start::New { keepalive, reuses } => {
             session.set_keepalive(keepalive);
@@ -154,6 +161,7 @@ impl ServerApp for EdgeApp {
             // requests.
             let reused = Box::pin(serve_one(
                 &self.proxy,
+                &self.error_responder,
                 stream,
                 start,
                 shutdown,

@@ -3,6 +3,7 @@
 use crate::json::push_string as json_string;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::error_resp::{gen_error_response, HeadError};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 use portico_plugins::{ErrorCode, Rejection};
@@ -31,13 +32,7 @@ pub async fn respond(
     close: bool,
 ) -> pingora::Result<()> {
     let body = body(rejection.code, &rejection.message, request_id);
-    let mut header = ResponseHeader::build(rejection.status, Some(6))?;
-    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    if !request_id.is_empty() {
-        header.insert_header("x-request-id", request_id)?;
-    }
+    let mut header = error_header(rejection.status, body.len(), request_id)?;
     for (name, value) in rejection.headers.iter().chain(extra) {
         header.append_header(name.clone(), value.clone())?;
     }
@@ -49,6 +44,38 @@ pub async fn respond(
         .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
+}
+
+/// The head of a JSON error answer.
+fn error_header(status: u16, body_len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(6))?;
+    header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    header.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if !request_id.is_empty() {
+        header.insert_header(super::request_id::HEADER, request_id)?;
+    }
+    Ok(header)
+}
+
+/// The answers an HTTP/1 session writes itself, before the request path runs: a head that
+/// does not parse (400; 431 when it is too large or has too many fields, 414 when its target
+/// is longer than a URI may be), a refused method
+/// (405 for CONNECT). The same JSON body as every other gateway answer, with a request id of
+/// its own, and no `Server` header.
+pub fn session_error_response(status: u16, head: Option<HeadError>) -> (ResponseHeader, Bytes) {
+    let code = match head {
+        Some(HeadError::TooLarge | HeadError::TooManyFields) => ErrorCode::HeadersTooLarge,
+        Some(HeadError::UriTooLong) => ErrorCode::UriTooLong,
+        _ => ErrorCode::for_status(status),
+    };
+    let request_id = super::request_id::generate();
+    let body = body(code, code.default_message(), &request_id);
+    match error_header(code.status(), body.len(), &request_id) {
+        Ok(header) => (header, body),
+        // Not reached for the fixed statuses above; Pingora's own answer is the fallback.
+        Err(_) => (gen_error_response(status), Bytes::new()),
+    }
 }
 
 /// Maps a proxying error to the status the client gets (0: the client is gone, send nothing).

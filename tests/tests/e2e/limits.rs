@@ -267,3 +267,134 @@ async fn the_gateway_answers_with_its_own_http_version() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("ok"), "{text}");
 }
+
+/// Sends raw bytes on a new connection and answers everything the gateway sent back before
+/// it closed (or stopped sending for a second).
+async fn raw_exchange(gw: &Gateway, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_the_json_error_or_a_clean_close() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = gateway(&up, "  max_headers: 100").await;
+    let many_headers: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 * 1024));
+    let cases: Vec<(&str, Vec<u8>, Option<u16>)> = vec![
+        (
+            "10k header fields",
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(),
+            Some(431),
+        ),
+        ("a 64 KiB URI", long_uri.into_bytes(), Some(414)),
+        (
+            "invalid UTF-8 in the path",
+            b"GET /\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            None,
+        ),
+        (
+            "NUL in a header value",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "bare CR in a header value",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "obsolete line folding",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "a space before the colon",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "`{` in the method",
+            b"G{T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "CONNECT",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec(),
+            Some(405),
+        ),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), None),
+        (
+            "HTTP/2.0 on HTTP/1",
+            b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "two Host fields",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "two Content-Lengths",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+                .to_vec(),
+            Some(400),
+        ),
+        (
+            "a negative Content-Length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "random garbage",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(),
+            None,
+        ),
+        (
+            "a TLS ClientHello",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x00\x01\x02\x03".to_vec(),
+            None,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, request, want) in cases {
+        let answer = raw_exchange(&gw, &request).await;
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let status: Option<u16> = answer
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|s| s.parse().ok());
+        let ok = match (status, want) {
+            // Not HTTP at all: a clean close is fine, a JSON answer too.
+            (None, None) => answer.is_empty(),
+            (Some(s), want) => {
+                want.is_none_or(|w| w == s)
+                    && answer.contains(r#"{"error":{"code":""#)
+                    && head.contains("x-request-id: ")
+                    && !head.contains("server: pingora")
+            }
+            (None, Some(_)) => false,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{what}: want {want:?}, got {:?}",
+                answer.get(..300).unwrap_or(&answer)
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(up.count(), 0, "none of them reached the upstream");
+}

@@ -14,9 +14,31 @@
 
 //! Error response generating utilities.
 
+use bytes::Bytes;
 use http::header;
 use once_cell::sync::Lazy;
 use pingora_http::ResponseHeader;
+use std::sync::Arc;
+
+/// Portico patch 0005 (vendor/patches/): why a request head could not be read, for an
+/// [`ErrorResponder`] to choose its answer (431 for too large a head, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// The head exceeds the size the parser accepts.
+    TooLarge,
+    /// The head has more fields than the parser accepts.
+    TooManyFields,
+    /// The request target is longer than a URI may be (64 KiB).
+    UriTooLong,
+    /// Anything else the parser or the request checks refused.
+    Malformed,
+}
+
+/// Portico patch 0005 (vendor/patches/): builds the error responses a server session writes
+/// itself (a head that does not parse, a refused method), instead of the empty-bodied
+/// defaults: the status asked for, and why the head failed when it did.
+pub type ErrorResponder =
+    Arc<dyn Fn(u16, Option<HeadError>) -> (ResponseHeader, Bytes) + Send + Sync>;
 
 use super::SERVER_NAME;
 

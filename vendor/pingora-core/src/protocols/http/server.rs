@@ -66,6 +66,14 @@ impl Session {
         Self::H1(SessionV1::new(stream))
     }
 
+    /// Portico patch 0005 (vendor/patches/): error answers an HTTP/1 session writes itself
+    /// (a head that does not parse, a refused method) come from `responder`.
+    pub fn set_error_responder(&mut self, responder: super::error_resp::ErrorResponder) {
+        if let Self::H1(s) = self {
+            s.set_error_responder(responder);
+        }
+    }
+
     /// Create a new [`Session`] from an established HTTP/2 stream
     pub fn new_http2(session: SessionV2) -> Self {
         Self::H2(session)
@@ -608,6 +616,13 @@ impl Session {
 
     /// Send error response to client using a pre-generated error message and custom body.
     pub async fn respond_error_with_body(&mut self, error: u16, body: Bytes) -> Result<()> {
+        // Portico patch 0005 (vendor/patches/): the session's own error answers.
+        if let (Self::H1(s), true) = (&*self, body.is_empty()) {
+            if let Some(responder) = s.error_responder() {
+                let (resp, body) = responder(error, s.head_error());
+                return self.write_error_response(resp, body).await;
+            }
+        }
         let mut resp = Self::generate_error(error);
         if !body.is_empty() {
             // error responses have a default content-length of zero

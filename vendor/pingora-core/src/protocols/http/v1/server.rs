@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use super::header::HeaderWriter;
+use crate::protocols::http::error_resp::{ErrorResponder, HeadError};
 use crate::protocols::http::{
     authority::validate_request_authority, body_buffer::FixedBuffer, date, HttpTask,
     ReusableHttpStream,
@@ -149,6 +150,9 @@ pub struct HttpSession {
     /// call to [`Self::read_request`]. Set via [`Self::set_pipelined_prefix`] after
     /// the previous session's [`BodyReader::take_body_overread`] yielded bytes.
     pipelined_prefix: Option<BytesMut>,
+    /// Portico patch 0005: why the last head could not be read, and who writes error answers.
+    head_error: Option<HeadError>,
+    error_responder: Option<ErrorResponder>,
     /// Set once the idle-branch of [`Self::read_body_or_idle`] has read the
     /// first bytes of a pipelined next request and pushed them onto the body
     /// reader's overread surface. Further idle polls on the same request
@@ -206,7 +210,24 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            head_error: None,
+            error_responder: None,
         }
+    }
+
+    /// Portico patch 0005: error answers this session writes itself come from `responder`.
+    pub fn set_error_responder(&mut self, responder: ErrorResponder) {
+        self.error_responder = Some(responder);
+    }
+
+    /// Portico patch 0005: the error responder, if one is set.
+    pub fn error_responder(&self) -> Option<&ErrorResponder> {
+        self.error_responder.as_ref()
+    }
+
+    /// Portico patch 0005: why the last request head could not be read.
+    pub fn head_error(&self) -> Option<HeadError> {
+        self.head_error
     }
 
     async fn read_request_buf(
@@ -309,6 +330,7 @@ impl HttpSession {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
+                self.head_error = Some(HeadError::TooLarge);
                 return Error::e_explain(
                     InvalidHTTPHeader,
                     format!("Request header larger than {MAX_HEADER_SIZE}"),
@@ -349,12 +371,25 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        let path = req.path.unwrap_or("");
+                        let built = RequestHeader::build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
-                            req.path.unwrap_or("").as_bytes(),
+                            path.as_bytes(),
                             Some(req.headers.len()),
-                        )?);
+                        );
+                        let mut request_header = match built {
+                            Ok(h) => Box::new(h),
+                            Err(e) => {
+                                // Portico patch 0005: `http::Uri` holds at most 65534 bytes.
+                                self.head_error = Some(if path.len() >= u16::MAX as usize - 1 {
+                                    HeadError::UriTooLong
+                                } else {
+                                    HeadError::Malformed
+                                });
+                                return Err(e);
+                            }
+                        };
 
                         request_header.set_version(match req.version {
                             Some(1) => Version::HTTP_11,
@@ -426,7 +461,10 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request()?;
+                        if let Err(e) = self.validate_request() {
+                            self.head_error = Some(HeadError::Malformed);
+                            return Err(e);
+                        }
 
                         return Ok(Some(s));
                     }
@@ -454,6 +492,7 @@ impl HttpSession {
                                 already_read = buf.len();
                             } else {
                                 debug!("Invalid request header from {:?}", self.underlying_stream);
+                                self.head_error = Some(HeadError::Malformed);
                                 buf.truncate(MAX_ERR_BUF_LEN);
                                 return Error::e_because(
                                     InvalidHTTPHeader,
@@ -464,6 +503,11 @@ impl HttpSession {
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
+                            self.head_error = Some(if e == httparse::Error::TooManyHeaders {
+                                HeadError::TooManyFields
+                            } else {
+                                HeadError::Malformed
+                            });
                             buf.truncate(MAX_ERR_BUF_LEN);
                             return Error::e_because(
                                 InvalidHTTPHeader,
