@@ -6,7 +6,113 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
 
-/// A duration written as text, e.g. `2s`, `250ms`, `1m30s`.
+/// A number with an optional fraction, then a unit from `units` (case-sensitive), possibly
+/// repeated (`1m30s`) when `repeat`. Answers the total in the units' base (ns or bytes).
+/// One grammar serves the parser and the JSON Schema ([`pattern`]), so an editor that
+/// validates against the schema agrees with `portico check`.
+fn parse_with_units(text: &str, units: &[(&str, f64)], repeat: bool) -> Option<f64> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0.0;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let valid_number = !number.is_empty()
+            && !number.starts_with('.')
+            && !number.ends_with('.')
+            && number.matches('.').count() <= 1;
+        if !valid_number {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let after = after.trim_start();
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let (_, mult) = units.iter().find(|(u, _)| *u == unit)?;
+        total += value * mult;
+        parts += 1;
+        rest = after.trim_start();
+        if !repeat && !rest.is_empty() {
+            return None;
+        }
+    }
+    (parts > 0).then_some(total)
+}
+
+/// The JSON Schema pattern of [`parse_with_units`] for the same table.
+fn pattern(units: &[(&str, f64)], repeat: bool) -> String {
+    let mut names: Vec<&str> = units.iter().map(|(u, _)| *u).collect();
+    // Longest first, so `ms` is tried before `m` and `KiB` before `K`.
+    names.sort_by_key(|u| std::cmp::Reverse(u.len()));
+    let alternatives = names
+        .iter()
+        .map(|u| {
+            if u.is_empty() {
+                String::new()
+            } else {
+                regex_escape(u)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("|");
+    let one = format!("[0-9]+(\\.[0-9]+)?\\s*({alternatives})");
+    if repeat {
+        format!("^\\s*({one}\\s*)+$")
+    } else {
+        format!("^\\s*{one}\\s*$")
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// Duration units, in nanoseconds.
+const DURATION_UNITS: &[(&str, f64)] = &[
+    ("ns", 1.0),
+    ("us", 1e3),
+    ("ms", 1e6),
+    ("s", 1e9),
+    ("m", 60e9),
+    ("h", 3600e9),
+    ("d", 86400e9),
+];
+
+/// Size units, in bytes: binary (`KiB`, and nginx's `k`/`K`), decimal (`KB`, `kB`).
+const SIZE_UNITS: &[(&str, f64)] = &[
+    ("", 1.0),
+    ("B", 1.0),
+    ("k", 1024.0),
+    ("K", 1024.0),
+    ("KiB", 1024.0),
+    ("m", 1048576.0),
+    ("M", 1048576.0),
+    ("MiB", 1048576.0),
+    ("g", 1073741824.0),
+    ("G", 1073741824.0),
+    ("GiB", 1073741824.0),
+    ("kB", 1e3),
+    ("KB", 1e3),
+    ("MB", 1e6),
+    ("GB", 1e9),
+];
+
+/// A duration written as text, e.g. `2s`, `250ms`, `1m30s`, `1.5s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub std::time::Duration);
 
@@ -17,24 +123,39 @@ impl Duration {
     pub fn get(self) -> std::time::Duration {
         self.0
     }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        parse_with_units(text, DURATION_UNITS, true)
+            .filter(|ns| *ns < u64::MAX as f64)
+            .map(|ns| Duration(std::time::Duration::from_nanos(ns as u64)))
+            .ok_or_else(|| {
+                format!(
+                    "invalid duration `{text}`; write e.g. `500ms`, `2s`, `1.5s`, `1m30s` (units: ns, us, ms, s, m, h, d)"
+                )
+            })
+    }
 }
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Duration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "invalid duration `{text}` ({e}); write e.g. `500ms`, `2s`, `1m`"
-                ))
-            })
+        Duration::parse(&text).map_err(de::Error::custom)
     }
 }
 
 impl Serialize for Duration {
+    /// Whole seconds as `Ns`, else whole milliseconds as `Nms`, else `Nns`: text the parser
+    /// reads back to the same value.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
+        let d = self.0;
+        let text = if d.subsec_nanos() == 0 {
+            format!("{}s", d.as_secs())
+        } else if d.subsec_nanos() % 1_000_000 == 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            format!("{}ns", d.as_nanos())
+        };
+        s.serialize_str(&text)
     }
 }
 
@@ -45,13 +166,14 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "description": "A duration such as `500ms`, `2s`, `1m30s`.",
-            "pattern": "^\\s*([0-9]+\\s*(ns|us|ms|s|m|h|d)\\s*)+$"
+            "description": "A duration such as `500ms`, `2s`, `1.5s`, `1m30s` (units: ns, us, ms, s, m, h, d).",
+            "pattern": pattern(DURATION_UNITS, true)
         })
     }
 }
 
-/// A size in bytes, written as a number or with a unit (`KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`).
+/// A size in bytes, written as a number or with a unit (`KiB`, `MiB`, `GiB`, `KB`, `MB`,
+/// `GB`; `k`, `m`, `g` as nginx reads them, 1024-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
@@ -70,29 +192,15 @@ impl ByteSize {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let t = text.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size `{text}`; write e.g. `512`, `64KiB`, `10MiB`"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" | "K" => 1 << 10,
-            "MiB" | "M" => 1 << 20,
-            "GiB" | "G" => 1 << 30,
-            "KB" | "kB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            other => {
-                return Err(format!(
-                    "unknown size unit `{other}` in `{text}`; use B, KiB, MiB, GiB, KB, MB or GB"
-                ))
-            }
-        };
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size `{text}` is too large"))
+        let bytes = parse_with_units(text, SIZE_UNITS, false).ok_or_else(|| {
+            format!(
+                "invalid size `{text}`; write e.g. `512`, `64KiB`, `1.5MiB`, `10MB` (units: B, KiB, MiB, GiB, KB, MB, GB, k, m, g)"
+            )
+        })?;
+        if bytes >= u64::MAX as f64 {
+            return Err(format!("size `{text}` is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
     }
 }
 
@@ -111,6 +219,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 u64::try_from(v)
                     .map(ByteSize)
                     .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                ByteSize::parse(&v.to_string()).map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map_err(E::custom)
@@ -132,10 +243,10 @@ impl JsonSchema for ByteSize {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A size in bytes: a number, or text such as `64KiB`, `10MiB`.",
+            "description": "A size in bytes: a number, or text such as `64KiB`, `1.5MiB`, `10MB`.",
             "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KiB|M|MiB|G|GiB|KB|kB|MB|GB)?\\s*$"}
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": pattern(SIZE_UNITS, false)}
             ]
         })
     }
@@ -153,12 +264,69 @@ mod tests {
         assert_eq!(ByteSize::parse("1GB").unwrap().get(), 1_000_000_000);
         assert!(ByteSize::parse("12 parsecs").is_err());
         assert!(ByteSize::parse("MiB").is_err());
+        assert_eq!(ByteSize::parse("1.5MiB").unwrap().get(), 3 << 19);
+        assert_eq!(
+            ByteSize::parse("10k").unwrap(),
+            ByteSize::parse("10K").unwrap()
+        );
     }
 
     #[test]
     fn durations() {
         let d: Duration = serde_json::from_str("\"1m30s\"").unwrap();
         assert_eq!(d.get().as_secs(), 90);
+        assert_eq!(Duration::parse("1.5s").unwrap().get().as_millis(), 1500);
         assert!(serde_json::from_str::<Duration>("\"soon\"").is_err());
+        for d in ["1.5s", "250ms", "2h", "90s", "1ns"] {
+            let v = Duration::parse(d).unwrap();
+            let text = serde_json::to_value(v).unwrap();
+            assert_eq!(Duration::parse(text.as_str().unwrap()).unwrap(), v, "{d}");
+        }
+    }
+
+    /// The schema's patterns accept exactly what the parsers accept.
+    #[test]
+    fn schema_and_parser_agree() {
+        let durations = regex::Regex::new(&pattern(DURATION_UNITS, true)).unwrap();
+        let sizes = regex::Regex::new(&pattern(SIZE_UNITS, false)).unwrap();
+        let samples = [
+            "1.5s",
+            "10 sec",
+            "1w",
+            "10s",
+            "1m30s",
+            "1m 30s",
+            "250ms",
+            ".5s",
+            "5.s",
+            "1.2.3s",
+            "10",
+            "10K",
+            "10k",
+            "1.5MiB",
+            ".5MiB",
+            "10 MiB",
+            "10MB",
+            "10kB",
+            "1GB",
+            "12 parsecs",
+            "MiB",
+            "",
+            " 2s ",
+            "3d",
+            "1h30m",
+            "7 ms",
+            "1e3",
+            "-1s",
+            "10KiB10KiB",
+        ];
+        for s in samples {
+            assert_eq!(
+                durations.is_match(s),
+                Duration::parse(s).is_ok(),
+                "duration `{s}`"
+            );
+            assert_eq!(sizes.is_match(s), ByteSize::parse(s).is_ok(), "size `{s}`");
+        }
     }
 }

@@ -187,10 +187,19 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     let text = e.without_snippet().to_string();
     let first = text.lines().next().unwrap_or("invalid config").trim();
     // Drop a trailing " at line N, column M" the message may carry.
-    match first.rfind(" at line ") {
-        Some(pos) => first[..pos].trim_end_matches(',').to_string(),
-        None => first.to_string(),
+    let first = match first.rfind(" at line ") {
+        Some(pos) => first[..pos].trim_end_matches(','),
+        None => first,
+    };
+    // The parser's advice is for programs that embed it, not for the file's author.
+    if let Some(rest) = first.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!("`{key}` is given twice; keep one");
     }
+    first.to_string()
 }
 
 #[cfg(test)]
@@ -214,6 +223,20 @@ mod tests {
         let e = err("listeners: [\n");
         assert!(e.line >= 1, "{e}");
         assert!(e.to_string().starts_with("t.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn messages_speak_to_the_author() {
+        let e = err("listeners: []\nlisteners: []\n");
+        assert_eq!(e.message, "`listeners` is given twice; keep one");
+        let e = err("listeners: []\nupstreams:\n  p:\n    members:\n      - { address: \"a:1\", weight: heavy }\n");
+        assert!(
+            e.message
+                .contains("weight `\"heavy\"` is not a whole number from 1 to 1000"),
+            "{e}"
+        );
+        let e = err("listeners: []\nlimits:\n  max_body_bytes: 1.5 parsecs\n");
+        assert!(e.message.contains("invalid size `1.5 parsecs`"), "{e}");
     }
 
     #[test]

@@ -384,8 +384,28 @@ pub struct MemberConfig {
     /// `HOST:PORT`; a host name is resolved when the config is loaded.
     pub address: String,
     /// Relative share of traffic, 1–1000.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "weight")]
+    #[schemars(range(min = 1, max = 1000))]
     pub weight: u32,
+}
+
+/// The bounds of a member's weight, for `check` (the schema says the same in its attribute).
+pub const WEIGHTS: std::ops::RangeInclusive<u32> = 1..=1000;
+
+/// A weight, with a message that says what one is.
+fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let v = serde_json::Value::deserialize(d)?;
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| WEIGHTS.contains(n))
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "weight `{v}` is not a whole number from {} to {}",
+                WEIGHTS.start(),
+                WEIGHTS.end()
+            ))
+        })
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

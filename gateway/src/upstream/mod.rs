@@ -196,7 +196,7 @@ impl Pool {
         let mut members = Vec::new();
         for (index, m) in config.members.iter().enumerate() {
             let m = &m.value;
-            if !(1..=1000).contains(&m.weight) {
+            if !crate::config::WEIGHTS.contains(&m.weight) {
                 errors.push(PoolError::at(
                     format!("members.{index}.weight"),
                     format!("{} is outside 1–1000", m.weight),

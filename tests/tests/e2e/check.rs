@@ -37,7 +37,7 @@ fn check_reports_every_error_with_its_position() {
         // A bad regex.
         (&GOOD.replace("{ prefix: / }", "{ regex: \"(\" }"), "bad.yaml:9:21: invalid regex"),
         // A bad member weight.
-        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:7:9: upstream `p`: members.0.weight: 5000 is outside 1–1000"),
+        (&GOOD.replace("address: 127.0.0.1:9000", "address: 127.0.0.1:9000\n        weight: 5000"), "bad.yaml:7:17: weight `5000` is not a whole number from 1 to 1000"),
         // A plugin template naming an unset env variable.
         (&GOOD.replace("upstream: p\n", "upstream: p\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n"), "bad.yaml:12:38: route `r`: headers: request: header `X-Key`: environment variable `PORTICO_TEST_UNSET` is not set"),
         // Errors inside a pool's or a plugin's config point at the key, not the entry.
