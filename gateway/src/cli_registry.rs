@@ -90,6 +90,7 @@ pub fn run(command: RegistryCommand, config: RedisConfig) -> Result<(), String> 
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async move {
+        let config = as_cluster_if_it_is_one(config).await;
         let link = Arc::new(RedisLink::new(&config).map_err(|e| e.to_string())?);
         let registry = Registry::new(link);
         match command {
@@ -171,6 +172,24 @@ pub fn run(command: RegistryCommand, config: RedisConfig) -> Result<(), String> 
             }
         }
     })
+}
+
+/// One URL of a Redis Cluster node is taken as the cluster's seed: a single-node client
+/// would get `MOVED` for most keys. The node says whether it is one (`INFO cluster`).
+async fn as_cluster_if_it_is_one(mut config: RedisConfig) -> RedisConfig {
+    let Some(url) = config.url.clone().filter(|_| config.cluster.is_empty()) else {
+        return config;
+    };
+    let Ok(link) = RedisLink::new(&config) else {
+        return config;
+    };
+    let info: Result<String, _> = link.query(redis::cmd("INFO").arg("cluster")).await;
+    if info.is_ok_and(|i| i.contains("cluster_enabled:1")) {
+        eprintln!("{url} is a Redis Cluster node; using it as the cluster's seed");
+        config.url = None;
+        config.cluster = vec![url];
+    }
+    config
 }
 
 /// Refreshes every third of the TTL; a failed refresh is retried sooner, and logged. Returns

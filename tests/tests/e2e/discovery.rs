@@ -163,6 +163,12 @@ async fn redis_cluster_works_like_a_single_node() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url()).collect();
     let yaml_list = format!("cluster: [{}]", urls.join(", "));
     discovery_flow(&urls.join(","), &yaml_list).await;
+    // One node's URL is enough for the command line: it finds out it is a cluster node.
+    // (At least two of the three nodes do not own the service's slot.)
+    for url in &urls {
+        let listed = registry(url, &["list", "--service", "users"]);
+        assert!(listed.contains("\"users\""), "{url}: {listed}");
+    }
 }
 
 #[tokio::test]
