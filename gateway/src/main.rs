@@ -34,7 +34,12 @@ enum Command {
         upgrade: bool,
     },
     /// Validate a config file exactly as `run` would load it.
-    Check,
+    Check {
+        /// Do not require the environment variables the file names (secrets, `${env:…}`):
+        /// each reads as a placeholder, so CI can check a config without its secrets.
+        #[arg(long)]
+        skip_env: bool,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
     /// Register, deregister and list instances in the Redis registry.
@@ -103,12 +108,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(Command::Check) => {
+        Some(Command::Check { skip_env }) => {
             let path = match require_config(&cli) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            match server::check(&path) {
+            let env = if *skip_env {
+                portico_plugins::env::Env::Placeholders
+            } else {
+                portico_plugins::env::Env::Process
+            };
+            match server::check(&path, env) {
                 Ok(_) => {
                     println!("ok");
                     ExitCode::SUCCESS

@@ -73,8 +73,13 @@ const MAX_BACKOFF_MS: u64 = 2000;
 impl RedisLink {
     /// Validates the config (URLs, the password variable) without connecting.
     pub fn new(config: &RedisConfig) -> Result<RedisLink, LinkError> {
+        Self::with_env(config, Env::Process)
+    }
+
+    /// As [`RedisLink::new`], reading the password variable from `env`.
+    pub fn with_env(config: &RedisConfig, env: Env) -> Result<RedisLink, LinkError> {
         let password = match &config.password_env {
-            Some(name) => Some(std::env::var(name).map_err(|_| {
+            Some(name) => Some(env.var(name).ok_or_else(|| {
                 LinkError::Config(format!(
                     "redis.password_env names `{name}`, which is not set"
                 ))
@@ -385,3 +390,4 @@ fn with_credentials(
 }
 
 use portico_plugins::clock::monotonic_ms;
+use portico_plugins::env::Env;

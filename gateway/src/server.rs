@@ -20,6 +20,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use portico_plugins::env::Env;
 use portico_plugins::SharedBuckets;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,21 +39,23 @@ pub enum StartError {
     Listener { address: String, message: String },
 }
 
-/// Loads and compiles the file exactly as `run` does, without starting anything.
-pub fn check(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+/// Loads and compiles the file exactly as `run` does, without starting anything; with
+/// `Env::Placeholders`, variables the file names need not be set.
+pub fn check(path: &std::path::Path, env: Env) -> Result<Snapshot, ConfigErrors> {
     let loaded = load_file(path)?;
     // Validation only: the link connects lazily, so nothing here touches the network.
     let shared = loaded
         .config
         .redis
         .as_ref()
-        .and_then(|r| RedisLink::new(&r.value).ok())
+        .and_then(|r| RedisLink::with_env(&r.value, env).ok())
         .map(|link| Arc::new(RedisBuckets::new(Arc::new(link))) as Arc<dyn SharedBuckets>);
     Snapshot::compile(
         &loaded,
         1,
         &CompileEnv {
             shared,
+            env,
             ..CompileEnv::default()
         },
     )

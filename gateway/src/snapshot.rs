@@ -8,6 +8,7 @@ use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
 use crate::upstream::{DiscoveryCache, Pool};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
+use portico_plugins::env::Env;
 use portico_plugins::{
     AuthPolicy, AuthPolicyConfig, BuildContext, InvalidCredentials, Pipeline, SharedBuckets,
     StateStore,
@@ -57,6 +58,8 @@ pub struct CompileEnv<'a> {
     pub previous: Option<&'a Snapshot>,
     pub discovered: Option<&'a DiscoveryCache>,
     pub shared: Option<Arc<dyn SharedBuckets>>,
+    /// Where secrets named by environment variables come from.
+    pub env: Env,
 }
 
 pub struct Snapshot {
@@ -87,14 +90,14 @@ impl Snapshot {
         let mut diag = Diagnostics::new(loaded.file.clone(), loaded.source.clone());
 
         check_listeners(config, &mut diag);
-        check_redis(config, &mut diag);
+        check_redis(config, env.env, &mut diag);
         let trusted_proxies = compile_trusted(config, &mut diag);
-        let admin_token = compile_admin(config, &mut diag);
+        let admin_token = compile_admin(config, env.env, &mut diag);
         let pools = compile_pools(config, previous, env.discovered, &mut diag);
         let plugin_state = previous
             .map(|p| p.plugin_state.carry_over())
             .unwrap_or_default();
-        let entries = compile_routes(config, &pools, env.shared.clone(), &plugin_state, &mut diag);
+        let entries = compile_routes(config, &pools, env, &plugin_state, &mut diag);
 
         let router = if diag.is_empty() {
             match Router::build(entries) {
@@ -174,9 +177,9 @@ fn check_listeners(config: &Config, diag: &mut Diagnostics) {
     }
 }
 
-fn check_redis(config: &Config, diag: &mut Diagnostics) {
+fn check_redis(config: &Config, env: Env, diag: &mut Diagnostics) {
     if let Some(r) = &config.redis {
-        if let Err(e) = crate::redis_link::RedisLink::new(&r.value) {
+        if let Err(e) = crate::redis_link::RedisLink::with_env(&r.value, env) {
             diag.at_span(r, e.to_string());
         }
     }
@@ -205,7 +208,7 @@ fn compile_trusted(config: &Config, diag: &mut Diagnostics) -> Vec<IpNet> {
     out
 }
 
-fn compile_admin(config: &Config, diag: &mut Diagnostics) -> Option<Arc<str>> {
+fn compile_admin(config: &Config, env: Env, diag: &mut Diagnostics) -> Option<Arc<str>> {
     let admin = &config.admin;
     if !admin.address.is_empty() && admin.address.parse::<SocketAddr>().is_err() {
         diag.top(format!(
@@ -214,8 +217,8 @@ fn compile_admin(config: &Config, diag: &mut Diagnostics) -> Option<Arc<str>> {
         ));
     }
     let name = admin.token_env.as_ref()?;
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v.into()),
+    match env.var(name) {
+        Some(v) if !v.is_empty() => Some(v.into()),
         _ => {
             diag.top(format!(
                 "admin.token_env names `{name}`, which is not set in the environment"
@@ -263,7 +266,7 @@ fn compile_pools(
 fn compile_routes(
     config: &Config,
     pools: &HashMap<String, Arc<Pool>>,
-    shared: Option<Arc<dyn SharedBuckets>>,
+    compile: &CompileEnv,
     state: &StateStore,
     diag: &mut Diagnostics,
 ) -> Vec<RouteEntry<Route>> {
@@ -326,8 +329,9 @@ fn compile_routes(
         let mut plugins = Vec::new();
         let build_ctx = BuildContext {
             route: name.to_string(),
-            shared: shared.clone(),
+            shared: compile.shared.clone(),
             state: state.clone(),
+            env: compile.env,
         };
         for (plugin_index, p) in r.plugins.iter().enumerate() {
             match p.value.build(&build_ctx) {

@@ -269,6 +269,8 @@ pub struct BuildContext {
     pub shared: Option<Arc<dyn SharedBuckets>>,
     /// State kept across reloads (e.g. local rate-limit counters), by key.
     pub state: StateStore,
+    /// Where secrets and `${env:NAME}` values come from.
+    pub env: crate::env::Env,
 }
 
 type StateMap = std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>;

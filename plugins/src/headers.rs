@@ -56,7 +56,7 @@ struct CompiledEdits {
 }
 
 impl CompiledEdits {
-    fn new(edits: &HeaderEdits, side: &str) -> Result<Self, PluginError> {
+    fn new(edits: &HeaderEdits, side: &str, env: crate::env::Env) -> Result<Self, PluginError> {
         let name = |n: &str, key: String| {
             HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
                 PluginError::config_at(
@@ -70,7 +70,7 @@ impl CompiledEdits {
             map.iter()
                 .map(|(k, v)| {
                     let key = format!("{side}.{edit}.{k}");
-                    let template = Template::compile(v).map_err(|e| {
+                    let template = Template::compile_with_env(v, |n| env.var(n)).map_err(|e| {
                         PluginError::config_at(
                             NAME,
                             key.clone(),
@@ -106,10 +106,10 @@ pub struct HeadersPlugin {
 }
 
 impl HeadersPlugin {
-    pub fn new(config: &HeadersConfig) -> Result<Self, PluginError> {
+    pub fn new(config: &HeadersConfig, env: crate::env::Env) -> Result<Self, PluginError> {
         Ok(HeadersPlugin {
-            request: CompiledEdits::new(&config.request, "request")?,
-            response: CompiledEdits::new(&config.response, "response")?,
+            request: CompiledEdits::new(&config.request, "request", env)?,
+            response: CompiledEdits::new(&config.response, "response", env)?,
         })
     }
 }
@@ -185,12 +185,16 @@ mod tests {
     fn rejects_bad_names_and_templates() {
         let mut cfg = HeadersConfig::default();
         cfg.request.set.insert("Bad Name".into(), "x".into());
-        let err = HeadersPlugin::new(&cfg).unwrap_err().to_string();
+        let err = HeadersPlugin::new(&cfg, crate::env::Env::Process)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a valid header name"), "{err}");
 
         let mut cfg = HeadersConfig::default();
         cfg.response.add.insert("X-A".into(), "${nope}".into());
-        let err = HeadersPlugin::new(&cfg).unwrap_err().to_string();
+        let err = HeadersPlugin::new(&cfg, crate::env::Env::Process)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown variable"), "{err}");
     }
 
@@ -198,7 +202,7 @@ mod tests {
     fn phases_follow_config() {
         let mut cfg = HeadersConfig::default();
         cfg.response.remove.push("Server".into());
-        let p = HeadersPlugin::new(&cfg).unwrap();
+        let p = HeadersPlugin::new(&cfg, crate::env::Env::Process).unwrap();
         assert_eq!(
             p.phases(),
             Phases {

@@ -10,6 +10,7 @@ mod claims;
 pub mod clock;
 pub mod cookie;
 pub mod credential;
+pub mod env;
 mod error_code;
 pub mod hash;
 pub mod headers;
@@ -59,7 +60,7 @@ impl PluginConfig {
     /// Validates the config and builds the ready-to-run plugin.
     pub fn build(&self, ctx: &BuildContext) -> Result<Arc<dyn Plugin>, PluginError> {
         match self {
-            PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c)?)),
+            PluginConfig::Headers(c) => Ok(Arc::new(headers::HeadersPlugin::new(c, ctx.env)?)),
             PluginConfig::RateLimit(c) => Ok(Arc::new(rate_limit::RateLimitPlugin::new(c, ctx)?)),
             PluginConfig::Jwt(c) => Ok(Arc::new(jwt::JwtPlugin::new(c, ctx)?)),
             PluginConfig::BetterAuth(c) => {

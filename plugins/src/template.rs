@@ -64,10 +64,6 @@ pub enum TemplateError {
 }
 
 impl Template {
-    pub fn compile(source: &str) -> Result<Template, TemplateError> {
-        Self::compile_with_env(source, |name| std::env::var(name).ok())
-    }
-
     pub fn compile_with_env(
         source: &str,
         env: impl Fn(&str) -> Option<String>,

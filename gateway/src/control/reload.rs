@@ -84,6 +84,7 @@ impl Reloader {
                 previous: Some(&prev),
                 discovered: cache.as_deref(),
                 shared,
+                env: portico_plugins::env::Env::Process,
             };
             Snapshot::compile(&loaded, version, &env)
         })

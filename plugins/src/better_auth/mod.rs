@@ -190,7 +190,7 @@ impl BetterAuthPlugin {
     pub fn new(config: &BetterAuthConfig, ctx: &BuildContext) -> Result<Self, PluginError> {
         let err = |m: String| PluginError::config(NAME, m);
         let at = |key: &'static str| move |m: String| PluginError::config_at(NAME, key, m);
-        let secret = std::env::var(&config.secret_env).map_err(|_| {
+        let secret = ctx.env.var(&config.secret_env).ok_or_else(|| {
             at("secret_env")(format!(
                 "environment variable `{}` is not set",
                 config.secret_env

@@ -137,6 +137,7 @@ impl Provider {
         index: usize,
         c: &ProviderConfig,
         required_claims: &[String],
+        source_env: crate::env::Env,
     ) -> Result<Provider, PluginError> {
         let name = c
             .name
@@ -187,7 +188,7 @@ impl Provider {
                     "secret_env goes with HS256/384/512".into(),
                 ));
             }
-            let secret = std::env::var(env).map_err(|_| {
+            let secret = source_env.var(env).ok_or_else(|| {
                 at("secret_env")(format!("environment variable `{env}` is not set"))
             })?;
             if secret.len() < 32 {
@@ -334,7 +335,7 @@ pub struct JwtPlugin {
 }
 
 impl JwtPlugin {
-    pub fn new(config: &JwtConfig, _ctx: &BuildContext) -> Result<Self, PluginError> {
+    pub fn new(config: &JwtConfig, ctx: &BuildContext) -> Result<Self, PluginError> {
         if config.providers.is_empty() {
             return Err(PluginError::config_at(
                 NAME,
@@ -346,7 +347,7 @@ impl JwtPlugin {
             .providers
             .iter()
             .enumerate()
-            .map(|(i, p)| Provider::new(i, p, &config.required_claims))
+            .map(|(i, p)| Provider::new(i, p, &config.required_claims, ctx.env))
             .collect::<Result<Vec<_>, _>>()?;
         let sources = config
             .sources

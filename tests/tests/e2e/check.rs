@@ -2,11 +2,16 @@ use crate::support::*;
 use std::process::Command;
 
 fn check(yaml: &str) -> (i32, String) {
+    check_with(yaml, &[])
+}
+
+fn check_with(yaml: &str, flags: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
     std::fs::write(&path, yaml).unwrap();
     let out = Command::new(binary())
         .arg("check")
+        .args(flags)
         .arg("-c")
         .arg(&path)
         .output()
@@ -109,4 +114,22 @@ fn example_configs_are_valid() {
         }
     }
     assert!(n >= 1);
+}
+
+#[test]
+fn skip_env_checks_a_config_without_its_secrets() {
+    let yaml = GOOD.replace(
+        "upstream: p\n",
+        "upstream: p\n    auth: {}\n    plugins:\n      - headers: { request: { set: { X-Key: \"${env:PORTICO_TEST_UNSET}\" } } }\n      - jwt: { providers: [ { algorithms: [HS256], secret_env: PORTICO_TEST_UNSET_SECRET } ] }\n",
+    );
+    let (code, out) = check(&yaml);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("PORTICO_TEST_UNSET"), "{out}");
+    let (code, out) = check_with(&yaml, &["--skip-env"]);
+    assert_eq!((code, out.trim()), (0, "ok"));
+    // Everything but the values is still checked.
+    let broken = yaml.replace("algorithms: [HS256]", "algorithms: [HS999]");
+    let (code, out) = check_with(&broken, &["--skip-env"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("unknown algorithm `HS999`"), "{out}");
 }
