@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test build lint bench bench-micro setup
+.PHONY: run test build lint bench bench-micro setup fuzz soak
 
 setup:
 	@scripts/setup.sh build
@@ -28,3 +28,17 @@ bench:
 ## Criterion micro-benchmarks.
 bench-micro:
 	cargo bench -p portico --bench hot_path
+
+## Fuzz targets (tests/fuzz; cargo-fuzz on a nightly toolchain): FUZZ_SECONDS each, 600 by default.
+FUZZ_SECONDS ?= 600
+fuzz:
+	@scripts/setup.sh fuzz
+	cd tests/fuzz && for t in $$(cargo +nightly fuzz list); do \
+	  cargo +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 || exit 1; \
+	done
+
+## One hour under steady load with reloads, member and Redis restarts (benches/soak).
+soak:
+	@scripts/setup.sh test
+	cargo build --release -p portico -p portico-e2e --bins
+	benches/soak/soak.py

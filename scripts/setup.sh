@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages Portico's build, tests and benchmarks need, when missing.
 # Idempotent: does nothing when everything is there.
-# Usage: scripts/setup.sh [build|test|bench]
+# Usage: scripts/setup.sh [build|test|bench|fuzz]
 #   build: what compiling Portico needs (cmake for Pingora's zlib-ng, a C toolchain);
 #   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
 #          from the lockfile in tests/better-auth);
-#   bench: + nginx, wrk, HAProxy and the tools of the load benchmark.
+#   bench: + nginx, wrk, HAProxy and the tools of the load benchmark;
+#   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
 
 mode="${1:-test}"
@@ -50,6 +51,19 @@ if ((${#missing[@]} > 0)); then
 fi
 
 if [[ "$mode" == "build" ]]; then
+  exit 0
+fi
+
+if [[ "$mode" == "fuzz" ]]; then
+  # libFuzzer's instrumentation needs a nightly toolchain; cargo-fuzz comes from crates.io.
+  if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "setup: fuzzing needs a nightly toolchain (rustup toolchain install nightly)" >&2
+    exit 1
+  fi
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "setup: cargo install cargo-fuzz" >&2
+    cargo install --quiet cargo-fuzz
+  fi
   exit 0
 fi
 

@@ -246,7 +246,8 @@ impl Registry {
     }
 }
 
-fn parse_fetch(raw: &[String]) -> Result<ServiceView, String> {
+/// Reads the fetch script's answer: Redis's time, then each live instance's fields.
+pub fn parse_fetch(raw: &[String]) -> Result<ServiceView, String> {
     let now_ms: u64 = raw
         .first()
         .and_then(|s| s.parse().ok())
@@ -264,7 +265,7 @@ fn parse_fetch(raw: &[String]) -> Result<ServiceView, String> {
             weight.parse::<u32>()
         };
         match (validate_addr(addr), weight) {
-            (Ok(()), Ok(w)) if (1..=1000).contains(&w) => instances.push(Instance {
+            (Ok(()), Ok(w)) if crate::config::WEIGHTS.contains(&w) => instances.push(Instance {
                 id: id.clone(),
                 addr: addr.clone(),
                 weight: w,

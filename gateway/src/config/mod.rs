@@ -4,7 +4,7 @@
 mod load;
 mod locate;
 
-pub use load::{load_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
+pub use load::{load_file, load_str, ConfigError, ConfigErrors, Diagnostics, Loaded};
 pub use locate::{locate, Seg};
 pub use portico_plugins::units::{ByteSize, Duration};
 

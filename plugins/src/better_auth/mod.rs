@@ -14,9 +14,11 @@
 //!       user_to_headers: { email: X-User-Email }
 //! ```
 
-mod cookie_cache;
+#[doc(hidden)] // public for the fuzz targets (tests/fuzz)
+pub mod cookie_cache;
 mod sessions;
-mod signed;
+#[doc(hidden)] // public for the fuzz targets (tests/fuzz)
+pub mod signed;
 
 pub use cookie_cache::{CachedSession, Verifier as CookieCacheVerifier};
 pub use signed::{SignedToken, TokenVerifier};

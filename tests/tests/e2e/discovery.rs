@@ -284,8 +284,19 @@ async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
     .await
     .unwrap();
     assert!(exited.is_some(), "the heartbeat did not stop on SIGINT");
-    let r = c.get(gw.url("/users")).send().await.unwrap();
-    assert_eq!(r.status(), 503, "deregistered on exit");
+    // The deregistration's event reaches the gateway a moment later.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = c.get(gw.url("/users")).send().await.unwrap().status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {status} after deregistration"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The drill of a Redis restart: Redis comes back empty (nothing persisted), and until the
