@@ -355,6 +355,16 @@ async fn malformed_requests_get_the_json_error_or_a_clean_close() {
             Some(400),
         ),
         (
+            "Content-Length and Transfer-Encoding",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "the same with bare LF",
+            b"POST / HTTP/1.1\nHost: x\nContent-Length: 0\nTransfer-Encoding: chunked\n\n0\n\n".to_vec(),
+            Some(400),
+        ),
+        (
             "random garbage",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(),
             None,

@@ -436,16 +436,18 @@ impl HttpSession {
                         let contains_content_length =
                             request_header.headers.contains_key(CONTENT_LENGTH);
 
-                        // Transfer encoding overrides content length, so when
-                        // both are present, we can remove content length. This
-                        // is per https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
-                        //
-                        // RFC 9112 Section 6.1 (https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-15)
-                        // also requires us to disable keepalive when both headers are present.
+                        // RFC 9112 §6.1 lets a server reject a request with both headers.
                         let has_both_te_and_cl =
                             contains_content_length && contains_transfer_encoding;
+                        // Portico patch 0006 (vendor/patches/): refuse the request, as nginx
+                        // does, instead of dropping Content-Length: two framings are how
+                        // requests are smuggled past proxies that pick the other one.
                         if has_both_te_and_cl {
-                            request_header.remove_header(&CONTENT_LENGTH);
+                            self.head_error = Some(HeadError::Malformed);
+                            return Error::e_explain(
+                                InvalidHTTPHeader,
+                                "both Content-Length and Transfer-Encoding",
+                            );
                         }
 
                         self.buf = buf;
@@ -457,10 +459,6 @@ impl HttpSession {
                         self.response_written = None;
                         self.respect_keepalive();
 
-                        // Disable keepalive if both Transfer-Encoding and Content-Length were present
-                        if has_both_te_and_cl {
-                            self.set_keepalive(None);
-                        }
                         if let Err(e) = self.validate_request() {
                             self.head_error = Some(HeadError::Malformed);
                             return Err(e);
