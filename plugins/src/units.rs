@@ -150,7 +150,7 @@ impl Serialize for Duration {
         let d = self.0;
         let text = if d.subsec_nanos() == 0 {
             format!("{}s", d.as_secs())
-        } else if d.subsec_nanos() % 1_000_000 == 0 {
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
             format!("{}ms", d.as_millis())
         } else {
             format!("{}ns", d.as_nanos())

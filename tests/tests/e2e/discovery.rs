@@ -253,7 +253,7 @@ async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
     let w1 = Witness::start("w1").await.unwrap();
     let gw = Gateway::start(&config(&format!("url: {}", redis.url()), "60s")).await;
     let c = reqwest::Client::new();
-    let mut hb = std::process::Command::new(binary())
+    let hb = std::process::Command::new(binary())
         .args([
             "registry",
             "--redis",
@@ -272,18 +272,7 @@ async fn heartbeat_keeps_an_instance_and_deregisters_on_exit() {
     // Three TTLs later it is still there.
     tokio::time::sleep(Duration::from_secs(3)).await;
     wait_for(&c, &gw.url("/users"), &["w1"], Duration::from_millis(100)).await;
-    let _ = std::process::Command::new("kill")
-        .arg("-INT")
-        .arg(hb.id().to_string())
-        .status();
-    let exited = tokio::task::spawn_blocking(move || {
-        let exited = wait_child(&mut hb, Duration::from_secs(10));
-        let _ = hb.kill();
-        exited
-    })
-    .await
-    .unwrap();
-    assert!(exited.is_some(), "the heartbeat did not stop on SIGINT");
+    stop_heartbeat(hb).await;
     // The deregistration's event reaches the gateway a moment later.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -312,7 +301,7 @@ async fn a_redis_restart_does_not_empty_a_pool_before_heartbeats_return() {
     ))
     .await;
     let c = reqwest::Client::new();
-    let mut hb = std::process::Command::new(binary())
+    let hb = std::process::Command::new(binary())
         .args(["registry", "--redis", &redis.url(), "register"])
         .args(["--service", "users", "--id", "w1", "--addr"])
         .arg(w1.addr.to_string())
@@ -360,6 +349,11 @@ async fn a_redis_restart_does_not_empty_a_pool_before_heartbeats_return() {
         failures.is_empty(),
         "requests failed across the Redis restart: {failures:?}"
     );
+    stop_heartbeat(hb).await;
+}
+
+/// Interrupts a `registry register --heartbeat` process, which deregisters and exits.
+async fn stop_heartbeat(mut hb: std::process::Child) {
     signal(hb.id(), "INT");
     let exited = tokio::task::spawn_blocking(move || {
         let exited = wait_child(&mut hb, Duration::from_secs(10));

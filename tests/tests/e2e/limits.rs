@@ -408,3 +408,73 @@ async fn malformed_requests_get_the_json_error_or_a_clean_close() {
     assert!(wrong.is_empty(), "{wrong:#?}");
     assert_eq!(up.count(), 0, "none of them reached the upstream");
 }
+
+/// Raises this process's open-file limit (the gateway it starts inherits it).
+fn raise_fd_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur = limit.rlim_cur.max(want.min(limit.rlim_max));
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// The slowloris drill: a thousand clients trickle their request heads a byte at a time;
+/// the gateway cuts each off at `request_header_timeout`, and a normal client beside them
+/// sees no error at all.
+#[tokio::test]
+async fn a_thousand_trickling_clients_do_not_hurt_normal_ones() {
+    let slow_clients: usize = if raise_fd_limit(8192) >= 4096 {
+        1000
+    } else {
+        300
+    };
+    let up = Witness::start("w").await.unwrap();
+    let gw = gateway(&up, "  request_header_timeout: 2s").await;
+    let addr = gw.addr();
+    let mut slow = Vec::new();
+    for _ in 0..slow_clients {
+        slow.push(tokio::spawn(async move {
+            let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                return None;
+            };
+            let started = Instant::now();
+            for b in
+                b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()
+            {
+                if s.write_all(&[*b]).await.is_err() {
+                    return Some(started.elapsed());
+                }
+                let mut buf = [0u8; 16];
+                match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    _ => {}
+                }
+            }
+            None
+        }));
+    }
+    let load = Load::start(&[gw.url("/normal")], 4, false);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (ok, failures) = load.stop().await;
+    assert!(ok > 100, "the normal client was barely served: {ok}");
+    assert!(failures.is_empty(), "normal requests failed: {failures:?}");
+    let mut cut_off = 0;
+    for task in slow {
+        if let Some(after) = task.await.unwrap() {
+            assert!(
+                after >= Duration::from_millis(1500),
+                "cut off early: {after:?}"
+            );
+            cut_off += 1;
+        }
+    }
+    assert_eq!(cut_off, slow_clients, "every trickling client is cut off");
+}
