@@ -26,8 +26,16 @@ pub fn is_identity_header(name: &[u8]) -> bool {
     })
 }
 
-/// Sets the identity headers of a verified identity on the upstream request.
-pub fn apply(upstream: &mut RequestHeader, id: &Identity) -> pingora::Result<()> {
+/// Sets the identity headers of a verified identity on the upstream request and, unless the
+/// route forwards credentials, removes the credential that proved it (`docs/plugins.md`).
+pub fn apply(
+    upstream: &mut RequestHeader,
+    id: &Identity,
+    forward_credentials: bool,
+) -> pingora::Result<()> {
+    if let (Some(presented), false) = (&id.presented, forward_credentials) {
+        portico_plugins::credential::strip(upstream, presented);
+    }
     upstream.insert_header(X_USER_ID, id.user_id.as_str())?;
     if !id.roles.is_empty() {
         upstream.insert_header(X_USER_ROLES, id.roles.join(","))?;

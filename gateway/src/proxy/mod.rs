@@ -276,15 +276,10 @@ impl ProxyHttp for Gateway {
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
         upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
-        if let (Some(id), Some(route)) = (&ctx.plugin.identity, &ctx.route) {
-            identity::apply(upstream, id)?;
-            if let Some(presented) = id.presented.as_ref() {
-                if !route.pipeline.forwards_credentials() {
-                    portico_plugins::credential::strip(upstream, presented);
-                }
-            }
-        }
         if let Some(route) = &ctx.route {
+            if let Some(id) = &ctx.plugin.identity {
+                identity::apply(upstream, id, route.pipeline.forwards_credentials())?;
+            }
             route
                 .pipeline
                 .upstream_request_filter(session, upstream, &ctx.plugin)
@@ -365,28 +360,26 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
     ) -> FailToProxy {
         let status = errors::status_for(e);
+        // After a proxying failure Pingora does not reuse the client connection.
+        let failed = FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        };
         if status == 0 || session.response_written().is_some() {
-            return FailToProxy {
-                error_code: status,
-                can_reuse_downstream: false,
-            };
+            return failed;
         }
         if status >= 500 {
             let upstream = ctx.route.as_ref().map(|r| r.pool.name.clone());
             tracing::warn!(request_id = %ctx.plugin.request_id, upstream = ?upstream, status, error = %e, "proxying failed");
         }
         let r = ctx.refuse(ErrorCode::for_status(status));
-        // After a proxying failure Pingora does not reuse the client connection, so say so.
         let p = &ctx.plugin;
         if let Err(write_err) =
             errors::respond(session, &r, &p.request_id, &p.response_headers, true).await
         {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
-        FailToProxy {
-            error_code: status,
-            can_reuse_downstream: false,
-        }
+        failed
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestState, error: &Error) -> bool {
