@@ -277,6 +277,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn member_series_follow_the_pools() {
+        use crate::upstream::{Discovered, Pool};
+        let config = serde_saphyr::from_str(
+            "members: [ { address: \"127.0.0.1:1001\" } ]\ndiscovery: redis\nservice: users\n",
+        )
+        .unwrap();
+        let pool = Pool::build("p", &config, None).unwrap();
+        let found = |port: u16| Discovered {
+            id: format!("i{port}"),
+            address: format!("127.0.0.1:{port}"),
+            addr: ([127, 0, 0, 1], port).into(),
+            weight: 1,
+            tls: false,
+        };
+        let metrics = Metrics::new().unwrap();
+        let text = |m: &Metrics| String::from_utf8(m.render()).unwrap();
+        pool.set_discovered(&[found(2001)]);
+        metrics.update_members(&pool);
+        assert!(text(&metrics)
+            .contains(r#"portico_circuit_open{member="127.0.0.1:2001",upstream="p"} 0"#));
+        // The instance left: its series goes with it; the static member's stays.
+        pool.set_discovered(&[]);
+        metrics.update_members(&pool);
+        let t = text(&metrics);
+        assert!(!t.contains("127.0.0.1:2001"), "{t}");
+        assert!(t.contains(r#"portico_circuit_open{member="127.0.0.1:1001",upstream="p"} 0"#));
+        // The pool left: all of its series go.
+        metrics.forget_pool(&pool);
+        let t = text(&metrics);
+        assert!(!t.contains("upstream=\"p\""), "{t}");
+    }
+
+    #[test]
     fn status_labels() {
         assert_eq!(StatusLabel::new(200).as_str(), "200");
         assert_eq!(StatusLabel::new(0).as_str(), "000");
