@@ -133,3 +133,18 @@ fn skip_env_checks_a_config_without_its_secrets() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("unknown algorithm `HS999`"), "{out}");
 }
+
+#[test]
+fn schema_into_a_closed_pipe_exits_cleanly() {
+    // `portico schema | head -c 0`: the reading end is gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(binary())
+        .arg("schema")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
