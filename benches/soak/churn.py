@@ -13,10 +13,12 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
-from procs import free_port, rss_kib, wait_port
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from procs import free_port, rss_kib, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(ROOT, "target", "release")

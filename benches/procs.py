@@ -1,4 +1,4 @@
-"""Helpers the soak and churn scripts share: ports, readiness, a process's RSS."""
+"""Helpers the benchmark, soak and churn scripts share: ports, readiness, a process's RSS."""
 
 import socket
 import time
@@ -11,8 +11,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, seconds=10):
-    deadline = time.time() + seconds
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
