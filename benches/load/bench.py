@@ -22,7 +22,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from procs import wait_port  # noqa: E402
+from procs import rss_kib, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")
@@ -235,14 +235,6 @@ def rate_load(port, rate, seconds, path="/", header=None):
     out = sh(["taskset", "-c", LOAD_CORE, RATE_LOAD, f"127.0.0.1:{port}", path, str(int(rate)),
               str(seconds), "50"] + ([header] if header else [])).stdout
     return json.loads(out)
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def idle_clients_rss(port, pid, n):

@@ -82,14 +82,13 @@ fn nothing_points_outside_the_repository() {
     }
     let mut files = Vec::new();
     walk(&root(), &mut files);
-    // This file names the patterns it looks for, so it is left out.
-    let outside = ["SPEC.md", "../shared"];
+    // Spelled in pieces, so this file does not match itself.
+    let outside = [["SPEC", ".md"].concat(), ["..", "/shared"].concat()];
     let offenders: Vec<_> = files
         .iter()
-        .filter(|f| !f.ends_with("e2e/docs.rs"))
         .filter(|f| {
             let text = std::fs::read_to_string(f).unwrap_or_default();
-            outside.iter().any(|o| text.contains(o))
+            outside.iter().any(|o| text.contains(o.as_str()))
         })
         .collect();
     assert!(offenders.is_empty(), "{offenders:?}");
