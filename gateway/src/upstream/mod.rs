@@ -195,14 +195,8 @@ impl Pool {
         let mut errors = Vec::new();
         let mut members = Vec::new();
         for (index, m) in config.members.iter().enumerate() {
+            // The weight's bounds are checked when the file is read (`config::WEIGHTS`).
             let m = &m.value;
-            if !crate::config::WEIGHTS.contains(&m.weight) {
-                errors.push(PoolError::at(
-                    format!("members.{index}.weight"),
-                    format!("{} is outside 1–1000", m.weight),
-                ));
-                continue;
-            }
             match resolve(&m.address) {
                 Ok(addr) => members.push(new_member(
                     m.address.clone(),

@@ -21,6 +21,19 @@ fn sign(token: &str) -> String {
 }
 
 /// The gateway on `yaml`, with the Better Auth secret in `TEST_BA_SECRET`.
+/// GET `url` with a `Cookie` header.
+async fn get_with_cookie(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    cookie: impl AsRef<str>,
+) -> reqwest::Response {
+    c.get(url)
+        .header("cookie", cookie.as_ref())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn gateway(yaml: &str) -> Gateway {
     GatewayBuilder::new(yaml)
         .env("TEST_BA_SECRET", BETTER_AUTH_SECRET)
@@ -136,12 +149,7 @@ routes:
     // The verified session cookie stays at the edge; other cookies pass.
     assert_eq!(seen.header_values("cookie"), vec!["theme=dark"]);
     // Unless the route forwards credentials.
-    let r = c
-        .get(gw.url("/public/page"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, gw.url("/public/page"), &session_cookie).await;
     assert_eq!(r.status(), 200);
     let seen = up.seen().pop().unwrap();
     assert_eq!(seen.header_values("x-user-id"), vec![alice.user_id.clone()]);
@@ -164,12 +172,7 @@ routes:
     );
 
     // The JWT from /api/auth/token (EdDSA, verified with the JWKS).
-    let r = c
-        .get(gw.url("/api/auth/token"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, gw.url("/api/auth/token"), &session_cookie).await;
     let jwt = json(r).await["token"].as_str().unwrap().to_string();
     let r = c
         .get(gw.url("/api/me"))
@@ -243,12 +246,7 @@ routes:
     }
 
     // Roles: alice has none, the admin route needs `admin`.
-    let r = c
-        .get(gw.url("/api/admin/x"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, gw.url("/api/admin/x"), &session_cookie).await;
     assert_error(r, 403, "forbidden").await;
 
     // WebSocket upgrades are authenticated like any other request.
@@ -321,12 +319,7 @@ routes:
     // Revoked within the cache TTL (2 s).
     let signed_out = Instant::now();
     loop {
-        let r = c
-            .get(gw.url("/api/me"))
-            .header("cookie", &bob_cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = get_with_cookie(&c, gw.url("/api/me"), &bob_cookie).await;
         if r.status() == 401 {
             break;
         }
@@ -505,12 +498,7 @@ async fn lookups_coalesce_and_an_unreachable_auth_service_answers_503() {
         .header_values("x-user-id")
         .is_empty());
     // The cached one still passes.
-    let r = c
-        .get(gw.url("/x"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, gw.url("/x"), &cookie).await;
     assert_eq!(r.status(), 200);
 }
 
