@@ -10,23 +10,30 @@ use prometheus::IntCounter;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
-use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::Duration;
 
 /// Lines queued between two flushes at most (100 ms at 600k requests/s).
 const QUEUE: usize = 64 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// What the writer thread is handed: a line, or a request to write everything queued now
+/// and say when it is done (at exit).
+enum Entry {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: SyncSender<String>,
+    tx: SyncSender<Entry>,
     dropped: IntCounter,
 }
 
 impl AccessLog {
     /// Logs to `path` (appending), or to standard output.
     pub fn open(path: Option<&str>, dropped: IntCounter) -> std::io::Result<AccessLog> {
-        let mut out: Box<dyn Write + Send> = match path {
+        let out: Box<dyn Write + Send> = match path {
             Some(p) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -35,50 +42,64 @@ impl AccessLog {
             ),
             None => Box::new(std::io::stdout()),
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Entry>(QUEUE);
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                // The writer wakes on a timer and drains the queue: blocking on the channel
-                // instead would make every request's send wake this thread (a context switch
-                // per request).
-                let mut buf = Vec::with_capacity(256 * 1024);
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
-                    let mut open = true;
-                    loop {
-                        match rx.try_recv() {
-                            Ok(l) => {
-                                buf.extend_from_slice(l.as_bytes());
-                                buf.push(b'\n');
-                                if buf.len() >= 256 * 1024 {
-                                    let _ = out.write_all(&buf);
-                                    buf.clear();
-                                }
-                            }
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
-                        }
-                    }
-                    if !buf.is_empty() {
-                        let _ = out.write_all(&buf);
-                        let _ = out.flush();
-                        buf.clear();
-                    }
-                    if !open {
-                        return;
-                    }
-                }
-            })?;
+            .spawn(move || write_batches(rx, out))?;
         Ok(AccessLog { tx, dropped })
     }
 
     pub fn write(&self, line: String) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Entry::Line(line)) {
             self.dropped.inc();
+        }
+    }
+
+    /// Writes out every queued line, waiting at most `limit` (the process is about to exit).
+    pub fn flush(&self, limit: Duration) {
+        let (done, flushed) = sync_channel(1);
+        if self.tx.send(Entry::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(limit);
+        }
+    }
+}
+
+/// The writer thread. It wakes on a timer and drains the queue: blocking on the channel
+/// instead would make every request's send wake this thread (a context switch per request).
+fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>) {
+    let mut buf = Vec::with_capacity(256 * 1024);
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let mut open = true;
+        let mut waiting = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Entry::Line(l)) => {
+                    buf.extend_from_slice(l.as_bytes());
+                    buf.push(b'\n');
+                    if buf.len() >= 256 * 1024 {
+                        let _ = out.write_all(&buf);
+                        buf.clear();
+                    }
+                }
+                Ok(Entry::Flush(done)) => waiting.push(done),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let _ = out.write_all(&buf);
+            buf.clear();
+        }
+        let _ = out.flush();
+        for done in waiting {
+            let _ = done.send(());
+        }
+        if !open {
+            return;
         }
     }
 }

@@ -2,6 +2,7 @@
 //! state, and reload behind a bearer token.
 
 use crate::control::reload::{ReloadOutcome, Reloader};
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::redis_link::RedisLink;
 use crate::snapshot::Snapshot;
@@ -17,6 +18,7 @@ pub struct AdminApp {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     redis: Option<Arc<RedisLink>>,
+    drain: Arc<Drain>,
 }
 
 impl AdminApp {
@@ -24,16 +26,27 @@ impl AdminApp {
         reloader: Arc<Reloader>,
         metrics: Arc<Metrics>,
         redis: Option<Arc<RedisLink>>,
+        drain: Arc<Drain>,
     ) -> Self {
         AdminApp {
             reloader,
             metrics,
             redis,
+            drain,
         }
     }
 
-    /// 200 when the config is loaded and Redis, where something needs it, answers.
+    /// 200 when the config is loaded and Redis, where something needs it, answers; 503 from
+    /// the first moment of a termination, so load balancers stop sending first.
     fn ready(&self, snapshot: &Snapshot) -> Response<Vec<u8>> {
+        if self.drain.is_terminating() {
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "draining", "reason": "shutting down",
+                        "open_connections": self.drain.open_connections(),
+                        "config_version": snapshot.version}),
+            );
+        }
         let redis = self
             .redis
             .as_ref()

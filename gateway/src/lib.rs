@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli_registry;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod global_limit;
 pub mod json;
 pub mod metrics;

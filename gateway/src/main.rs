@@ -5,7 +5,10 @@ use portico::{config, server};
 use std::io::Write;
 
 /// mimalloc: glibc's malloc and free were a fifth of the instructions per proxied request
-/// (callgrind), and glibc keeps freed per-request memory resident.
+/// (callgrind), and glibc keeps freed per-request memory resident. The `system-allocator`
+/// feature leaves it out so heap profilers that hook malloc (heaptrack, massif) see every
+/// allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;

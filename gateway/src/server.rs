@@ -7,6 +7,7 @@ use crate::config::{load_file, ConfigErrors};
 use crate::control::discovery::DiscoveryService;
 use crate::control::reload::Reloader;
 use crate::control::{publish, Control};
+use crate::drain::{Drain, DrainSignal};
 use crate::global_limit::RedisBuckets;
 use crate::metrics::Metrics;
 use crate::proxy::{EdgeApp, Gateway};
@@ -17,7 +18,7 @@ use arc_swap::ArcSwap;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use portico_plugins::env::Env;
@@ -135,6 +136,8 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         wanted.push(&config.admin.address);
     }
     crate::socket_activation::hand_over(&wanted, &server.listen_fds());
+    let drain = Arc::new(Drain::default());
+    server.end_grace_period_when(drain.clone().drained());
 
     // One proxy service per h2c setting: Pingora's server options are per service.
     for h2c in [false, true] {
@@ -154,7 +157,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         options.h2c = h2c;
         options.h2_idle_timeout = Some(config.limits.keepalive_timeout.get());
         proxy.server_options = Some(options);
-        let app = EdgeApp::new(proxy, store.clone(), h2c);
+        let app = EdgeApp::new(proxy, store.clone(), drain.clone(), h2c);
         let name = if h2c {
             "portico-proxy-h2c"
         } else {
@@ -206,9 +209,16 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     if !config.admin.address.is_empty() {
         let mut admin = Service::new(
             "portico-admin".to_string(),
-            AdminApp::new(reloader.clone(), metrics.clone(), link.clone()),
+            AdminApp::new(
+                reloader.clone(),
+                metrics.clone(),
+                link.clone(),
+                drain.clone(),
+            ),
         );
         admin.add_tcp(&config.admin.address);
+        // `/ready` says 503 while the proxy listeners drain, instead of refusing connections.
+        admin.accept_during_shutdown(true);
         admin.threads = Some(1);
         server.add_service(admin);
         tracing::info!(address = %config.admin.address, "admin listening");
@@ -224,5 +234,11 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         },
     );
     server.add_service(control);
-    server.run_forever();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainSignal { drain }),
+    });
+    if let Some(log) = &access_log {
+        log.flush(std::time::Duration::from_secs(1));
+    }
+    std::process::exit(0)
 }

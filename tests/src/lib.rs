@@ -48,6 +48,9 @@ struct State {
     /// Fixed JSON answers by path (e.g. a JWKS), not recorded but counted.
     fixed: Mutex<std::collections::HashMap<String, String>>,
     fixed_hits: AtomicUsize,
+    /// Requests with `?hold` waiting for [`Witness::release_held`].
+    held: tokio::sync::watch::Sender<usize>,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running witness server.
@@ -148,6 +151,17 @@ impl Witness {
         self.state.unhealthy.store(unhealthy, Ordering::Relaxed);
     }
 
+    /// Waits until `n` requests with `?hold` are being held.
+    pub async fn wait_held(&self, n: usize) {
+        let mut held = self.state.held.subscribe();
+        let _ = held.wait_for(|h| *h >= n).await;
+    }
+
+    /// Lets every held request (and every later one) be answered.
+    pub fn release_held(&self) {
+        self.state.released.send_replace(true);
+    }
+
     /// Stops accepting connections (existing ones end with their requests).
     pub fn stop(&self) {
         self.task.abort();
@@ -194,7 +208,13 @@ async fn handle(
         .collect();
     let query = req.uri().query().unwrap_or("").to_string();
     let body = req.into_body().collect().await?.to_bytes();
-    // `?sleep=MS` delays the answer, to test timeouts and draining.
+    // `?hold` answers once the test releases it: a request known to be in flight.
+    if query.split('&').any(|kv| kv == "hold") {
+        let mut released = state.released.subscribe();
+        state.held.send_modify(|h| *h += 1);
+        let _ = released.wait_for(|r| *r).await;
+    }
+    // `?sleep=MS` delays the answer, to test timeouts.
     if let Some(ms) = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("sleep="))

@@ -8,11 +8,13 @@
 //!   inside Pingora's request future (tens of KiB each): about 4 KiB per idle keep-alive
 //!   client in all (see docs/performance.md);
 //! - the configured idle keep-alive timeout and per-connection request limit, read from the
-//!   live snapshot so they hot-reload.
+//!   live snapshot so they hot-reload;
+//! - on termination, idle connections close at once (see `crate::drain`).
 //!
 //! HTTP/2 connections go to Pingora unchanged.
 
 use super::Gateway;
+use crate::drain::Drain;
 use crate::snapshot::SnapshotStore;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream, ServerApp};
@@ -39,6 +41,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Gateway>>,
     store: SnapshotStore,
+    drain: Arc<Drain>,
     h2c: bool,
     /// Writes the answers a session makes before the request path runs (a head that does
     /// not parse), with the JSON error body.
@@ -46,10 +49,16 @@ pub struct EdgeApp {
 }
 
 impl EdgeApp {
-    pub fn new(proxy: HttpProxy<Gateway>, store: SnapshotStore, h2c: bool) -> Self {
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        store: SnapshotStore,
+        drain: Arc<Drain>,
+        h2c: bool,
+    ) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
             store,
+            drain,
             h2c,
             error_responder: Arc::new(super::errors::session_error_response),
         }
@@ -78,17 +87,19 @@ enum Start {
 }
 
 /// Runs one request on a connection. Before the head is complete, the deadline applies;
-/// once it is, the request may take as long as its own timeouts allow.
+/// once it is, the request may take as long as its own timeouts allow. A stream that waits
+/// for its next request inside Pingora (`waits_inside`: TLS) is closed when a termination
+/// begins before its head has arrived: it may be idle, and nothing tells idle from slow.
 async fn serve_one(
-    proxy: &Arc<HttpProxy<Gateway>>,
-    error_responder: &ErrorResponder,
+    app: &EdgeApp,
     stream: Stream,
     start: Start,
     shutdown: &ShutdownWatch,
     deadline: Duration,
+    waits_inside: bool,
 ) -> Option<ReusedHttpStream> {
     let mut session = ServerSession::new_http1(stream);
-    session.set_error_responder(error_responder.clone());
+    session.set_error_responder(app.error_responder.clone());
     match start {
         Start::New { keepalive, reuses } => {
             session.set_keepalive(keepalive);
@@ -99,7 +110,7 @@ async fn serve_one(
     }
     HEAD_RECEIVED
         .scope(Cell::new(false), async move {
-            let serve = proxy.process_new_http(session, shutdown);
+            let serve = app.proxy.process_new_http(session, shutdown);
             tokio::pin!(serve);
             let timer = tokio::time::sleep(deadline);
             tokio::pin!(timer);
@@ -107,6 +118,7 @@ async fn serve_one(
                 biased;
                 done = &mut serve => return done,
                 _ = &mut timer => {}
+                _ = app.drain.terminated(shutdown), if waits_inside => {}
             }
             if HEAD_RECEIVED.with(Cell::get) {
                 serve.await
@@ -118,12 +130,21 @@ async fn serve_one(
         .await
 }
 
-/// Waits until the client sends the first byte of a request, or `idle` passes. Nothing is
-/// read here, so no buffer is held while waiting. Streams that cannot wait this way (TLS)
-/// return at once and wait inside Pingora instead.
-async fn wait_for_request(stream: &mut Stream, idle: Duration) -> bool {
+/// Waits until the client sends the first byte of a request, or `idle` passes, or a
+/// termination begins. Nothing is read here, so no buffer is held while waiting. Streams
+/// that cannot wait this way (TLS) return at once and wait inside Pingora instead.
+async fn wait_for_request(
+    stream: &mut Stream,
+    idle: Duration,
+    drain: &Drain,
+    shutdown: &ShutdownWatch,
+) -> bool {
     let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
-    matches!(tokio::time::timeout(idle, ready).await, Ok(Ok(_)))
+    tokio::select! {
+        biased;
+        ready = tokio::time::timeout(idle, ready) => matches!(ready, Ok(Ok(_))),
+        _ = drain.terminated(shutdown) => false,
+    }
 }
 
 #[async_trait]
@@ -133,9 +154,11 @@ impl ServerApp for EdgeApp {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _open = self.drain.track();
         if self.is_h2(&mut stream).await {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
+        let waits_inside = stream.get_ssl_digest().is_some();
         let (header_timeout, idle, reuses) = {
             let snapshot = self.store.load();
             let e = &snapshot.edge;
@@ -146,7 +169,7 @@ impl ServerApp for EdgeApp {
             )
         };
         // A new connection must start its request within the head deadline.
-        if !wait_for_request(&mut stream, header_timeout).await {
+        if !wait_for_request(&mut stream, header_timeout, &self.drain, shutdown).await {
             return None;
         }
         let keepalive = if *shutdown.borrow() {
@@ -160,17 +183,17 @@ impl ServerApp for EdgeApp {
             // long as the connection is open, idle time included; the box is freed between
             // requests.
             let reused = Box::pin(serve_one(
-                &self.proxy,
-                &self.error_responder,
+                self,
                 stream,
                 start,
                 shutdown,
                 header_timeout,
+                waits_inside,
             ))
             .await?;
             let (next, settings) = reused.consume();
             stream = next;
-            if !wait_for_request(&mut stream, idle).await {
+            if !wait_for_request(&mut stream, idle, &self.drain, shutdown).await {
                 return None;
             }
             start = Start::Reused(settings);
@@ -184,6 +207,6 @@ impl ServerApp for EdgeApp {
     /// got no answer (seen as resets in the upgrade test). Idle connections wait in this app
     /// instead (`wait_for_request`), so nothing is aborted: during the drain every request
     /// that arrives is served, with `Connection: close`, and idle connections end with their
-    /// keep-alive timeout or the grace period.
+    /// keep-alive timeout or the grace period (at once on termination).
     async fn cleanup(&self) {}
 }

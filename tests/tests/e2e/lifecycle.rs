@@ -1,35 +1,79 @@
 use crate::support::*;
 use std::time::Duration;
 
+fn one_route(up: std::net::SocketAddr, grace: &str) -> String {
+    format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\nadmin:\n  address: 127.0.0.1:{{admin}}\nserver:\n  threads: 2\n  grace_period: {grace}\n  shutdown_timeout: 1s\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {up} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
+    )
+}
+
+/// Waits until the proxy listener refuses connections: the drain has begun.
+async fn wait_refused(gw: &Gateway) {
+    let addr = gw.addr();
+    let refused = async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("the proxy listener still accepts after SIGTERM");
+}
+
 #[tokio::test]
-async fn sigterm_drains_an_in_flight_request() {
+async fn sigterm_drains_an_in_flight_request_then_exits_at_once() {
     let up = Witness::start("w").await.unwrap();
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n",
-        up.addr
-    );
-    let mut gw = Gateway::start(&yaml).await;
-    let url = gw.url("/slow?sleep=1500");
+    let mut gw = Gateway::start(&one_route(up.addr, "30s")).await;
+    let url = gw.url("/slow?hold");
     let inflight =
         tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.wait_held(1).await;
     gw.signal("TERM");
+    wait_refused(&gw).await;
+    // The admin listener still answers, and says the gateway is draining.
+    let ready = reqwest::get(gw.admin("/ready"))
+        .await
+        .expect("admin answers");
+    assert_eq!(ready.status(), 503);
+    let body = json(ready).await;
+    assert_eq!(body["status"], "draining", "{body}");
+    assert_eq!(body["open_connections"], 1, "{body}");
+    up.release_held();
     let status = inflight
         .await
         .unwrap()
         .expect("the in-flight request completed");
     assert_eq!(status, 200);
-    // New connections are refused once draining started.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        tokio::net::TcpStream::connect(gw.addr()).await.is_err(),
-        "still accepting after SIGTERM"
-    );
-    // grace_period is 5s in tests: the process exits after it, not before the request.
-    let took = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(15)))
+    // The grace period is 30 s; with nothing left in flight the process ends at once.
+    let took = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
         .await
         .unwrap();
-    assert!(took.is_some(), "did not exit after the grace period");
+    assert!(
+        took.is_some(),
+        "still running 10 s after the last request ended"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_idle_keepalive_connections_and_exits_in_under_a_second() {
+    let up = Witness::start("w").await.unwrap();
+    let mut gw = Gateway::start(&one_route(up.addr, "30s")).await;
+    // An idle keep-alive connection stays open after its request.
+    let client = reqwest::Client::new();
+    let r = client.get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let sent = std::time::Instant::now();
+    gw.signal("TERM");
+    let took = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(took.is_some(), "still running 10 s after SIGTERM");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} with only an idle connection open"
+    );
 }
 
 #[tokio::test]

@@ -224,11 +224,25 @@ pub struct Server {
     pub configuration: Arc<ServerConf>,
     /// The parser command line options
     pub options: Option<Opt>,
+
+    /// Portico patch 0008 (vendor/patches/): resolves once the application has nothing left
+    /// in flight; the grace period then ends early.
+    drained: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 // TODO: delete the pid when exit
 
 impl Server {
+    /// End the grace period of a graceful shutdown as soon as `drained` resolves (the
+    /// application has finished what it had in flight) instead of always waiting it out
+    /// (Portico patch 0008, vendor/patches/).
+    pub fn end_grace_period_when(
+        &mut self,
+        drained: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.drained = Some(Box::pin(drained));
+    }
+
     /// Acquire a receiver for the server's execution phase.
     ///
     /// The receiver will produce values for each transition.
@@ -483,6 +497,7 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            drained: None,
         }
     }
 
@@ -531,6 +546,7 @@ impl Server {
             options: opt,
             dependencies: Arc::new(Mutex::new(DependencyGraph::new())),
             bootstrap,
+            drained: None,
         })
     }
 
@@ -812,7 +828,19 @@ impl Server {
                 .grace_period_seconds
                 .unwrap_or(EXIT_TIMEOUT);
             info!("Graceful shutdown: grace period {}s starts", exit_timeout);
-            thread::sleep(Duration::from_secs(exit_timeout));
+            let grace = Duration::from_secs(exit_timeout);
+            // Portico patch 0008 (vendor/patches/): a drained application ends it early.
+            match self.drained.take() {
+                Some(drained) => {
+                    let early = server_runtime
+                        .get_handle()
+                        .block_on(async move { tokio::time::timeout(grace, drained).await });
+                    if early.is_ok() {
+                        info!("Graceful shutdown: drained before the grace period ended");
+                    }
+                }
+                None => thread::sleep(grace),
+            }
             info!("Graceful shutdown: grace period ends");
         }
 

@@ -53,6 +53,9 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    /// Portico patch 0007 (vendor/patches/): keep accepting after the shutdown broadcast,
+    /// until the process exits.
+    accept_during_shutdown: bool,
 }
 
 impl<A> Service<A> {
@@ -66,6 +69,7 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            accept_during_shutdown: false,
         }
     }
 
@@ -80,7 +84,15 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            accept_during_shutdown: false,
         }
+    }
+
+    /// Keep accepting connections after the shutdown broadcast, until the process exits.
+    /// For a status or health endpoint that must keep answering while the rest of the
+    /// server drains (Portico patch 0007, vendor/patches/).
+    pub fn accept_during_shutdown(&mut self, accept: bool) {
+        self.accept_during_shutdown = accept;
     }
 
     /// Set a runtime options override for this service.
@@ -203,12 +215,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        accept_during_shutdown: bool,
     ) {
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
                 new_io = stack.accept() => new_io,
-                shutdown_signal = shutdown.changed() => {
+                // Portico patch 0007 (vendor/patches/): such a service stops with the process.
+                shutdown_signal = shutdown.changed(), if !accept_during_shutdown => {
                     match shutdown_signal {
                         Ok(()) => {
                             if !*shutdown.borrow() {
@@ -303,6 +317,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         let app_logic = Arc::new(app_logic);
 
         let mut handlers = Vec::new();
+        let accept_during_shutdown = self.accept_during_shutdown;
 
         endpoints.into_iter().for_each(|endpoint| {
             for _ in 0..listeners_per_fd {
@@ -311,7 +326,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let endpoint = endpoint.clone();
 
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, accept_during_shutdown)
+                        .await;
                 });
 
                 handlers.push(jh);
