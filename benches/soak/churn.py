@@ -4,13 +4,19 @@ rounds of malformed requests, then short connections (`Connection: close`, with 
 sampled after each phase. Run it twice to tell retained memory from the allocator keeping
 freed pages: as is, and with `MIMALLOC_PURGE_DELAY=0` (freed pages returned at once).
 
-Usage: benches/soak/churn.py [--connections 100000]
+`--malloc-stats` runs a gateway built with glibc's malloc (`--profile profiling --features
+portico/system-allocator`) and, after each phase, has gdb call `malloc_stats()` in it: the
+bytes the program really holds ("in use") beside what the allocator keeps from the system.
+`--wrap "heaptrack -o FILE"` runs that build under a heap profiler.
+
+Usage: benches/soak/churn.py [--connections 100000] [--malloc-stats] [--wrap CMD]
 """
 
 import argparse
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -60,11 +66,26 @@ def wrk(url, seconds, close):
     return int(m.group(1)) if m else 0
 
 
+def malloc_in_use(pid, log_path):
+    """glibc's totals from `malloc_stats()`, called in the running gateway by gdb."""
+    subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "call (void) malloc_stats()"],
+                   capture_output=True)
+    with open(log_path) as f:
+        totals = re.findall(r"Total \(incl. mmap\):\s+system bytes\s+=\s+(\d+)\s+in use bytes\s+=\s+(\d+)",
+                            f.read())
+    system, in_use = totals[-1]
+    return {"system_kib": int(system) // 1024, "in_use_kib": int(in_use) // 1024}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=100_000)
     ap.add_argument("--bad-rounds", type=int, default=200)
+    ap.add_argument("--malloc-stats", action="store_true")
+    ap.add_argument("--wrap", default="")
     args = ap.parse_args()
+    glibc = args.malloc_stats or args.wrap
+    gateway_bin = os.path.join(ROOT, "target", "profiling" if glibc else "release", "portico")
     work = tempfile.mkdtemp(prefix="portico-churn-")
     up_port, gw_port, admin_port = free_port(), free_port(), free_port()
     up = subprocess.Popen([os.path.join(BIN, "portico-demo-upstream"), f"w=127.0.0.1:{up_port}"],
@@ -84,37 +105,51 @@ routes:
     match: {{ prefix: / }}
     upstream: w
 """)
-    gw = subprocess.Popen([os.path.join(BIN, "portico"), "run", "-c", config],
+    gw_log = os.path.join(work, "portico.log")
+    gw = subprocess.Popen(shlex.split(args.wrap) + [gateway_bin, "run", "-c", config],
                           env={**os.environ, "PORTICO_LOG": "error"},
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, stderr=open(gw_log, "w"))
+    pid = gw.pid
     try:
         wait_port(up_port)
         wait_port(gw_port)
         url = f"http://127.0.0.1:{gw_port}/"
-        report = {"env": {k: v for k, v in os.environ.items() if k.startswith("MIMALLOC")}}
-        report["start_kib"] = rss_kib(gw.pid)
+        if args.wrap:
+            # The profiler starts the gateway as its child.
+            time.sleep(1)
+            pid = int(subprocess.run(["pgrep", "-n", "-f", f"{gateway_bin} run"],
+                                     capture_output=True, text=True).stdout.split()[0])
+
+        def sample(key):
+            report[f"{key}_kib"] = rss_kib(pid)
+            if args.malloc_stats:
+                report[f"{key}_malloc"] = malloc_in_use(pid, gw_log)
+
+        report = {"env": {k: v for k, v in os.environ.items() if k.startswith("MIMALLOC")},
+                  "gateway": gateway_bin, "wrap": args.wrap}
+        sample("start")
         report["warmup_requests"] = wrk(url, 3, close=False)
         time.sleep(1)
-        report["after_warmup_kib"] = rss_kib(gw.pid)
+        sample("after_warmup")
         # Twice: memory the first pass keeps for reuse shows up once; a leak grows again.
         for n in (1, 2):
             for _ in range(args.bad_rounds):
                 for data in BAD_INPUT:
                     send(gw_port, data)
             time.sleep(1)
-            report[f"pass{n}_after_bad_input_kib"] = rss_kib(gw.pid)
+            sample(f"pass{n}_after_bad_input")
             done = 0
             while done < args.connections:
                 done += wrk(url, 5, close=True)
             report[f"pass{n}_short_connections"] = done
             time.sleep(2)
-            report[f"pass{n}_after_churn_kib"] = rss_kib(gw.pid)
+            sample(f"pass{n}_after_churn")
         report["pass2_vs_pass1"] = round(
             report["pass2_after_churn_kib"] / report["pass1_after_churn_kib"], 3
         )
         print(json.dumps(report, indent=2))
     finally:
-        gw.terminate()
+        os.kill(pid, 15)
         up.terminate()
         gw.wait()
         up.wait()

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub registry_events: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    pub certificate_expiry: IntGaugeVec,
     /// The members each pool has a `portico_circuit_open` series for, so the series of a
     /// member that left (or of a removed pool) can be dropped.
     circuit_series: Mutex<HashMap<Arc<str>, Vec<String>>>,
@@ -107,6 +108,14 @@ impl Metrics {
             &["route", "reason"],
         )?;
         registry.register(Box::new(auth_failures.clone()))?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portico_tls_certificate_expiration_timestamp_seconds",
+                "When each served TLS certificate expires (notAfter, Unix time), by listener address and certificate file.",
+            ),
+            &["listener", "certificate"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -127,6 +136,7 @@ impl Metrics {
             registry_events,
             rate_limited,
             auth_failures,
+            certificate_expiry,
             circuit_series: Mutex::default(),
         })
     }
@@ -169,6 +179,18 @@ impl Metrics {
                 let _ = self
                     .circuit_open
                     .remove_label_values(&[&*pool.name, gone.as_str()]);
+            }
+        }
+    }
+
+    /// One series per served certificate; those of certificates no longer served go.
+    pub fn update_certificates(&self, tls: &HashMap<String, Arc<crate::tls::SniTable>>) {
+        self.certificate_expiry.reset();
+        for (listener, table) in tls {
+            for c in &table.certs {
+                self.certificate_expiry
+                    .with_label_values(&[listener.as_str(), c.cert_path.as_str()])
+                    .set(c.not_after);
             }
         }
     }

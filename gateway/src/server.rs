@@ -168,12 +168,13 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             let address = l.address.value.clone();
             let mut listener = ListenerConfig::tcp(address.clone());
             match &l.tls {
-                Some(tls) => {
-                    let settings =
-                        crate::tls::settings(tls).map_err(|message| StartError::Listener {
+                Some(_) => {
+                    let settings = crate::tls::settings(l, &store).map_err(|message| {
+                        StartError::Listener {
                             address: address.clone(),
                             message,
-                        })?;
+                        }
+                    })?;
                     listener = listener.tls(settings);
                 }
                 None => {

@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     pub edge: Edge,
     pub admin_token: Option<Arc<str>>,
+    /// Each TLS listener's certificates, by listener address (see `crate::tls`).
+    pub tls: HashMap<String, Arc<crate::tls::SniTable>>,
     /// Plugin state (local rate-limit counters) to carry into the next compile.
     pub plugin_state: StateStore,
 }
@@ -89,7 +91,7 @@ impl Snapshot {
         let config = &loaded.config;
         let mut diag = Diagnostics::new(loaded.file.clone(), loaded.source.clone());
 
-        check_listeners(config, &mut diag);
+        let tls = compile_listeners(config, &mut diag);
         check_redis(config, env.env, &mut diag);
         let trusted_proxies = compile_trusted(config, &mut diag);
         let admin_token = compile_admin(config, env.env, &mut diag);
@@ -139,12 +141,17 @@ impl Snapshot {
                 keepalive_reuses: l.keepalive_requests.map(|n| n.saturating_sub(1)),
             },
             admin_token,
+            tls,
             plugin_state,
         })
     }
 }
 
-fn check_listeners(config: &Config, diag: &mut Diagnostics) {
+fn compile_listeners(
+    config: &Config,
+    diag: &mut Diagnostics,
+) -> HashMap<String, Arc<crate::tls::SniTable>> {
+    let mut tls_tables = HashMap::new();
     if config.listeners.is_empty() {
         diag.top("`listeners` needs at least one entry");
     }
@@ -165,16 +172,18 @@ fn check_listeners(config: &Config, diag: &mut Diagnostics) {
             ),
         }
         if let Some(tls) = &l.value.tls {
-            if tls.certificates.is_empty() {
-                diag.at_span(l, "tls needs at least one certificate");
-            }
-            for c in &tls.certificates {
-                if let Err(e) = crate::tls::load_certified_key(&c.value.cert, &c.value.key) {
-                    diag.at_span(c, e);
+            match crate::tls::SniTable::load(tls) {
+                Ok(table) => {
+                    tls_tables.insert(l.value.address.value.clone(), Arc::new(table));
                 }
+                Err((i, e)) => match tls.certificates.get(i) {
+                    Some(c) => diag.at_span(c, e),
+                    None => diag.at_span(l, e),
+                },
             }
         }
     }
+    tls_tables
 }
 
 fn check_redis(config: &Config, env: Env, diag: &mut Diagnostics) {

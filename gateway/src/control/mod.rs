@@ -27,6 +27,7 @@ pub fn publish(store: &SnapshotStore, metrics: &Metrics, next: Arc<Snapshot>) {
     for pool in next.pools.values() {
         metrics.update_members(pool);
     }
+    metrics.update_certificates(&next.tls);
     store.store(next);
 }
 
@@ -36,7 +37,8 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub discovery: Option<Arc<DiscoveryService>>,
-    /// Reload when the config file changes (`server.watch_config`).
+    /// Reload when the config file changes (`server.watch_config`). Certificate files are
+    /// watched whenever a listener serves TLS.
     pub watch: bool,
 }
 
@@ -50,8 +52,9 @@ impl BackgroundService for Control {
             )),
             tokio::spawn(self.reloader.clone().on_sighup()),
         ];
-        if self.watch {
-            tasks.push(tokio::spawn(self.reloader.clone().watch()));
+        let has_tls = !self.store.load().tls.is_empty();
+        if self.watch || has_tls {
+            tasks.push(tokio::spawn(self.reloader.clone().watch(self.watch)));
         }
         if let Some(d) = &self.discovery {
             tasks.push(tokio::spawn(d.clone().run()));

@@ -1,13 +1,14 @@
 //! Hot reload: a new snapshot is compiled beside the live one and swapped in atomically.
-//! Triggers: a change of the file (polled and debounced, which also catches the symlink swap
-//! of a Kubernetes ConfigMap that inotify misses), SIGHUP, and the admin `POST /reload`.
+//! Triggers: a change of the file or of a TLS certificate or key it names (polled and
+//! debounced, which also catches the symlink swap of a Kubernetes ConfigMap or Secret that
+//! inotify misses), SIGHUP, and the admin `POST /reload`.
 
 use super::discovery::DiscoveryService;
 use crate::config::{load_file, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
 use portico_plugins::SharedBuckets;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,33 +128,62 @@ impl Reloader {
         e
     }
 
-    /// Polls the file and reloads when it changed and then stayed unchanged for a moment.
-    pub async fn watch(self: Arc<Self>) {
+    /// Polls the files the live config is made of and reloads when one changed and then
+    /// stayed unchanged for a moment: the config file itself (`with_config`), and every TLS
+    /// certificate and key, so renewed certificates are served without a signal.
+    pub async fn watch(self: Arc<Self>, with_config: bool) {
         const POLL: Duration = Duration::from_millis(250);
         const SETTLE: Duration = Duration::from_millis(300);
-        let stamp = |p: &PathBuf| -> Option<(SystemTime, u64)> {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        };
-        let mut last = stamp(&self.path);
+        let mut last = self.stamps(with_config);
         loop {
             tokio::time::sleep(POLL).await;
-            let now = stamp(&self.path);
-            if now == last || now.is_none() {
+            let now = self.stamps(with_config);
+            if now == last {
                 continue;
             }
-            // Debounce: wait until editors and config-map updates finish writing.
+            // Debounce: wait until editors, config-map and certificate updates finish writing.
             let mut settled = now;
             loop {
                 tokio::time::sleep(SETTLE).await;
-                let again = stamp(&self.path);
+                let again = self.stamps(with_config);
                 if again == settled {
                     break;
                 }
                 settled = again;
             }
+            // The text of the config may be unchanged (only a certificate changed): compile
+            // anyway when anything but the config file moved.
+            let force = settled.certificates != last.certificates;
             last = settled;
-            let _ = self.reload(false).await;
+            if force {
+                tracing::info!("a certificate or key file changed: reloading");
+            }
+            let _ = self.reload(force).await;
+            // What the new snapshot names is what is watched from now on.
+            last = Stamps {
+                config: last.config,
+                certificates: self.stamps(false).certificates,
+            };
+        }
+    }
+
+    fn stamps(&self, with_config: bool) -> Stamps {
+        let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        };
+        let snapshot = self.store.load();
+        let mut certificates: Vec<_> = snapshot
+            .tls
+            .values()
+            .flat_map(|t| t.certs.iter())
+            .flat_map(|c| [&c.cert_path, &c.key_path])
+            .map(|p| (p.clone(), stamp(Path::new(p))))
+            .collect();
+        certificates.sort();
+        Stamps {
+            config: if with_config { stamp(&self.path) } else { None },
+            certificates,
         }
     }
 
@@ -168,6 +198,13 @@ impl Reloader {
             let _ = self.reload(true).await;
         }
     }
+}
+
+/// Modification time and size of each watched file (`None`: missing).
+#[derive(PartialEq)]
+struct Stamps {
+    config: Option<(SystemTime, u64)>,
+    certificates: Vec<(String, Option<(SystemTime, u64)>)>,
 }
 
 fn warn_restart_only_changes(current: &Snapshot, next: &Snapshot) {

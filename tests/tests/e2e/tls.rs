@@ -105,3 +105,115 @@ routes:
         .unwrap();
     assert_error(r, 431, "headers_too_large").await;
 }
+
+/// A self-signed certificate for `localhost` that expires on `not_after` (y, m, d).
+fn cert_until(not_after: (i32, u8, u8)) -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A client that trusts only `cert`; `fresh`: a new connection (and handshake) per request.
+fn trusting(certs: &[&str], fresh: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().http1_only();
+    for c in certs {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(c.as_bytes()).unwrap());
+    }
+    if fresh {
+        b = b.pool_max_idle_per_host(0);
+    }
+    b.build().unwrap()
+}
+
+/// Waits until a new handshake succeeds with `client`.
+async fn wait_served(client: &reqwest::Client, url: &str) {
+    let served = async {
+        while client.get(url).send().await.is_err() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(15), served)
+        .await
+        .expect("the new certificate was not served");
+}
+
+#[tokio::test]
+async fn certificates_rotate_on_reload_and_on_file_change_without_failing_requests() {
+    let up = Witness::start("w").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = cert_until((2031, 5, 17));
+    let second = cert_until((2032, 1, 2));
+    let third = cert_until((2033, 3, 4));
+    let write = |(cert, key): &(String, String)| {
+        // Written beside and renamed, as cert-manager and ACME clients do.
+        std::fs::write(dir.path().join("next.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("next.key"), key).unwrap();
+        std::fs::rename(dir.path().join("next.key"), dir.path().join("tls.key")).unwrap();
+        std::fs::rename(dir.path().join("next.pem"), dir.path().join("tls.pem")).unwrap();
+    };
+    write(&first);
+    let d = dir.path().display();
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\n    tls:\n      certificates:\n        - {{ cert: {d}/tls.pem, key: {d}/tls.key, server_names: [localhost] }}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let url = format!("https://localhost:{}/", gw.port);
+    let metric = |not_after: i64| {
+        format!(
+            "portico_tls_certificate_expiration_timestamp_seconds{{certificate=\"{d}/tls.pem\",listener=\"127.0.0.1:{}\"}} {not_after}",
+            gw.port
+        )
+    };
+    assert_metric(&gw.metrics().await, &metric(1_936_742_400));
+
+    // An established connection made with the first certificate.
+    let kept = trusting(&[&first.0], false);
+    assert_eq!(kept.get(&url).send().await.unwrap().status(), 200);
+    // Load with a new handshake per request, trusting every certificate of the test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), url.clone());
+        let client = trusting(&[&first.0, &second.0, &third.0], true);
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(error_chain(&e)),
+                }
+            }
+            (ok, failures)
+        }));
+    }
+
+    // New files and a reload (SIGHUP): new handshakes get the second certificate.
+    write(&second);
+    gw.signal("HUP");
+    wait_served(&trusting(&[&second.0], true), &url).await;
+    assert!(
+        trusting(&[&first.0], true).get(&url).send().await.is_err(),
+        "a new handshake still gets the first certificate"
+    );
+    // The connection made before the rotation carries on.
+    assert_eq!(kept.get(&url).send().await.unwrap().status(), 200);
+    assert_metric(&gw.metrics().await, &metric(1_956_614_400));
+
+    // New files alone, no signal: the watch picks them up.
+    write(&third);
+    wait_served(&trusting(&[&third.0], true), &url).await;
+    assert_metric(&gw.metrics().await, &metric(1_993_507_200));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut ok = 0;
+    for w in workers {
+        let (n, failures) = w.await.unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        ok += n;
+    }
+    assert!(ok > 0, "the load made no request");
+}
