@@ -11,10 +11,11 @@ build: setup
 run: build
 	scripts/run-demo.sh conf/portico.yaml
 
-## Unit tests and end-to-end tests against the real binary.
+## Unit tests, end-to-end tests against the real binary, and the deploy/ checks.
 test: build
 	@scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
+	target/tools-venv/bin/python scripts/check-deploy.py
 
 lint:
 	cargo fmt --all -- --check

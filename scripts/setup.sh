@@ -4,7 +4,8 @@
 # Usage: scripts/setup.sh [build|test|bench|fuzz]
 #   build: what compiling Portico needs (cmake for Pingora's zlib-ng, a C toolchain);
 #   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
-#          from the lockfile in tests/better-auth);
+#          from the lockfile in tests/better-auth); docker-compose, systemd-analyze and, in
+#          target/tools-venv, kubernetes-validate for the deploy/ checks;
 #   bench: + nginx, wrk, HAProxy and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
@@ -13,6 +14,9 @@ mode="${1:-test}"
 want=(cmake gcc make pkg-config)
 if [[ "$mode" != "build" ]]; then
   want+=(redis-server node npm)
+fi
+if [[ "$mode" == "test" ]]; then
+  want+=(docker-compose systemd-analyze)
 fi
 if [[ "$mode" == "bench" ]]; then
   want+=(nginx wrk haproxy taskset openssl python3)
@@ -25,6 +29,7 @@ package_for() {
     taskset) echo util-linux ;;
     pkg-config) echo pkg-config ;;
     node) echo nodejs ;;
+    systemd-analyze) echo systemd ;;
     *) echo "$1" ;;
   esac
 }
@@ -73,4 +78,14 @@ ba="$(dirname "$0")/../tests/better-auth"
 if [[ ! -f "$ba/node_modules/.package-lock.json" || "$ba/package-lock.json" -nt "$ba/node_modules/.package-lock.json" ]]; then
   echo "setup: npm ci in tests/better-auth" >&2
   (cd "$ba" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [[ "$mode" == "test" ]]; then
+  # The deploy/ checks' Python tools, pinned, in a virtualenv of their own.
+  venv="$(dirname "$0")/../target/tools-venv"
+  if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then
+    echo "setup: kubernetes-validate into target/tools-venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.31.0
+  fi
 fi

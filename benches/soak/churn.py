@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--bad-rounds", type=int, default=200)
     ap.add_argument("--malloc-stats", action="store_true")
     ap.add_argument("--wrap", default="")
+    ap.add_argument("--settle", type=int, default=0,
+                    help="seconds to wait before a last sample (Pingora's pool timers last 60 s)")
     args = ap.parse_args()
     glibc = args.malloc_stats or args.wrap
     gateway_bin = os.path.join(ROOT, "target", "profiling" if glibc else "release", "portico")
@@ -122,6 +124,11 @@ routes:
 
         def sample(key):
             report[f"{key}_kib"] = rss_kib(pid)
+            # Anonymous memory (heap, stacks) apart from file pages (the binary's code paged in).
+            with open(f"/proc/{pid}/status") as f:
+                parts = dict(line.split(":", 1) for line in f if line.startswith("Rss"))
+            report[f"{key}_anon_file_kib"] = [int(parts["RssAnon"].split()[0]),
+                                              int(parts["RssFile"].split()[0])]
             if args.malloc_stats:
                 report[f"{key}_malloc"] = malloc_in_use(pid, gw_log)
 
@@ -144,6 +151,9 @@ routes:
             report[f"pass{n}_short_connections"] = done
             time.sleep(2)
             sample(f"pass{n}_after_churn")
+        if args.settle:
+            time.sleep(args.settle)
+            sample("settled")
         report["pass2_vs_pass1"] = round(
             report["pass2_after_churn_kib"] / report["pass1_after_churn_kib"], 3
         )

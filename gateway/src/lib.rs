@@ -13,6 +13,7 @@ pub mod drain;
 pub mod global_limit;
 pub mod json;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod redis_link;
 pub mod registry;

@@ -45,6 +45,16 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Ask a running gateway's admin listener for a path (default `/health`); exit 0 on a
+    /// 2xx answer. For container health checks.
+    Probe {
+        /// The admin address; default: `admin.address` of the config file (-c).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The path to ask for.
+        #[arg(default_value = "/health")]
+        path: String,
+    },
     /// Register, deregister and list instances in the Redis registry.
     Registry {
         /// Redis URL (comma-separated seed URLs for a cluster); default: the `redis` section
@@ -64,6 +74,39 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .json()
         .try_init();
+}
+
+fn probe(cli: &Cli, admin: Option<&str>, path: &str) -> ExitCode {
+    let address = match admin {
+        Some(a) => a.to_string(),
+        None => {
+            let path = match require_config(cli) {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            match config::load_file(&path) {
+                Ok(loaded) => loaded.config.admin.address.clone(),
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let answer = portico::probe::reachable(&address)
+        .and_then(|a| portico::probe::probe(a, path, std::time::Duration::from_secs(3)));
+    match answer {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portico probe: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn require_config(cli: &Cli) -> Result<PathBuf, ExitCode> {
@@ -135,6 +178,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Run { upgrade }) => run(&cli, *upgrade),
+        Some(Command::Probe { admin, path }) => probe(&cli, admin.as_deref(), path),
         Some(Command::Registry { redis, command }) => {
             use portico::cli_registry;
             let result = cli_registry::redis_config(redis.as_deref(), cli.config.as_deref())

@@ -97,8 +97,24 @@ impl RedisLink {
                 password.as_deref(),
             ))
         };
+        let url = match (&config.url, &config.url_env) {
+            (Some(url), None) => Some(url.clone()),
+            (None, Some(name)) => Some(match env {
+                // `check --skip-env`: any well-formed URL checks the rest.
+                Env::Placeholders => "redis://portico-check.invalid:6379".to_string(),
+                Env::Process => env.var(name).ok_or_else(|| {
+                    LinkError::Config(format!("redis.url_env names `{name}`, which is not set"))
+                })?,
+            }),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(LinkError::Config(
+                    "set redis.url or redis.url_env, not both".into(),
+                ))
+            }
+        };
         let given = [
-            config.url.is_some(),
+            url.is_some(),
             !config.cluster.is_empty(),
             config.sentinel.is_some(),
         ]
@@ -107,10 +123,10 @@ impl RedisLink {
         .count();
         if given != 1 {
             return Err(LinkError::Config(
-                "set exactly one of redis.url, redis.cluster or redis.sentinel".into(),
+                "set exactly one of redis.url (or url_env), redis.cluster or redis.sentinel".into(),
             ));
         }
-        let (target, pubsub_urls) = if let Some(url) = &config.url {
+        let (target, pubsub_urls) = if let Some(url) = &url {
             let client =
                 Client::open(with_auth(url)?).map_err(|e| LinkError::Config(e.to_string()))?;
             (Target::Single(client), vec![url.clone()])

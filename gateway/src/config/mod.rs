@@ -202,6 +202,10 @@ pub struct RedisConfig {
     /// `redis://host:port/db` or `rediss://…` (TLS) for a single node.
     #[serde(default)]
     pub url: Option<String>,
+    /// Environment variable holding the single-node URL instead (containers: the address
+    /// comes with the deployment).
+    #[serde(default)]
+    pub url_env: Option<String>,
     /// Seed nodes of a Redis Cluster (`redis://` or `rediss://` URLs).
     #[serde(default)]
     pub cluster: Vec<String>,
@@ -241,6 +245,7 @@ impl RedisConfig {
     pub fn from_url(url: &str) -> RedisConfig {
         RedisConfig {
             url: Some(url.to_string()),
+            url_env: None,
             cluster: Vec::new(),
             sentinel: None,
             password_env: None,

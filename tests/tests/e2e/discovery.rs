@@ -381,3 +381,36 @@ async fn registry_reads(gw: &Gateway) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn three_replicas_on_one_redis_route_a_service_registered_once() {
+    let redis = RedisServer::start().await;
+    let w = Witness::start("w").await.unwrap();
+    let redis_line = format!("url: {}", redis.url());
+    let yaml = config(&redis_line, "60s");
+    let replicas = [
+        Gateway::start(&yaml).await,
+        Gateway::start(&yaml).await,
+        Gateway::start(&yaml).await,
+    ];
+    registry(
+        &redis.url(),
+        &[
+            "register",
+            "--service",
+            "users",
+            "--addr",
+            &w.addr.to_string(),
+            "--id",
+            "u1",
+        ],
+    );
+    let c = reqwest::Client::new();
+    for gw in &replicas {
+        wait_for(&c, &gw.url("/users"), &["w"], Duration::from_secs(10)).await;
+    }
+    assert!(
+        w.count() >= 3 * 6,
+        "every replica's requests reached the one instance"
+    );
+}
