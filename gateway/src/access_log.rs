@@ -45,7 +45,10 @@ impl AccessLog {
         let (tx, rx) = sync_channel::<Entry>(QUEUE);
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_batches(rx, out))?;
+            .spawn({
+                let dropped = dropped.clone();
+                move || write_batches(rx, out, dropped)
+            })?;
         Ok(AccessLog { tx, dropped })
     }
 
@@ -66,8 +69,16 @@ impl AccessLog {
 
 /// The writer thread. It wakes on a timer and drains the queue: blocking on the channel
 /// instead would make every request's send wake this thread (a context switch per request).
-fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>) {
+/// Lines that cannot be written (a full disk) are counted as dropped.
+fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, dropped: IntCounter) {
     let mut buf = Vec::with_capacity(256 * 1024);
+    let mut write = |buf: &mut Vec<u8>| {
+        if out.write_all(buf).and_then(|()| out.flush()).is_err() {
+            let lines = buf.iter().filter(|b| **b == b'\n').count();
+            dropped.inc_by(lines as u64);
+        }
+        buf.clear();
+    };
     loop {
         std::thread::sleep(FLUSH_EVERY);
         let mut open = true;
@@ -78,8 +89,7 @@ fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>) {
                     buf.extend_from_slice(l.as_bytes());
                     buf.push(b'\n');
                     if buf.len() >= 256 * 1024 {
-                        let _ = out.write_all(&buf);
-                        buf.clear();
+                        write(&mut buf);
                     }
                 }
                 Ok(Entry::Flush(done)) => waiting.push(done),
@@ -91,10 +101,8 @@ fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>) {
             }
         }
         if !buf.is_empty() {
-            let _ = out.write_all(&buf);
-            buf.clear();
+            write(&mut buf);
         }
-        let _ = out.flush();
         for done in waiting {
             let _ = done.send(());
         }

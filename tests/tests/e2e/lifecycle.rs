@@ -125,3 +125,30 @@ async fn upgrade_hands_over_the_listener_without_failing_requests() {
         "requests failed during the upgrade: {failures:?}"
     );
 }
+
+#[tokio::test]
+async fn an_access_log_on_a_full_disk_loses_lines_not_requests() {
+    let up = Witness::start("w").await.unwrap();
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: true, path: /dev/full }}\nupstreams:\n  p:\n    members: [ {{ address: {} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    for _ in 0..20 {
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+    }
+    // The writer flushes every 100 ms; every line it could not write is counted.
+    let counted = async {
+        loop {
+            let m = gw.metrics().await;
+            if m.contains("portico_access_log_dropped_total 20") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), counted)
+        .await
+        .expect("the 20 lines were not counted as dropped");
+}
