@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use portico_plugins::revocation::{self, Revocation, Revocations, Source};
 use portico_plugins::ErrorCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -19,7 +20,29 @@ pub struct AdminApp {
     metrics: Arc<Metrics>,
     redis: Option<Arc<RedisLink>>,
     drain: Arc<Drain>,
+    revocations: Arc<Revocations>,
 }
+
+/// `POST /revocations`: exactly one of the credential fields.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    /// Every session and token of the user started before now.
+    user_id: Option<String>,
+    /// One Better Auth session, by its token.
+    session_token: Option<String>,
+    /// One session by id (Better Auth's `session.id`, a JWT's `sid`).
+    session_id: Option<String>,
+    /// One JWT, by its `jti`.
+    jti: Option<String>,
+    /// How long the revocation is kept (default 24 h): as long as what it revokes could
+    /// otherwise pass.
+    retain: Option<portico_plugins::units::Duration>,
+}
+
+/// Admin revocations are kept a day unless told otherwise.
+const ADMIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 impl AdminApp {
     pub fn new(
@@ -27,13 +50,69 @@ impl AdminApp {
         metrics: Arc<Metrics>,
         redis: Option<Arc<RedisLink>>,
         drain: Arc<Drain>,
+        revocations: Arc<Revocations>,
     ) -> Self {
         AdminApp {
             reloader,
             metrics,
             redis,
             drain,
+            revocations,
         }
+    }
+
+    /// `POST /revocations`, already authorized.
+    async fn revoke(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => return error(ErrorCode::PayloadTooLarge, "the body is too large"),
+                Ok(None) => break,
+                Err(_) => return error(ErrorCode::BadRequest, "the body could not be read"),
+            }
+        }
+        let request: RevokeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(ErrorCode::BadRequest, &format!("invalid JSON body: {e}")),
+        };
+        let now = portico_plugins::clock::unix_ms();
+        let retain = request.retain.map_or(ADMIN_RETAIN, |d| d.get());
+        let until_ms = now + retain.as_millis() as u64;
+        let credential = |key: String| Revocation::Credential { key, until_ms };
+        let revocation = match (
+            request.user_id,
+            request.session_token,
+            request.session_id,
+            request.jti,
+        ) {
+            (Some(user_id), None, None, None) => Revocation::User {
+                user_id,
+                not_before_ms: now,
+                keep: Vec::new(),
+                until_ms,
+            },
+            (None, Some(t), None, None) => credential(revocation::token_key(&t)),
+            (None, None, Some(id), None) => credential(revocation::session_key(&id)),
+            (None, None, None, Some(jti)) => credential(revocation::jti_key(&jti)),
+            _ => {
+                return error(
+                    ErrorCode::BadRequest,
+                    "give exactly one of user_id, session_token, session_id, jti",
+                )
+            }
+        };
+        let revoked = match &revocation {
+            Revocation::User { user_id, .. } => json!({"user_id": user_id}),
+            Revocation::Credential { .. } => json!("credential"),
+        };
+        self.revocations.revoke(revocation, Source::Admin);
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "revoked", "revoked": revoked, "until_ms": until_ms}),
+        )
     }
 
     /// 200 when the config is loaded and Redis, where something needs it, answers; 503 from
@@ -192,6 +271,29 @@ fn upstreams_view(s: &Snapshot) -> Value {
     json!({ "version": s.version, "upstreams": pools })
 }
 
+/// Mutating endpoints need `admin.token_env` set and its token as the bearer token.
+#[allow(clippy::result_large_err)] // the refusal is the response itself
+fn authorized(snapshot: &Snapshot, auth: Option<&[u8]>) -> Result<(), Response<Vec<u8>>> {
+    let Some(token) = snapshot.admin_token.clone() else {
+        return Err(error(
+            ErrorCode::Forbidden,
+            "set admin.token_env to enable mutating admin endpoints",
+        ));
+    };
+    let presented = auth
+        .and_then(|a| a.strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented, token.as_bytes()) {
+        let mut r = error(ErrorCode::Unauthorized, "a valid bearer token is required");
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"portico-admin\""),
+        );
+        return Err(r);
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -207,6 +309,7 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (Method::GET, "/ready") => self.ready(&snapshot),
             (Method::GET, "/metrics") => {
+                self.metrics.update_revocations(&self.revocations);
                 let body = self.metrics.render();
                 Response::builder()
                     .status(StatusCode::OK)
@@ -219,24 +322,12 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/upstreams") => {
                 json_response(StatusCode::OK, &upstreams_view(&snapshot))
             }
-            (Method::POST, "/reload") => {
-                let Some(token) = snapshot.admin_token.clone() else {
-                    return error(
-                        ErrorCode::Forbidden,
-                        "set admin.token_env to enable mutating admin endpoints",
-                    );
-                };
-                let presented = auth
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix(b"Bearer "))
-                    .unwrap_or_default();
-                if !constant_time_eq(presented, token.as_bytes()) {
-                    let mut r = error(ErrorCode::Unauthorized, "a valid bearer token is required");
-                    r.headers_mut().insert(
-                        http::header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static("Bearer realm=\"portico-admin\""),
-                    );
-                    return r;
+            (Method::POST, "/reload" | "/revocations") => {
+                if let Err(refused) = authorized(&snapshot, auth.as_deref()) {
+                    return refused;
+                }
+                if path == "/revocations" {
+                    return self.revoke(session).await;
                 }
                 match self.reloader.reload(true).await {
                     Ok(ReloadOutcome::Applied { version, elapsed }) => json_response(
@@ -259,9 +350,11 @@ impl ServeHttp for AdminApp {
                     }
                 }
             }
-            (_, "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload") => {
-                error(ErrorCode::MethodNotAllowed, "method not allowed")
-            }
+            (
+                _,
+                "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload"
+                | "/revocations",
+            ) => error(ErrorCode::MethodNotAllowed, "method not allowed"),
             _ => error(ErrorCode::RouteNotFound, "no such admin endpoint"),
         }
     }

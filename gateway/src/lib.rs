@@ -17,6 +17,7 @@ pub mod probe;
 pub mod proxy;
 pub mod redis_link;
 pub mod registry;
+pub mod revocation_feed;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 //! process. Labels come only from configured names and fixed sets, never from client input.
 
 use crate::upstream::{Circuit, Pool};
+use portico_plugins::revocation::{Revocations, Source};
 use portico_plugins::{ErrorCode, Rejection};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -25,6 +26,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
+    revocations: IntCounterVec,
     /// The members each pool has a `portico_circuit_open` series for, so the series of a
     /// member that left (or of a removed pool) can be dropped.
     circuit_series: Mutex<HashMap<Arc<str>, Vec<String>>>,
@@ -116,6 +118,17 @@ impl Metrics {
             &["listener", "certificate"],
         )?;
         registry.register(Box::new(certificate_expiry.clone()))?;
+        let revocations = IntCounterVec::new(
+            Opts::new(
+                "portico_revocations_total",
+                "Sessions and tokens revoked, by source: edge (a session-ending request through this replica), admin, peer (another replica).",
+            ),
+            &["source"],
+        )?;
+        registry.register(Box::new(revocations.clone()))?;
+        for source in Source::ALL {
+            revocations.with_label_values(&[source.label()]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -137,6 +150,7 @@ impl Metrics {
             rate_limited,
             auth_failures,
             certificate_expiry,
+            revocations,
             circuit_series: Mutex::default(),
         })
     }
@@ -179,6 +193,17 @@ impl Metrics {
                 let _ = self
                     .circuit_open
                     .remove_label_values(&[&*pool.name, gone.as_str()]);
+            }
+        }
+    }
+
+    /// Brings the revocation counters up to the revocation set's own counts.
+    pub fn update_revocations(&self, revocations: &Revocations) {
+        for source in Source::ALL {
+            let counter = self.revocations.with_label_values(&[source.label()]);
+            let seen = revocations.count(source);
+            if seen > counter.get() {
+                counter.inc_by(seen - counter.get());
             }
         }
     }

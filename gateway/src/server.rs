@@ -12,6 +12,7 @@ use crate::global_limit::RedisBuckets;
 use crate::metrics::Metrics;
 use crate::proxy::{EdgeApp, Gateway};
 use crate::redis_link::RedisLink;
+use crate::revocation_feed::RedisRevocations;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
 use crate::upstream::DiscoveryCache;
 use arc_swap::ArcSwap;
@@ -22,6 +23,7 @@ use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use portico_plugins::env::Env;
+use portico_plugins::revocation::Revocations;
 use portico_plugins::SharedBuckets;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,11 +82,13 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     let shared = link
         .clone()
         .map(|l| Arc::new(RedisBuckets::new(l)) as Arc<dyn SharedBuckets>);
+    let revocations = Arc::new(Revocations::default());
     let snapshot = Snapshot::compile(
         &loaded,
         1,
         &CompileEnv {
             shared: shared.clone(),
+            revocations: revocations.clone(),
             ..CompileEnv::default()
         },
     )?;
@@ -200,12 +204,25 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         ))),
         _ => None,
     };
+    let revocation_feed = match (&link, &config.redis) {
+        (Some(link), Some(r)) => {
+            let feed = Arc::new(RedisRevocations::new(
+                link.clone(),
+                &r.value.key_prefix,
+                revocations.clone(),
+            ));
+            revocations.connect(feed.clone());
+            Some(feed)
+        }
+        _ => None,
+    };
     let reloader = Arc::new(Reloader::new(
         path,
         store.clone(),
         metrics.clone(),
         discovery.clone(),
         shared,
+        revocations.clone(),
     ));
     if !config.admin.address.is_empty() {
         let mut admin = Service::new(
@@ -215,6 +232,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
                 metrics.clone(),
                 link.clone(),
                 drain.clone(),
+                revocations.clone(),
             ),
         );
         admin.add_tcp(&config.admin.address);
@@ -231,6 +249,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             metrics,
             reloader,
             discovery,
+            revocation_feed,
             watch: config.server.watch_config,
         },
     );

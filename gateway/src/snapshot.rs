@@ -9,6 +9,7 @@ use crate::upstream::{DiscoveryCache, Pool};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use portico_plugins::env::Env;
+use portico_plugins::revocation::Revocations;
 use portico_plugins::{
     AuthPolicy, AuthPolicyConfig, BuildContext, InvalidCredentials, Pipeline, SharedBuckets,
     StateStore,
@@ -60,6 +61,8 @@ pub struct CompileEnv<'a> {
     pub shared: Option<Arc<dyn SharedBuckets>>,
     /// Where secrets named by environment variables come from.
     pub env: Env,
+    /// The gateway's revocations, which every compile's auth plugins share.
+    pub revocations: Arc<Revocations>,
 }
 
 pub struct Snapshot {
@@ -341,6 +344,7 @@ fn compile_routes(
             shared: compile.shared.clone(),
             state: state.clone(),
             env: compile.env,
+            revocations: compile.revocations.clone(),
         };
         for (plugin_index, p) in r.plugins.iter().enumerate() {
             match p.value.build(&build_ctx) {

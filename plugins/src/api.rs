@@ -70,6 +70,19 @@ pub struct Identity {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Where the verified credential was, so the gateway can keep it from the upstream.
     pub presented: Option<Presented>,
+    /// What revocation compares: the session or token behind the identity.
+    pub session: Option<SessionFacts>,
+}
+
+/// The session (or token) behind an identity, as far as its credential tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFacts {
+    /// Better Auth's `session.id`, a JWT's `sid`.
+    pub id: Option<Arc<str>>,
+    /// A JWT's `jti`.
+    pub token_id: Option<Arc<str>>,
+    /// When the session started, or the token was issued (ms since the epoch).
+    pub started_ms: Option<u64>,
 }
 
 /// Where a verified credential travelled in the request.
@@ -94,7 +107,13 @@ pub struct RequestContext {
     pub identity: Option<Identity>,
     /// Headers plugins add to the response, whether proxied or produced by the gateway.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set to `Some` by a request hook that needs the request body in its response hook:
+    /// the gateway then copies the body here as it streams, up to [`CAPTURED_BODY_LIMIT`].
+    pub captured_body: Option<Vec<u8>>,
 }
+
+/// How much of a request body [`RequestContext::captured_body`] keeps.
+pub const CAPTURED_BODY_LIMIT: usize = 16 * 1024;
 
 /// A response the gateway produces itself instead of proxying (the JSON error body).
 #[derive(Debug, Clone)]
@@ -271,6 +290,8 @@ pub struct BuildContext {
     pub state: StateStore,
     /// Where secrets and `${env:NAME}` values come from.
     pub env: crate::env::Env,
+    /// The gateway's revoked sessions and tokens (one set, kept across reloads).
+    pub revocations: Arc<crate::revocation::Revocations>,
 }
 
 type StateMap = std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>;

@@ -17,12 +17,14 @@ pub mod headers;
 pub mod jwt;
 mod pipeline;
 pub mod rate_limit;
+pub mod revocation;
 pub mod template;
 pub mod units;
 
 pub use api::{
     AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError,
-    Presented, Rejection, RequestContext, SharedBuckets, StateStore,
+    Presented, Rejection, RequestContext, SessionFacts, SharedBuckets, StateStore,
+    CAPTURED_BODY_LIMIT,
 };
 pub use error_code::ErrorCode;
 pub use pipeline::Pipeline;

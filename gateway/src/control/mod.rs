@@ -7,6 +7,7 @@ pub mod health;
 pub mod reload;
 
 use crate::metrics::Metrics;
+use crate::revocation_feed::RedisRevocations;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use async_trait::async_trait;
 use discovery::DiscoveryService;
@@ -37,6 +38,8 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub discovery: Option<Arc<DiscoveryService>>,
+    /// Revocations from the other replicas.
+    pub revocation_feed: Option<Arc<RedisRevocations>>,
     /// Reload when the config file changes (`server.watch_config`). Certificate files are
     /// watched whenever a listener serves TLS.
     pub watch: bool,
@@ -58,6 +61,9 @@ impl BackgroundService for Control {
         }
         if let Some(d) = &self.discovery {
             tasks.push(tokio::spawn(d.clone().run()));
+        }
+        if let Some(feed) = &self.revocation_feed {
+            tasks.push(tokio::spawn(feed.clone().follow()));
         }
         let _ = shutdown.changed().await;
         for t in tasks {

@@ -7,6 +7,7 @@ use super::discovery::DiscoveryService;
 use crate::config::{load_file, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
+use portico_plugins::revocation::Revocations;
 use portico_plugins::SharedBuckets;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     discovery: Option<Arc<DiscoveryService>>,
     shared: Option<Arc<dyn SharedBuckets>>,
+    revocations: Arc<Revocations>,
     /// Reloads are serialized: two at once would race on the version and the pools.
     lock: tokio::sync::Mutex<()>,
 }
@@ -35,6 +37,7 @@ impl Reloader {
         metrics: Arc<Metrics>,
         discovery: Option<Arc<DiscoveryService>>,
         shared: Option<Arc<dyn SharedBuckets>>,
+        revocations: Arc<Revocations>,
     ) -> Self {
         Reloader {
             path,
@@ -42,6 +45,7 @@ impl Reloader {
             metrics,
             discovery,
             shared,
+            revocations,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -80,12 +84,14 @@ impl Reloader {
         let prev = current.clone();
         let cache = self.discovery.as_ref().map(|d| d.cache.clone());
         let shared = self.shared.clone();
+        let revocations = self.revocations.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             let env = CompileEnv {
                 previous: Some(&prev),
                 discovered: cache.as_deref(),
                 shared,
                 env: portico_plugins::env::Env::Process,
+                revocations,
             };
             Snapshot::compile(&loaded, version, &env)
         })

@@ -100,6 +100,7 @@ impl ProxyHttp for Gateway {
                 route: NO_ROUTE.clone(),
                 identity: None,
                 response_headers: Vec::new(),
+                captured_body: None,
             },
             started: Instant::now(),
             peer_ip: None,
@@ -302,6 +303,10 @@ impl ProxyHttp for Gateway {
                 let mut e = Error::explain(ErrorType::HTTPStatus(413), "request body too large");
                 e.set_retry(false);
                 return Err(e);
+            }
+            if let Some(captured) = &mut ctx.plugin.captured_body {
+                let room = portico_plugins::CAPTURED_BODY_LIMIT.saturating_sub(captured.len());
+                captured.extend_from_slice(&b[..b.len().min(room)]);
             }
         }
         Ok(())

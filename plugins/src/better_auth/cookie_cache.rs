@@ -25,6 +25,8 @@ pub struct CachedSession {
     /// The session token it belongs to (must match the session_token cookie).
     pub token: String,
     pub user: Value,
+    /// The session object (`id`, `createdAt`, …).
+    pub session: Value,
     /// When this copy stops being valid: the cache's expiry or the session's, the earlier.
     pub valid_until_ms: u64,
 }
@@ -241,6 +243,7 @@ fn session_of(
     Ok(CachedSession {
         token: token.to_string(),
         user: user.clone(),
+        session: session.clone(),
         valid_until_ms: cache_exp_ms.min(session_exp_ms),
     })
 }

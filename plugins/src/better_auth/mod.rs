@@ -24,10 +24,12 @@ pub use cookie_cache::{CachedSession, Verifier as CookieCacheVerifier};
 pub use signed::{SignedToken, TokenVerifier};
 
 use crate::api::{
-    AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, Presented, RequestContext,
+    AuthOutcome, BuildContext, Flow, Identity, Phases, Plugin, PluginError, Presented,
+    RequestContext, SessionFacts,
 };
 use crate::claims::{HeaderMap, Path};
 use crate::credential;
+use crate::revocation::{self, Revocation, Revocations};
 use crate::units::Duration;
 use async_trait::async_trait;
 use cookie_cache::Verifier;
@@ -74,6 +76,32 @@ pub struct BetterAuthConfig {
     /// User field (dotted path) → upstream header. Client-sent copies are removed.
     #[serde(default)]
     pub user_to_headers: BTreeMap<String, String>,
+    /// Sessions ended through this route (sign-out and the other session-ending endpoints)
+    /// are revoked at once, on every replica.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Watch Better Auth's session-ending endpoints on this route.
+    pub enabled: bool,
+    /// Better Auth's `basePath`, as clients send it.
+    pub base_path: String,
+    /// How long a revocation is kept: at least the cookie cache's `maxAge` plus 15 s, and
+    /// at least `session_endpoint.cache_ttl`.
+    pub retain: Duration,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            enabled: true,
+            base_path: "/api/auth".into(),
+            retain: Duration::secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -177,6 +205,48 @@ pub struct BetterAuthPlugin {
     cookie_cache: Option<CookieCache>,
     roles: Path,
     user_headers: HeaderMap,
+    revocations: Arc<Revocations>,
+    /// Where the session-ending endpoints are, when this route watches them.
+    endpoints: Option<SessionEndpoints>,
+}
+
+/// Better Auth's endpoints that end sessions, under its base path.
+#[derive(Debug)]
+struct SessionEndpoints {
+    base_path: String,
+    retain_ms: u64,
+}
+
+/// What a session-ending endpoint revokes when it answers 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `sign-out`: the session of the request.
+    SignOut,
+    /// `revoke-session`: the session whose token is in the body.
+    RevokeSession,
+    /// `revoke-sessions`, `delete-user`: every session of the user.
+    AllSessions,
+    /// `revoke-other-sessions`: every session of the user but the request's.
+    OtherSessions,
+    /// `change-password` with `revokeOtherSessions`, `reset-password`: every session of the
+    /// user but the one the answer starts (or the request's).
+    PasswordChange,
+}
+
+impl SessionEndpoints {
+    fn ending(&self, path: &str) -> Option<Ending> {
+        let name = path
+            .strip_prefix(self.base_path.as_str())?
+            .strip_prefix('/')?;
+        Some(match name.trim_end_matches('/') {
+            "sign-out" => Ending::SignOut,
+            "revoke-session" => Ending::RevokeSession,
+            "revoke-sessions" | "delete-user" | "delete-user/callback" => Ending::AllSessions,
+            "revoke-other-sessions" => Ending::OtherSessions,
+            "change-password" | "reset-password" => Ending::PasswordChange,
+            _ => return None,
+        })
+    }
 }
 
 impl std::fmt::Debug for BetterAuthPlugin {
@@ -283,6 +353,29 @@ impl BetterAuthPlugin {
             ]
             .into(),
         );
+        let r = &config.revocation;
+        let endpoints = if r.enabled {
+            if let Some(e) = &config.session_endpoint {
+                if r.retain.get() < e.cache_ttl.get() {
+                    return Err(at("revocation.retain")(format!(
+                        "`retain` ({}) is shorter than `session_endpoint.cache_ttl` ({}): a revoked session could pass from the cache after its revocation is forgotten",
+                        humantime::format_duration(r.retain.get()), humantime::format_duration(e.cache_ttl.get())
+                    )));
+                }
+            }
+            if !r.base_path.starts_with('/') {
+                return Err(at("revocation.base_path")(format!(
+                    "`{}` is not a path (it starts with `/`)",
+                    r.base_path
+                )));
+            }
+            Some(SessionEndpoints {
+                base_path: r.base_path.trim_end_matches('/').to_string(),
+                retain_ms: r.retain.get().as_millis() as u64,
+            })
+        } else {
+            None
+        };
         Ok(BetterAuthPlugin {
             tokens: TokenVerifier::new(secret.as_bytes()).map_err(&err)?,
             cookie_name,
@@ -292,6 +385,8 @@ impl BetterAuthPlugin {
             cookie_cache,
             roles: Path::parse(&config.roles_field),
             user_headers: HeaderMap::new(NAME, &config.user_to_headers)?,
+            revocations: ctx.revocations.clone(),
+            endpoints,
         })
     }
 
@@ -334,7 +429,7 @@ impl BetterAuthPlugin {
         AuthOutcome::Verified(identity)
     }
 
-    fn identity(&self, user: &Value) -> Option<Identity> {
+    fn identity(&self, user: &Value, session: &Value) -> Option<Identity> {
         let user_id = user.get("id")?.as_str().filter(|id| !id.is_empty())?;
         Some(Identity {
             user_id: user_id.to_string(),
@@ -342,7 +437,121 @@ impl BetterAuthPlugin {
             method: "session",
             headers: self.user_headers.extract(user),
             presented: None,
+            session: Some(SessionFacts {
+                id: session.get("id").and_then(Value::as_str).map(Arc::from),
+                token_id: None,
+                started_ms: session
+                    .get("createdAt")
+                    .and_then(Value::as_str)
+                    .and_then(cookie_cache::parse_iso_ms),
+            }),
         })
+    }
+
+    /// Whether the session behind `token` was revoked (nothing to look up while no
+    /// revocation is known).
+    fn revoked(&self, token: &str, identity: &Identity) -> bool {
+        if self.revocations.is_empty() {
+            return false;
+        }
+        let facts = identity.session.as_ref();
+        let mut keys = vec![revocation::token_key(token)];
+        if let Some(id) = facts.and_then(|f| f.id.as_deref()) {
+            keys.push(revocation::session_key(id));
+        }
+        self.revocations.is_revoked(
+            &revocation::Credential {
+                user_id: &identity.user_id,
+                keys: &keys,
+                started_ms: facts.and_then(|f| f.started_ms),
+            },
+            now_ms(),
+        )
+    }
+
+    /// The verified session token a header value (a cookie's, or a `Set-Cookie`'s) carries.
+    fn token_of(&self, value: &[u8]) -> Option<String> {
+        let decoded = signed::percent_decode(value);
+        self.tokens
+            .verify(&decoded)
+            .ok()
+            .map(|t| t.token().to_string())
+    }
+
+    /// The session token an answer starts (`Set-Cookie` of the session cookie with a value).
+    fn token_set_by(&self, response: &pingora::http::ResponseHeader) -> Option<String> {
+        response
+            .headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .find_map(|v| {
+                let pair = v.as_bytes().split(|b| *b == b';').next()?;
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                let (name, value) = (pair[..eq].trim_ascii(), &pair[eq + 1..]);
+                (name == self.cookie_name.as_bytes() && !value.is_empty())
+                    .then(|| self.token_of(value))
+                    .flatten()
+            })
+    }
+
+    /// What a session-ending answer revokes, if anything.
+    fn revocation_for(
+        &self,
+        ending: Ending,
+        session: &Session,
+        response: &pingora::http::ResponseHeader,
+        ctx: &RequestContext,
+        until_ms: u64,
+    ) -> Option<Revocation> {
+        let current = self
+            .credential(session)
+            .and_then(|(value, _)| self.token_of(value));
+        let body =
+            || -> Option<Value> { serde_json::from_slice(ctx.captured_body.as_deref()?).ok() };
+        let user = || {
+            let user = ctx.identity.as_ref().map(|i| i.user_id.clone());
+            if user.is_none() {
+                tracing::warn!(route = %ctx.route, ?ending, "better_auth: a session-ending request without a verified session: nothing to revoke at the edge");
+            }
+            user
+        };
+        let now = now_ms();
+        let all_but = |user_id: String, keep: Option<String>| Revocation::User {
+            user_id,
+            not_before_ms: now,
+            keep: keep
+                .map(|t| revocation::token_key(&t))
+                .into_iter()
+                .collect(),
+            until_ms,
+        };
+        match ending {
+            Ending::SignOut => current.map(|t| Revocation::Credential {
+                key: revocation::token_key(&t),
+                until_ms,
+            }),
+            Ending::RevokeSession => {
+                let body = body()?;
+                let token = body.get("token")?.as_str()?;
+                Some(Revocation::Credential {
+                    key: revocation::token_key(token),
+                    until_ms,
+                })
+            }
+            Ending::AllSessions => Some(all_but(user()?, None)),
+            Ending::OtherSessions => Some(all_but(user()?, current)),
+            Ending::PasswordChange => {
+                let is_change = session.req_header().uri.path().contains("change-password");
+                let revokes_others = body()
+                    .and_then(|b| b.get("revokeOtherSessions")?.as_bool())
+                    .unwrap_or(false);
+                if is_change && !revokes_others {
+                    return None;
+                }
+                // Better Auth ends every session and starts a new one for the answer.
+                Some(all_but(user()?, self.token_set_by(response)))
+            }
+        }
     }
 }
 
@@ -359,9 +568,51 @@ impl Plugin for BetterAuthPlugin {
     fn phases(&self) -> Phases {
         Phases {
             authenticate: true,
+            request: self.endpoints.is_some(),
             upstream_request: !self.user_headers.is_empty(),
+            response: self.endpoints.is_some(),
             ..Phases::default()
         }
+    }
+
+    /// Keeps the body of the session-ending requests whose body says what ends.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Flow, PluginError> {
+        let ending = self
+            .endpoints
+            .as_ref()
+            .and_then(|e| e.ending(session.req_header().uri.path()));
+        if matches!(ending, Some(Ending::RevokeSession | Ending::PasswordChange)) {
+            ctx.captured_body = Some(Vec::new());
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A session-ending request that succeeded: revoke what it ended, here and on every
+    /// replica, so cached lookups and cookie caches stop passing it.
+    fn response_filter(
+        &self,
+        session: &Session,
+        response: &mut pingora::http::ResponseHeader,
+        ctx: &RequestContext,
+    ) -> Result<(), PluginError> {
+        let Some(endpoints) = &self.endpoints else {
+            return Ok(());
+        };
+        if !response.status.is_success() {
+            return Ok(());
+        }
+        let Some(ending) = endpoints.ending(session.req_header().uri.path()) else {
+            return Ok(());
+        };
+        let until_ms = now_ms() + endpoints.retain_ms;
+        if let Some(r) = self.revocation_for(ending, session, response, ctx, until_ms) {
+            self.revocations.revoke(r, revocation::Source::Edge);
+        }
+        Ok(())
     }
 
     async fn authenticate(
@@ -380,7 +631,10 @@ impl Plugin for BetterAuthPlugin {
             if let Some(data) = self.session_data(session, &cache.cookie_name) {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
                     Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token().as_bytes())) => {
-                        if let Some(id) = self.identity(&s.user) {
+                        if let Some(id) = self.identity(&s.user, &s.session) {
+                            if self.revoked(token.token(), &id) {
+                                return Ok(AuthOutcome::Invalid("revoked"));
+                            }
                             return Ok(self.verified(id, from_cookie));
                         }
                     }
@@ -393,7 +647,13 @@ impl Plugin for BetterAuthPlugin {
             return Ok(AuthOutcome::Invalid("no_session_data"));
         };
         Ok(
-            match lookup.resolve(&token, |user| self.identity(user)).await {
+            match lookup
+                .resolve(&token, |user, session| self.identity(user, session))
+                .await
+            {
+                Ok(Some(identity)) if self.revoked(token.token(), &identity) => {
+                    AuthOutcome::Invalid("revoked")
+                }
                 Ok(Some(identity)) => self.verified(identity, from_cookie),
                 Ok(None) => AuthOutcome::Invalid("no_session"),
                 Err(reason) => AuthOutcome::Unavailable(reason),

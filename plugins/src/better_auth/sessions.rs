@@ -102,7 +102,7 @@ impl SessionLookup {
     pub async fn resolve(
         &self,
         token: &SignedToken,
-        identity: impl Fn(&Value) -> Option<Identity>,
+        identity: impl Fn(&Value, &Value) -> Option<Identity>,
     ) -> Answer {
         if let Some(hit) = self.cached(&token.digest, Instant::now()) {
             return Ok(hit);
@@ -137,7 +137,7 @@ impl SessionLookup {
     async fn fetch(
         &self,
         token: &SignedToken,
-        identity: &impl Fn(&Value) -> Option<Identity>,
+        identity: &impl Fn(&Value, &Value) -> Option<Identity>,
     ) -> Result<(Option<Identity>, Instant), &'static str> {
         let cookie = format!("{}={}", self.cookie_name, cookie_encode(token.signed()));
         let response = self
@@ -180,7 +180,7 @@ impl SessionLookup {
         if left.is_zero() {
             return none;
         }
-        match identity(&body["user"]) {
+        match identity(&body["user"], session) {
             Some(id) => Ok((Some(id), now + self.ttl.min(left))),
             None => Err("auth_service_error"),
         }

@@ -17,6 +17,7 @@ pub(crate) mod keys;
 
 use crate::api::{
     AuthOutcome, BuildContext, Identity, Phases, Plugin, PluginError, Presented, RequestContext,
+    SessionFacts,
 };
 use crate::claims::{HeaderMap, Path};
 use crate::credential;
@@ -332,6 +333,7 @@ pub struct JwtPlugin {
     /// collide with a verified one.
     cache: Mutex<HashMap<[u8; 32], Verified>>,
     cache_size: usize,
+    revocations: Arc<crate::revocation::Revocations>,
 }
 
 impl JwtPlugin {
@@ -383,6 +385,7 @@ impl JwtPlugin {
             claim_headers,
             cache: Mutex::new(HashMap::new()),
             cache_size: config.cache_size,
+            revocations: ctx.revocations.clone(),
         })
     }
 
@@ -419,12 +422,21 @@ impl JwtPlugin {
             .map(|path| path.roles(claims))
             .unwrap_or_default();
         let headers = self.claim_headers.extract(claims);
+        let text = |claim: &str| claims.get(claim).and_then(Value::as_str).map(Arc::from);
         Ok(Identity {
             user_id,
             roles,
             method: "jwt",
             headers,
             presented: None,
+            session: Some(SessionFacts {
+                id: text("sid"),
+                token_id: text("jti"),
+                started_ms: claims
+                    .get("iat")
+                    .and_then(Value::as_u64)
+                    .map(|s| s.saturating_mul(1000)),
+            }),
         })
     }
 
@@ -455,6 +467,32 @@ impl JwtPlugin {
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
         self.remember(key, &identity, exp);
         Ok(identity)
+    }
+
+    /// Whether the token was revoked: by its `jti` or `sid`, or by a cutoff of its subject
+    /// that its `iat` precedes.
+    fn revoked(&self, identity: &Identity) -> bool {
+        use crate::revocation::{jti_key, session_key, Credential};
+        if self.revocations.is_empty() {
+            return false;
+        }
+        let facts = identity.session.as_ref();
+        let keys: Vec<String> = facts
+            .into_iter()
+            .flat_map(|f| {
+                let sid = f.id.as_deref().map(session_key);
+                let jti = f.token_id.as_deref().map(jti_key);
+                sid.into_iter().chain(jti)
+            })
+            .collect();
+        self.revocations.is_revoked(
+            &Credential {
+                user_id: &identity.user_id,
+                keys: &keys,
+                started_ms: facts.and_then(|f| f.started_ms),
+            },
+            crate::clock::unix_ms(),
+        )
     }
 
     fn cached(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
@@ -517,6 +555,7 @@ impl Plugin for JwtPlugin {
             return Ok(AuthOutcome::Absent);
         };
         Ok(match self.verify_token(token).await {
+            Ok(identity) if self.revoked(&identity) => AuthOutcome::Invalid("revoked"),
             Ok(mut identity) => {
                 identity.presented = source.presented();
                 AuthOutcome::Verified(identity)

@@ -15,5 +15,6 @@ mod limits;
 mod rate_limit;
 mod reload;
 mod resilience;
+mod revocation;
 mod routing;
 mod tls;
