@@ -38,10 +38,12 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
-def http_get(url, token=None, method="GET"):
-    req = urllib.request.Request(url, method=method)
+def http_get(url, token=None, method="GET", body=None):
+    req = urllib.request.Request(url, method=method, data=body)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.read().decode()
 
@@ -160,6 +162,10 @@ EDDSA = ('{ jwt: { providers: [ { algorithms: [EdDSA], jwks_url: "http://127.0.0
 HS256 = '{ jwt: { providers: [ { algorithms: [HS256], secret_env: BENCH_JWT_SECRET } ] } }'
 SESSION = ('{ better_auth: { secret_env: BENCH_BETTER_AUTH_SECRET, session_endpoint: '
            '{ url: "http://127.0.0.1:%d/api/auth/get-session" } } }' % BETTER_AUTH_PORT)
+SESSION_NO_REVOCATION = SESSION.replace("} } }", "}, revocation: { enabled: false } } }")
+# Revocations of other users' sessions loaded into the session row before it is measured, so
+# its check does look something up (with none known it looks nothing up).
+REVOKED_OTHERS = 1000
 LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip } ] } }'
 GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
 
@@ -307,6 +313,7 @@ backend be
         procs.start(["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no"], LOAD_CORE, port=REDIS_PORT)
         headers["portico-session"] = f"Cookie: {better_auth_session(procs)}"
+        headers["portico-session-no-revocation"] = headers["portico-session"]
         targets = dict(PORTS)
         # The process whose CPU time each target costs (the proxy; none for direct).
         master = open(os.path.join(tmp, "proxy.pid")).read().strip()
@@ -322,6 +329,7 @@ backend be
              {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access.log")}),
             ("portico-hs256", "hs256", 18038, {"plugin": HS256}),
             ("portico-session", "session", 18042, {"plugin": SESSION}),
+            ("portico-session-no-revocation", "session-norev", 18044, {"plugin": SESSION_NO_REVOCATION}),
             ("portico-eddsa-jwks", "eddsa", 18036, {"plugin": EDDSA}),
             ("portico-10-routes", "routes10", 18014, {"routes": 10}),
             ("portico-10k-routes", "routes10k", 18016, {"routes": 10000}),
@@ -333,6 +341,9 @@ backend be
             pids[name] = p.pid
             portico_procs[name] = p
 
+        for i in range(REVOKED_OTHERS):
+            http_get("http://127.0.0.1:18043/revocations", token=ADMIN_TOKEN, method="POST",
+                     body=json.dumps({"user_id": f"someone-else-{i}"}).encode())
         for name, port in targets.items():  # warm-up: connections, caches, JWKS fetch
             warm = wrk(port, 1, header=headers.get(name))
             if warm["errors"]:
@@ -382,6 +393,8 @@ backend be
             "hs256_vs_passthrough": summary["portico-hs256"]["rps"] / passthrough,
             "eddsa_jwks_vs_hs256": summary["portico-eddsa-jwks"]["rps"] / summary["portico-hs256"]["rps"],
             "session_vs_passthrough": summary["portico-session"]["rps"] / passthrough,
+            "session_revocation_vs_none": summary["portico-session"]["rps"]
+            / summary["portico-session-no-revocation"]["rps"],
             "full_chain_vs_passthrough": summary["portico-full-chain"]["rps"] / passthrough,
         }
 
@@ -463,6 +476,8 @@ backend be
     print(f"HS256 JWT vs passthrough: {a['hs256_vs_passthrough']:.3f}x; EdDSA/JWKS (cached) vs HS256: "
           f"{a['eddsa_jwks_vs_hs256']:.3f}x; Better Auth session (warm cache) vs passthrough: "
           f"{a['session_vs_passthrough']:.3f}x; full chain vs passthrough: {a['full_chain_vs_passthrough']:.3f}x")
+    print(f"Better Auth session with revocation on ({REVOKED_OTHERS} other users revoked) vs off: "
+          f"{a['session_revocation_vs_none']:.3f}x")
     rl = results["reload_10k_routes"]
     print(f"reload of 10k routes: median {rl['median_ms']:.1f} ms, failed requests during reloads: {rl['failed_requests']}")
     os.makedirs(os.path.join(ROOT, "benches", "out"), exist_ok=True)
