@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use portico_plugins::env::Env;
 use portico_plugins::revocation::Revocations;
 use portico_plugins::{
-    AuthPolicy, AuthPolicyConfig, BuildContext, InvalidCredentials, Pipeline, SharedBuckets,
-    StateStore,
+    AuthPolicy, AuthPolicyConfig, BuildContext, InvalidCredentials, Pipeline, Plugin,
+    SharedBuckets, StateStore,
 };
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
@@ -25,7 +25,8 @@ pub type SnapshotStore = Arc<ArcSwap<Snapshot>>;
 /// A compiled route.
 pub struct Route {
     pub name: Arc<str>,
-    pub pool: Arc<Pool>,
+    /// `None` for a route whose plugins answer every request (`respond`, a `redirect`).
+    pub pool: Option<Arc<Pool>>,
     /// The prefix to remove from the upstream path (`strip_prefix: true`).
     pub strip_prefix: Option<String>,
     pub rewrite: Option<(Regex, String)>,
@@ -73,6 +74,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub router: Router<Route>,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// The global plugins alone: what applies to a request no route matches.
+    pub global: Pipeline,
     pub edge: Edge,
     pub admin_token: Option<Arc<str>>,
     /// Each TLS listener's certificates, by listener address (see `crate::tls`).
@@ -102,7 +105,8 @@ impl Snapshot {
         let plugin_state = previous
             .map(|p| p.plugin_state.carry_over())
             .unwrap_or_default();
-        let entries = compile_routes(config, &pools, env, &plugin_state, &mut diag);
+        let global = compile_global_plugins(config, env, &plugin_state, &mut diag);
+        let entries = compile_routes(config, &pools, env, &plugin_state, &global, &mut diag);
 
         let router = if diag.is_empty() {
             match Router::build(entries) {
@@ -133,6 +137,10 @@ impl Snapshot {
             config: Arc::new(config.clone()),
             router,
             pools,
+            global: Pipeline::new(
+                global.iter().map(|(_, p)| p.clone()).collect(),
+                AuthPolicy::default(),
+            ),
             edge: Edge {
                 trusted_proxies,
                 max_header_bytes: l.max_header_bytes.as_usize(),
@@ -275,11 +283,49 @@ fn compile_pools(
     pools
 }
 
+/// The top-level `plugins`, built once and shared by every route, by name.
+fn compile_global_plugins(
+    config: &Config,
+    compile: &CompileEnv,
+    state: &StateStore,
+    diag: &mut Diagnostics,
+) -> Vec<(&'static str, Arc<dyn Plugin>)> {
+    let build_ctx = BuildContext {
+        route: "*".to_string(),
+        shared: compile.shared.clone(),
+        state: state.clone(),
+        env: compile.env,
+        revocations: compile.revocations.clone(),
+    };
+    let mut built = Vec::new();
+    for (index, p) in config.plugins.iter().enumerate() {
+        let name = p.value.name();
+        if p.value.is_authentication() {
+            diag.at_span(p, format!("`{name}` cannot be a global plugin: authentication is per route (its `auth` policy)"));
+            continue;
+        }
+        match p.value.build(&build_ctx) {
+            Ok(plugin) => built.push((name, plugin)),
+            Err(e) => {
+                let mut path = vec![
+                    Seg::Key("plugins".into()),
+                    Seg::Index(index),
+                    Seg::Key(name.into()),
+                ];
+                path.extend(Seg::parse_dotted(e.key().unwrap_or("")));
+                diag.at_path(p, &path, format!("global plugins: {e}"));
+            }
+        }
+    }
+    built
+}
+
 fn compile_routes(
     config: &Config,
     pools: &HashMap<String, Arc<Pool>>,
     compile: &CompileEnv,
     state: &StateStore,
+    global: &[(&'static str, Arc<dyn Plugin>)],
     diag: &mut Diagnostics,
 ) -> Vec<RouteEntry<Route>> {
     let mut names = HashSet::new();
@@ -296,20 +342,21 @@ fn compile_routes(
         let path = compile_path(spanned, diag);
         let methods = compile_methods(r, diag);
         let hosts = compile_hosts(r, diag);
-        let pool = match pools.get(&r.upstream.value) {
-            Some(p) => Some(p.clone()),
-            None => {
-                if !config.upstreams.contains_key(&r.upstream.value) {
-                    diag.at_span(
-                        &r.upstream,
-                        format!(
-                            "route `{name}` names unknown upstream `{}`",
-                            r.upstream.value
-                        ),
-                    );
+        // Outer `None`: the route is not usable; `Some(None)`: it needs no upstream.
+        let pool = match &r.upstream {
+            Some(upstream) => match pools.get(&upstream.value) {
+                Some(p) => Some(Some(p.clone())),
+                None => {
+                    if !config.upstreams.contains_key(&upstream.value) {
+                        diag.at_span(
+                            upstream,
+                            format!("route `{name}` names unknown upstream `{}`", upstream.value),
+                        );
+                    }
+                    None
                 }
-                None
-            }
+            },
+            None => Some(None),
         };
         let strip_prefix = match (&path, r.strip_prefix) {
             (Some(PathMatch::Prefix(p)), true) => Some(p.trim_end_matches('/').to_string()),
@@ -362,6 +409,12 @@ fn compile_routes(
                 }
             }
         }
+        // Global plugins the route does not configure itself run on it too.
+        for (global_name, plugin) in global {
+            if !r.plugins.iter().any(|p| p.value.name() == *global_name) {
+                plugins.push(plugin.clone());
+            }
+        }
         let has_auth_plugin = plugins.iter().any(|p| p.phases().authenticate);
         let auth_policy = match &r.auth {
             Some(policy) if !has_auth_plugin => {
@@ -384,6 +437,12 @@ fn compile_routes(
             }
             None => AuthPolicy::from(&AuthPolicyConfig::default()),
         };
+        if matches!(pool, Some(None)) && !plugins.iter().any(|p| p.answers_every_request()) {
+            diag.at_span(
+                spanned,
+                format!("route `{name}` needs an `upstream` (or a `respond` plugin, or a `redirect` with a `location`)"),
+            );
+        }
         if diag.len() != before {
             continue;
         }

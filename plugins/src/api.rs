@@ -58,6 +58,14 @@ impl PluginError {
     }
 }
 
+/// The headers the gateway sets for upstreams from a verified identity (and removes from
+/// every client request).
+pub mod identity_headers {
+    pub const X_USER_ID: &str = "x-user-id";
+    pub const X_USER_ROLES: &str = "x-user-roles";
+    pub const X_AUTH_METHOD: &str = "x-auth-method";
+}
+
 /// A verified identity. Only plugins that verified a credential create one; the gateway turns
 /// it into the trusted identity headers.
 #[derive(Debug, Clone, Default)]
@@ -179,13 +187,28 @@ pub struct AuthPolicy {
 #[derive(Debug)]
 pub enum Flow {
     Continue,
+    /// The JSON error answer.
     Reject(Rejection),
+    /// Any other answer the gateway gives itself (a CORS preflight, a redirect, a static
+    /// page); the route's response hooks still run on it.
+    Respond(Box<Answer>),
+}
+
+/// An answer the gateway makes without an upstream.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: bytes::Bytes,
 }
 
 /// Which hooks a plugin implements, so the pipeline calls only those (no virtual call, and no
 /// boxed future, for a phase the plugin does not use).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
+    /// Before authentication ([`Plugin::early_request_filter`]): edge policy that must not
+    /// wait for credentials (IP rules, CORS preflights, redirects, static answers).
+    pub early: bool,
     /// Verifies credentials ([`Plugin::authenticate`]).
     pub authenticate: bool,
     pub request: bool,
@@ -203,6 +226,16 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
     fn priority(&self) -> i32;
 
     fn phases(&self) -> Phases;
+
+    /// Before any credential is looked at: answer (a preflight, a redirect), refuse (an IP
+    /// rule), or add response headers for every answer (CORS).
+    fn early_request_filter(
+        &self,
+        _session: &Session,
+        _ctx: &mut RequestContext,
+    ) -> Result<Flow, PluginError> {
+        Ok(Flow::Continue)
+    }
 
     /// Finds and verifies this plugin's kind of credential. The pipeline runs every
     /// authentication plugin of a route before the other request hooks and applies the
@@ -234,7 +267,8 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Edits the upstream's response header before it goes to the client.
+    /// Edits the response header before it goes to the client: the upstream's, and the
+    /// gateway's own answers (errors, preflights, redirects, static answers) too.
     fn response_filter(
         &self,
         _session: &Session,
@@ -246,6 +280,12 @@ pub trait Plugin: Send + Sync + std::fmt::Debug {
 
     /// After the response is done (success or failure).
     fn logging(&self, _session: &Session, _ctx: &RequestContext) {}
+
+    /// Whether it answers every request itself (a static answer, a redirect everywhere):
+    /// its route then needs no upstream.
+    fn answers_every_request(&self) -> bool {
+        false
+    }
 }
 
 /// The outcome of taking tokens from a shared GCRA bucket.

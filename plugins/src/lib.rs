@@ -9,22 +9,26 @@ pub mod better_auth;
 mod claims;
 pub mod clock;
 pub mod cookie;
+pub mod cors;
 pub mod credential;
 pub mod env;
 mod error_code;
 pub mod hash;
 pub mod headers;
+pub mod ip_rules;
 pub mod jwt;
 mod pipeline;
 pub mod rate_limit;
 pub mod revocation;
+pub mod security_headers;
+pub mod static_answers;
 pub mod template;
 pub mod units;
 
 pub use api::{
-    AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity, Phases, Plugin, PluginError,
-    Presented, Rejection, RequestContext, SessionFacts, SharedBuckets, StateStore,
-    CAPTURED_BODY_LIMIT,
+    identity_headers, Answer, AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity,
+    Phases, Plugin, PluginError, Presented, Rejection, RequestContext, SessionFacts, SharedBuckets,
+    StateStore, CAPTURED_BODY_LIMIT,
 };
 pub use error_code::ErrorCode;
 pub use pipeline::Pipeline;
@@ -46,6 +50,16 @@ pub enum PluginConfig {
     Jwt(jwt::JwtConfig),
     /// Authenticate Better Auth sessions and set the trusted identity.
     BetterAuth(better_auth::BetterAuthConfig),
+    /// Cross-origin requests from browsers: preflights answered, CORS headers on every answer.
+    Cors(cors::CorsConfig),
+    /// HSTS, nosniff, frame and referrer policies, CSP; stack-revealing headers removed.
+    SecurityHeaders(security_headers::SecurityHeadersConfig),
+    /// Allow and deny lists of client addresses.
+    IpRestriction(ip_rules::IpRestrictionConfig),
+    /// Redirect (HTTP→HTTPS, or elsewhere).
+    Redirect(static_answers::RedirectConfig),
+    /// Answer with a configured status, headers and body, without an upstream.
+    Respond(static_answers::RespondConfig),
 }
 
 impl PluginConfig {
@@ -56,7 +70,17 @@ impl PluginConfig {
             PluginConfig::RateLimit(_) => rate_limit::NAME,
             PluginConfig::Jwt(_) => jwt::NAME,
             PluginConfig::BetterAuth(_) => better_auth::NAME,
+            PluginConfig::Cors(_) => cors::NAME,
+            PluginConfig::SecurityHeaders(_) => security_headers::NAME,
+            PluginConfig::IpRestriction(_) => ip_rules::NAME,
+            PluginConfig::Redirect(_) => static_answers::REDIRECT,
+            PluginConfig::Respond(_) => static_answers::RESPOND,
         }
+    }
+
+    /// Whether it verifies credentials (and so belongs to a route's `auth` policy).
+    pub fn is_authentication(&self) -> bool {
+        matches!(self, PluginConfig::Jwt(_) | PluginConfig::BetterAuth(_))
     }
 
     /// Validates the config and builds the ready-to-run plugin.
@@ -68,6 +92,13 @@ impl PluginConfig {
             PluginConfig::BetterAuth(c) => {
                 Ok(Arc::new(better_auth::BetterAuthPlugin::new(c, ctx)?))
             }
+            PluginConfig::Cors(c) => Ok(Arc::new(cors::CorsPlugin::new(c)?)),
+            PluginConfig::SecurityHeaders(c) => {
+                Ok(Arc::new(security_headers::SecurityHeadersPlugin::new(c)?))
+            }
+            PluginConfig::IpRestriction(c) => Ok(Arc::new(ip_rules::IpRestrictionPlugin::new(c)?)),
+            PluginConfig::Redirect(c) => Ok(Arc::new(static_answers::RedirectPlugin::new(c)?)),
+            PluginConfig::Respond(c) => Ok(Arc::new(static_answers::RespondPlugin::new(c)?)),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 /// A route's plugins, ordered by priority, split per phase once when the config is compiled.
 #[derive(Debug, Default, Clone)]
 pub struct Pipeline {
+    early: Vec<Arc<dyn Plugin>>,
     authenticate: Vec<Arc<dyn Plugin>>,
     auth_policy: AuthPolicy,
     request: Vec<Arc<dyn Plugin>>,
@@ -25,6 +26,7 @@ impl Pipeline {
             plugins.iter().filter(|p| f(&p.phases())).cloned().collect()
         };
         Pipeline {
+            early: pick(|p| p.early),
             authenticate: pick(|p| p.authenticate),
             auth_policy,
             request: pick(|p| p.request),
@@ -40,11 +42,27 @@ impl Pipeline {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.authenticate.is_empty()
+        self.early.is_empty()
+            && self.authenticate.is_empty()
             && self.request.is_empty()
             && self.upstream_request.is_empty()
             && self.response.is_empty()
             && self.logging.is_empty()
+    }
+
+    /// The hooks that run before authentication, in priority order, until one answers.
+    pub fn early_request_filter(
+        &self,
+        session: &Session,
+        ctx: &mut RequestContext,
+    ) -> Result<Flow, PluginError> {
+        for plugin in &self.early {
+            match plugin.early_request_filter(session, ctx)? {
+                Flow::Continue => {}
+                decided => return Ok(decided),
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     pub async fn request_filter(
@@ -52,14 +70,19 @@ impl Pipeline {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<Flow, PluginError> {
+        match self.early_request_filter(session, ctx)? {
+            Flow::Continue => {}
+            decided => return Ok(decided),
+        }
         if !self.authenticate.is_empty() {
             if let Some(rejection) = self.authenticate(session, ctx).await? {
                 return Ok(Flow::Reject(rejection));
             }
         }
         for plugin in &self.request {
-            if let Flow::Reject(r) = plugin.request_filter(session, ctx).await? {
-                return Ok(Flow::Reject(r));
+            match plugin.request_filter(session, ctx).await? {
+                Flow::Continue => {}
+                decided => return Ok(decided),
             }
         }
         Ok(Flow::Continue)

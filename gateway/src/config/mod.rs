@@ -46,6 +46,12 @@ pub struct Config {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, UpstreamConfig>")]
     pub upstreams: BTreeMap<String, Spanned<UpstreamConfig>>,
+    /// Plugins of every route (and of the answer to a request no route matches): IP rules,
+    /// CORS, security headers, redirects. A route's own plugin of the same name replaces the
+    /// global one on that route.
+    #[serde(default)]
+    #[schemars(with = "Vec<PluginConfig>")]
+    pub plugins: Vec<Spanned<PluginConfig>>,
     /// Routes, matched by host, method and path.
     #[serde(default)]
     #[schemars(with = "Vec<RouteConfig>")]
@@ -506,9 +512,11 @@ pub struct RouteConfig {
     pub name: Spanned<String>,
     #[serde(rename = "match")]
     pub matcher: MatchConfig,
-    /// The upstream pool that serves the route.
-    #[schemars(with = "String")]
-    pub upstream: Spanned<String>,
+    /// The upstream pool that serves the route. Not needed when its plugins answer every
+    /// request (`respond`, `redirect` with a `location`).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub upstream: Option<Spanned<String>>,
     /// Remove the matched `prefix` from the path sent upstream.
     #[serde(default)]
     pub strip_prefix: bool,

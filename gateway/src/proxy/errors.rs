@@ -21,21 +21,44 @@ pub fn body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// The head and body of the JSON error answer for `rejection`.
+pub fn error_answer(
+    rejection: &Rejection,
+    request_id: &str,
+) -> pingora::Result<(ResponseHeader, Bytes)> {
+    let body = body(rejection.code, &rejection.message, request_id);
+    let mut header = error_header(rejection.status, body.len(), request_id)?;
+    for (name, value) in &rejection.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    Ok((header, body))
+}
+
+/// The head and body of an answer a plugin gave (a preflight, a redirect, a static page).
+pub fn plugin_answer(
+    answer: &portico_plugins::Answer,
+    request_id: &str,
+) -> pingora::Result<(ResponseHeader, Bytes)> {
+    let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+    for (name, value) in &answer.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    if !request_id.is_empty() {
+        header.insert_header(super::request_id::HEADER, request_id)?;
+    }
+    Ok((header, answer.body.clone()))
+}
+
 /// Writes a gateway-produced response. Keep-alive is turned off (and the client told so) when
 /// `close` is set or the request body may not have been read, so a large unread body is not
 /// drained.
-pub async fn respond(
+pub async fn write(
     session: &mut Session,
-    rejection: &Rejection,
-    request_id: &str,
-    extra: &[(http::HeaderName, http::HeaderValue)],
+    header: ResponseHeader,
+    body: Bytes,
     close: bool,
 ) -> pingora::Result<()> {
-    let body = body(rejection.code, &rejection.message, request_id);
-    let mut header = error_header(rejection.status, body.len(), request_id)?;
-    for (name, value) in rejection.headers.iter().chain(extra) {
-        header.append_header(name.clone(), value.clone())?;
-    }
     if close || !(session.is_body_empty() || session.is_body_done()) {
         session.set_keepalive(None);
     }

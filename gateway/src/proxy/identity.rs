@@ -3,11 +3,8 @@
 //! `_` for `-`, repeated, or named in `Connection:`.
 
 use pingora::http::RequestHeader;
+use portico_plugins::identity_headers::{X_AUTH_METHOD, X_USER_ID, X_USER_ROLES};
 use portico_plugins::Identity;
-
-pub const X_USER_ID: &str = "x-user-id";
-pub const X_USER_ROLES: &str = "x-user-roles";
-pub const X_AUTH_METHOD: &str = "x-auth-method";
 
 const IDENTITY_HEADERS: [&str; 3] = [X_USER_ID, X_USER_ROLES, X_AUTH_METHOD];
 

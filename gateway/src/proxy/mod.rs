@@ -14,7 +14,7 @@ use crate::access_log::{AccessLog, AccessRecord};
 use crate::metrics::Metrics;
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot, SnapshotStore};
-use crate::upstream::{is_idempotent, Attempts, Member, Pool, ProxyFailure, Transition};
+use crate::upstream::{is_idempotent, Attempts, KeySource, Member, Pool, ProxyFailure, Transition};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
@@ -63,6 +63,11 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// The matched route's pool, when the route has one.
+    fn pool(&self) -> Option<Arc<Pool>> {
+        self.route.as_ref()?.pool.clone()
+    }
+
     fn reject(&mut self, code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Rejection {
         self.error_code = Some(code);
         Rejection::new(code, message)
@@ -80,9 +85,74 @@ impl RequestState {
 }
 
 async fn reject(session: &mut Session, ctx: &RequestState, r: &Rejection) -> Result<bool> {
-    let p = &ctx.plugin;
-    errors::respond(session, r, &p.request_id, &p.response_headers, false).await?;
+    let (header, body) = errors::error_answer(r, &ctx.plugin.request_id)?;
+    answer(session, ctx, header, body, false).await?;
     Ok(true)
+}
+
+/// Writes an answer the gateway makes itself. The plugins' response headers and the response
+/// hooks of the route (or, with no route, of the global plugins) apply to it as to a proxied
+/// response: CORS and security headers are on a 401 too.
+async fn answer(
+    session: &mut Session,
+    ctx: &RequestState,
+    mut header: ResponseHeader,
+    body: Bytes,
+    close: bool,
+) -> Result<()> {
+    add_plugin_headers(&mut header, &ctx.plugin.response_headers)?;
+    let pipeline = ctx
+        .route
+        .as_ref()
+        .map_or(&ctx.snapshot.global, |r| &r.pipeline);
+    if let Err(e) = pipeline.response_filter(session, &mut header, &ctx.plugin) {
+        tracing::warn!(request_id = %ctx.plugin.request_id, error = %e, "a response hook failed on a gateway answer");
+    }
+    errors::write(session, header, body, close).await
+}
+
+/// Headers plugins set for the response: they replace what the upstream said, but `Vary`,
+/// which lists what the answer depends on, is added to.
+fn add_plugin_headers(
+    header: &mut ResponseHeader,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> Result<()> {
+    for (name, value) in headers {
+        if name == http::header::VARY {
+            header.append_header(name.clone(), value.clone())?;
+        } else {
+            header.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Answers with what a plugin decided, or lets the request go on.
+async fn decided(
+    session: &mut Session,
+    ctx: &mut RequestState,
+    metrics: &Metrics,
+    flow: std::result::Result<Flow, portico_plugins::PluginError>,
+) -> Result<bool> {
+    let route_name = ctx.plugin.route.clone();
+    match flow {
+        Ok(Flow::Continue) => Ok(false),
+        Ok(Flow::Reject(r)) => {
+            ctx.error_code = Some(r.code);
+            metrics.record_rejection(&route_name, &r);
+            reject(session, ctx, &r).await
+        }
+        Ok(Flow::Respond(a)) => {
+            let (header, body) = errors::plugin_answer(&a, &ctx.plugin.request_id)?;
+            answer(session, ctx, header, body, false).await?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::error!(route = %route_name, error = %e, "plugin failed");
+            let r = ctx.refuse(ErrorCode::InternalError);
+            reject(session, ctx, &r).await
+        }
+    }
 }
 
 #[async_trait]
@@ -147,7 +217,14 @@ impl ProxyHttp for Gateway {
         }
 
         let host = request::host(req);
-        let route = match snapshot.router.find(&host, &req.method, req.uri.path()) {
+        // A CORS preflight is routed as the request it asks about, so it reaches the route
+        // (and the `cors` plugin) that request would.
+        let preflight = portico_plugins::cors::is_preflight(req)
+            .then(|| req.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        let method = preflight.as_ref().unwrap_or(&req.method);
+        let route = match snapshot.router.find(&host, method, req.uri.path()) {
             Match::Found(route) => route.clone(),
             Match::MethodNotAllowed(allowed) => {
                 let mut r = ctx.refuse(ErrorCode::MethodNotAllowed);
@@ -158,6 +235,13 @@ impl ProxyHttp for Gateway {
                 return reject(session, ctx, &r).await;
             }
             Match::NotFound => {
+                // The global plugins still apply: IP rules, CORS, redirects.
+                let flow = snapshot
+                    .global
+                    .early_request_filter(session, &mut ctx.plugin);
+                if decided(session, ctx, &self.metrics, flow).await? {
+                    return Ok(true);
+                }
                 let r = ctx.refuse(ErrorCode::RouteNotFound);
                 return reject(session, ctx, &r).await;
             }
@@ -166,23 +250,11 @@ impl ProxyHttp for Gateway {
         ctx.plugin.route = route.name.clone();
         ctx.route = Some(route.clone());
 
-        match route
+        let flow = route
             .pipeline
             .request_filter(session, &mut ctx.plugin)
-            .await
-        {
-            Ok(Flow::Continue) => Ok(false),
-            Ok(Flow::Reject(r)) => {
-                ctx.error_code = Some(r.code);
-                self.metrics.record_rejection(&route.name, &r);
-                reject(session, ctx, &r).await
-            }
-            Err(e) => {
-                tracing::error!(route = %route.name, error = %e, "plugin failed");
-                let r = ctx.refuse(ErrorCode::InternalError);
-                reject(session, ctx, &r).await
-            }
-        }
+            .await;
+        decided(session, ctx, &self.metrics, flow).await
     }
 
     async fn upstream_peer(
@@ -190,10 +262,10 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestState,
     ) -> Result<Box<HttpPeer>> {
-        let Some(route) = ctx.route.clone() else {
-            return Err(Error::explain(ErrorType::HTTPStatus(404), "no route"));
+        let Some(pool) = ctx.pool() else {
+            return Err(Error::explain(ErrorType::HTTPStatus(404), "no upstream"));
         };
-        let pool = &route.pool;
+        let pool = &pool;
         let final_error = |status: u16, why: &'static str| {
             let mut e = Error::explain(ErrorType::HTTPStatus(status), why);
             e.set_retry(false);
@@ -203,7 +275,14 @@ impl ProxyHttp for Gateway {
             return final_error(504, "total upstream timeout");
         };
         let req = session.req_header();
-        let Some(member) = ctx.attempts.pick(pool, req, ctx.plugin.client_ip) else {
+        let Some(member) = ctx.attempts.pick(
+            pool,
+            req,
+            KeySource {
+                client_ip: ctx.plugin.client_ip,
+                identity: ctx.plugin.identity.as_ref(),
+            },
+        ) else {
             return final_error(503, "no healthy upstream member");
         };
         Ok(pool.peer_for_try(&member, remaining, session.is_upgrade_req()))
@@ -216,10 +295,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let Some(route) = ctx.route.clone() else {
+        let Some(pool) = ctx.pool() else {
             return e;
         };
-        let pool = &route.pool;
+        let pool = &pool;
         let verdict = ctx.attempts.on_connect_failure(pool);
         self.note(pool, ctx.attempts.member(), verdict.transition);
         if verdict.retry {
@@ -238,7 +317,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
         client_reused: bool,
     ) -> Box<Error> {
-        let Some(route) = ctx.route.clone() else {
+        let Some(pool) = ctx.pool() else {
             e.set_retry(false);
             return e;
         };
@@ -256,12 +335,12 @@ impl ProxyHttp for Gateway {
             ProxyFailure::Reset
         };
         let verdict = ctx.attempts.on_proxy_failure(
-            &route.pool,
+            &pool,
             failure,
             session.response_written().is_some(),
             RequestState::replayable(session),
         );
-        self.note(&route.pool, ctx.attempts.member(), verdict.transition);
+        self.note(&pool, ctx.attempts.member(), verdict.transition);
         e.set_retry(verdict.retry);
         e
     }
@@ -322,14 +401,14 @@ impl ProxyHttp for Gateway {
             // A proxy answers with its own version, whatever the upstream spoke (RFC 9110 §2.5).
             upstream_response.set_version(http::Version::HTTP_11);
         }
-        let Some(route) = ctx.route.clone() else {
+        let Some(pool) = ctx.pool() else {
             return Ok(());
         };
         let status = upstream_response.status.as_u16();
-        let verdict =
-            ctx.attempts
-                .on_response(&route.pool, status, RequestState::replayable(session));
-        self.note(&route.pool, ctx.attempts.member(), verdict.transition);
+        let verdict = ctx
+            .attempts
+            .on_response(&pool, status, RequestState::replayable(session));
+        self.note(&pool, ctx.attempts.member(), verdict.transition);
         if verdict.retry {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(status),
@@ -346,9 +425,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
     ) -> Result<()> {
         response.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
-        for (name, value) in std::mem::take(&mut ctx.plugin.response_headers) {
-            response.append_header(name, value)?;
-        }
+        add_plugin_headers(response, &ctx.plugin.response_headers)?;
         if let Some(route) = &ctx.route {
             route
                 .pipeline
@@ -374,14 +451,15 @@ impl ProxyHttp for Gateway {
             return failed;
         }
         if status >= 500 {
-            let upstream = ctx.route.as_ref().map(|r| r.pool.name.clone());
+            let upstream = ctx.pool().map(|p| p.name.clone());
             tracing::warn!(request_id = %ctx.plugin.request_id, upstream = ?upstream, status, error = %e, "proxying failed");
         }
         let r = ctx.refuse(ErrorCode::for_status(status));
-        let p = &ctx.plugin;
-        if let Err(write_err) =
-            errors::respond(session, &r, &p.request_id, &p.response_headers, true).await
-        {
+        let written = match errors::error_answer(&r, &ctx.plugin.request_id) {
+            Ok((header, body)) => answer(session, ctx, header, body, true).await,
+            Err(e) => Err(e),
+        };
+        if let Err(write_err) = written {
             tracing::debug!(error = %write_err, "could not write the error response");
         }
         failed
@@ -402,7 +480,8 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.as_deref();
         let req = session.req_header();
         let upstream_elapsed = ctx.attempts.upstream_elapsed();
-        let upstream = route.zip(upstream_elapsed).map(|(r, t)| (&*r.pool.name, t));
+        let pool = route.and_then(|r| r.pool.as_deref());
+        let upstream = pool.zip(upstream_elapsed).map(|(p, t)| (&*p.name, t));
         let route_name = route.map_or("", |r| &r.name);
         self.metrics
             .record_request(route_name, &req.method, status, elapsed, upstream);
@@ -424,9 +503,9 @@ impl ProxyHttp for Gateway {
             status,
             duration: elapsed,
             route: route.map(|r| &*r.name),
-            upstream: route
+            upstream: pool
                 .zip(member)
-                .map(|(r, m)| (&*r.pool.name, m.address.as_str())),
+                .map(|(p, m)| (&*p.name, m.address.as_str())),
             upstream_duration: upstream_elapsed,
             error: ctx.error_code,
             user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),

@@ -3,10 +3,9 @@
 //! (exactly once). The proxy's phases report what happened; this type decides. It needs no
 //! Pingora session, so each rule is unit-tested below.
 
-use super::{InflightGuard, Member, Pool, Transition};
+use super::{InflightGuard, KeySource, Member, Pool, Transition};
 use http::Method;
 use pingora::http::RequestHeader;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,7 +86,7 @@ impl Attempts {
         &mut self,
         pool: &Pool,
         req: &RequestHeader,
-        client_ip: Option<IpAddr>,
+        source: KeySource<'_>,
     ) -> Option<Arc<Member>> {
         if self.tries == 0 {
             pool.retry.on_request();
@@ -99,7 +98,7 @@ impl Attempts {
         for _ in 0..4 {
             let tried = &self.tried;
             let skip = |m: &Arc<Member>| (!same_ok && tried.contains(m)) || lost.contains(m);
-            let member = pool.select(req, client_ip, &skip)?;
+            let member = pool.select(req, source, &skip)?;
             let Some(inflight) = member.start_request() else {
                 lost.push(&member);
                 continue;
@@ -252,9 +251,9 @@ mod tests {
     fn a_connect_failure_moves_to_another_member_within_connect_retries() {
         let p = two_members("connect_retries: 1\n");
         let mut a = Attempts::default();
-        let first = a.pick(&p, &get(), None).unwrap();
+        let first = a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(a.on_connect_failure(&p).retry);
-        let second = a.pick(&p, &get(), None).unwrap();
+        let second = a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(
             !Arc::ptr_eq(&first, &second),
             "a retry picks another member"
@@ -270,19 +269,19 @@ mod tests {
     fn a_5xx_is_retried_only_when_configured_and_replayable() {
         let p = two_members("retries:\n  attempts: 1\n  on: [5xx]\n");
         let mut a = Attempts::default();
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(!a.on_response(&p, 502, false).retry, "not replayable");
         let mut a = Attempts::default();
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(a.on_response(&p, 503, true).retry);
         // The proxy ends the try with an error; that error is the retry, not a new failure.
         let v = a.on_proxy_failure(&p, ProxyFailure::Reset, false, true);
         assert_eq!(v, Verdict::new(true, Transition::None));
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(!a.on_response(&p, 503, true).retry, "attempts: 1 is spent");
         let p = two_members("retries:\n  attempts: 1\n  on: [reset]\n");
         let mut a = Attempts::default();
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(!a.on_response(&p, 502, true).retry, "5xx is not in `on`");
     }
 
@@ -290,13 +289,13 @@ mod tests {
     fn nothing_is_retried_after_the_response_started() {
         let p = two_members("retries:\n  attempts: 2\n  on: [reset, timeout]\n");
         let mut a = Attempts::default();
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(
             !a.on_proxy_failure(&p, ProxyFailure::Reset, true, true)
                 .retry
         );
         let mut a = Attempts::default();
-        a.pick(&p, &get(), None).unwrap();
+        a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(
             a.on_proxy_failure(&p, ProxyFailure::Timeout, false, true)
                 .retry
@@ -309,10 +308,10 @@ mod tests {
             "members:\n  - address: 127.0.0.1:1001\npassive_health:\n  consecutive_failures: 1\n",
         );
         let mut a = Attempts::default();
-        let first = a.pick(&p, &get(), None).unwrap();
+        let first = a.pick(&p, &get(), KeySource::default()).unwrap();
         let v = a.on_proxy_failure(&p, ProxyFailure::StalePooled, false, true);
         assert_eq!(v, Verdict::new(true, Transition::None));
-        let again = a.pick(&p, &get(), None).unwrap();
+        let again = a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
         assert_eq!(
             again.circuit(),
@@ -326,14 +325,14 @@ mod tests {
         let p =
             two_members("passive_health:\n  consecutive_failures: 2\n  max_ejected_percent: 100\n");
         let mut a = Attempts::default();
-        let m = a.pick(&p, &get(), None).unwrap();
+        let m = a.pick(&p, &get(), KeySource::default()).unwrap();
         // A 502 answer is reported; the error that follows it must not count a second time.
         a.on_response(&p, 502, true);
         a.on_proxy_failure(&p, ProxyFailure::Reset, false, true);
         assert_eq!(m.circuit(), Circuit::Closed, "one failure of two");
         let mut b = Attempts::default();
         loop {
-            let n = b.pick(&p, &get(), None).unwrap();
+            let n = b.pick(&p, &get(), KeySource::default()).unwrap();
             if Arc::ptr_eq(&n, &m) {
                 break;
             }
@@ -352,7 +351,7 @@ mod tests {
             "members:\n  - address: 127.0.0.1:1001\npassive_health:\n  consecutive_failures: 1\n  base_ejection: 1ms\n  max_ejection: 1ms\n  max_ejected_percent: 100\n",
         );
         let mut a = Attempts::default();
-        let m = a.pick(&p, &get(), None).unwrap();
+        let m = a.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(matches!(
             a.on_connect_failure(&p).transition,
             Transition::Ejected(_)
@@ -361,12 +360,16 @@ mod tests {
             std::thread::yield_now();
         }
         let mut probe = Attempts::default();
-        probe.pick(&p, &get(), None).unwrap();
+        probe.pick(&p, &get(), KeySource::default()).unwrap();
         assert!(
-            Attempts::default().pick(&p, &get(), None).is_none(),
+            Attempts::default()
+                .pick(&p, &get(), KeySource::default())
+                .is_none(),
             "one probe at a time"
         );
         probe.finish();
-        assert!(Attempts::default().pick(&p, &get(), None).is_some());
+        assert!(Attempts::default()
+            .pick(&p, &get(), KeySource::default())
+            .is_some());
     }
 }

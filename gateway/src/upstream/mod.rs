@@ -10,7 +10,7 @@ mod select;
 
 pub use attempt::{is_idempotent, Attempts, ProxyFailure, Verdict};
 pub use discovered::{Discovered, DiscoveryCache};
-pub use hash_key::HashKey;
+pub use hash_key::{HashKey, KeySource};
 pub use health::{HealthChecker, HealthFlip};
 pub use passive::{Circuit, PassivePolicy, Transition};
 pub use retry::RetryPolicy;
@@ -19,7 +19,7 @@ use crate::config::{Balance, Discovery, UpstreamConfig};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use select::{LeastRequest, Ring, RoundRobin};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,7 +396,7 @@ impl Pool {
     pub fn select(
         &self,
         req: &pingora::http::RequestHeader,
-        client_ip: Option<IpAddr>,
+        source: KeySource<'_>,
         skip: &dyn Fn(&Arc<Member>) -> bool,
     ) -> Option<Arc<Member>> {
         let set = self.set.load();
@@ -406,7 +406,7 @@ impl Pool {
             Selector::RoundRobin(rr) => rr.pick(members, &skip_index),
             Selector::LeastRequest(lr) => lr.pick(members, &skip_index),
             Selector::Consistent { ring, fallback } => {
-                match self.hash_key.as_ref().and_then(|k| k.hash(req, client_ip)) {
+                match self.hash_key.as_ref().and_then(|k| k.hash(req, source)) {
                     Some(h) => ring.pick(members, h, &skip_index),
                     None => fallback.pick(members, &skip_index),
                 }

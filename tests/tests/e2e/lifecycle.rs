@@ -37,7 +37,9 @@ async fn sigterm_drains_an_in_flight_request_then_exits_at_once() {
     assert_eq!(ready.status(), 503);
     let body = json(ready).await;
     assert_eq!(body["status"], "draining", "{body}");
-    assert_eq!(body["open_connections"], 1, "{body}");
+    // The held request's connection at least (a probe connection of `wait_refused` may still
+    // be closing).
+    assert!(body["open_connections"].as_u64() >= Some(1), "{body}");
     up.release_held();
     let status = inflight
         .await

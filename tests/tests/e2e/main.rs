@@ -8,6 +8,7 @@ mod better_auth;
 mod check;
 mod discovery;
 mod docs;
+mod edge;
 mod health;
 mod jwt;
 mod lifecycle;
