@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod cli_registry;
+pub mod compression;
 pub mod config;
 pub mod control;
 pub mod drain;

@@ -30,6 +30,7 @@ pub struct Route {
     /// The prefix to remove from the upstream path (`strip_prefix: true`).
     pub strip_prefix: Option<String>,
     pub rewrite: Option<(Regex, String)>,
+    pub compression: Option<Arc<crate::compression::Compression>>,
     pub pipeline: Pipeline,
 }
 
@@ -437,6 +438,12 @@ fn compile_routes(
             }
             None => AuthPolicy::from(&AuthPolicyConfig::default()),
         };
+        let compression = r.compression.as_ref().and_then(|c| {
+            crate::compression::Compression::new(c)
+                .map(Arc::new)
+                .map_err(|e| diag.at_span(spanned, format!("route `{name}`: compression: {e}")))
+                .ok()
+        });
         if matches!(pool, Some(None)) && !plugins.iter().any(|p| p.answers_every_request()) {
             diag.at_span(
                 spanned,
@@ -458,6 +465,7 @@ fn compile_routes(
                 pool,
                 strip_prefix,
                 rewrite,
+                compression,
                 pipeline: Pipeline::new(plugins, auth_policy),
             }),
         });

@@ -133,18 +133,22 @@ impl CorsPlugin {
                         suffix: suffix.to_string(),
                     })
                 }
-                Some(_) => return Err(at(
-                    &format!("allow_origins.{i}"),
-                    format!(
+                Some(_) => {
+                    return Err(at(
+                        &format!("allow_origins.{i}"),
+                        format!(
                         "`{o}`: a `*` stands for the leading labels only (`https://*.example.com`)"
                     ),
-                )),
-                None if host.contains('*') => return Err(at(
-                    &format!("allow_origins.{i}"),
-                    format!(
+                    ))
+                }
+                None if host.contains('*') => {
+                    return Err(at(
+                        &format!("allow_origins.{i}"),
+                        format!(
                         "`{o}`: a `*` stands for the leading labels only (`https://*.example.com`)"
                     ),
-                )),
+                    ))
+                }
                 None => {
                     exact.insert(o);
                 }

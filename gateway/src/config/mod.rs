@@ -523,6 +523,9 @@ pub struct RouteConfig {
     /// Rewrite the path sent upstream with a regex.
     #[serde(default)]
     pub rewrite: Option<RewriteConfig>,
+    /// Compress upstream responses for clients that accept it (off unless set).
+    #[serde(default)]
+    pub compression: Option<CompressionConfig>,
     /// Authentication policy over the route's auth plugins (`jwt`, `better_auth`): any one
     /// may verify the request. Default with an auth plugin: required, no roles.
     #[serde(default)]
@@ -532,6 +535,56 @@ pub struct RouteConfig {
     #[serde(default)]
     #[schemars(with = "Vec<PluginConfig>")]
     pub plugins: Vec<Spanned<PluginConfig>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Encodings offered, in order of preference when the client likes several equally.
+    pub algorithms: Vec<CompressionAlgorithm>,
+    /// 1 (fast) to 9 (gzip, zstd) or 11 (brotli); gzip and brotli cap at their maximum.
+    pub level: u32,
+    /// Media types compressed: exact (`application/json`) or a prefix ending in `/`
+    /// (`text/`).
+    pub content_types: Vec<String>,
+    /// Bodies announced smaller than this are sent as they are.
+    pub min_size: ByteSize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            algorithms: vec![
+                CompressionAlgorithm::Br,
+                CompressionAlgorithm::Zstd,
+                CompressionAlgorithm::Gzip,
+            ],
+            level: 5,
+            content_types: [
+                "text/",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "application/xhtml+xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/manifest+json",
+                "application/wasm",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            min_size: ByteSize::kib(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionAlgorithm {
+    Gzip,
+    Br,
+    Zstd,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

@@ -247,6 +247,9 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.upstream_uri = request::upstream_uri(&route, req);
+        if let Some(compression) = &route.compression {
+            crate::compression::CompressionModule::enable_for(session, compression);
+        }
         ctx.plugin.route = route.name.clone();
         ctx.route = Some(route.clone());
 
@@ -433,6 +436,11 @@ impl ProxyHttp for Gateway {
                 .map_err(|e| Error::because(ErrorType::InternalError, "plugin failed", e))?;
         }
         Ok(())
+    }
+
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // In place of Pingora's own (disabled) compression module: no added cost per request.
+        modules.add_module(Box::new(crate::compression::CompressionModuleBuilder));
     }
 
     async fn fail_to_proxy(

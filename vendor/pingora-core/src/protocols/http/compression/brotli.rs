@@ -110,9 +110,14 @@ impl Encode for Compressor {
             .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
         // write to vec will never fail.
         if end {
-            self.compress
-                .flush()
-                .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
+            // Portico patch 0009 (vendor/patches/): finish the stream. A flush leaves it
+            // without its last meta-block, which decoders that read to the end (browsers
+            // included) refuse; only `into_inner` writes it.
+            let done = std::mem::replace(&mut self.compress, CompressorWriter::new(vec![], 0, 0, 19));
+            let out = done.into_inner();
+            self.total_out += out.len();
+            self.duration += start.elapsed();
+            return Ok(out.into());
         }
         self.total_out += self.compress.get_ref().len();
         self.duration += start.elapsed();
