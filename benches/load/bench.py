@@ -166,6 +166,10 @@ SESSION_NO_REVOCATION = SESSION.replace("} } }", "}, revocation: { enabled: fals
 # Revocations of other users' sessions loaded into the session row before it is measured, so
 # its check does look something up (with none known it looks nothing up).
 REVOKED_OTHERS = 1000
+# The full chain with the browser edge in front: CORS (an allowed Origin on every request)
+# and security headers.
+EDGE = ('{ cors: { allow_origins: ["https://app.example.test"], allow_credentials: true, '
+        'expose_headers: [X-Request-Id] } }, { security_headers: {} }')
 LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip } ] } }'
 GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
 
@@ -213,7 +217,9 @@ def to_ms(v, unit):
 
 
 def wrk(port, seconds, path="/", conns=50, header=None):
-    auth = ["-H", header] if header else []
+    """`header`: one header line, or a list of them."""
+    lines = [header] if isinstance(header, str) else (header or [])
+    auth = [arg for line in lines for arg in ("-H", line)]
     out = sh(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"] + auth +
              [f"http://127.0.0.1:{port}{path}"]).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -276,6 +282,7 @@ def main():
     procs = Procs()
     hs256 = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
     headers = {"portico-full-chain": hs256, "portico-hs256": hs256,
+               "portico-full-chain-edge": [hs256, "Origin: https://app.example.test"],
                "portico-eddsa-jwks": f"Authorization: Bearer {eddsa_token_and_jwks(tmp)}"}
     results = {}
     try:
@@ -327,6 +334,8 @@ backend be
             ("portico-global-limit", "global-limit", 18032, {"plugin": GLOBAL_LIMIT, "redis": True}),
             ("portico-full-chain", "full-chain", 18034,
              {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access.log")}),
+            ("portico-full-chain-edge", "full-chain-edge", 18046,
+             {"plugin": EDGE + ", " + FULL_CHAIN, "access_log": os.path.join(tmp, "access-edge.log")}),
             ("portico-hs256", "hs256", 18038, {"plugin": HS256}),
             ("portico-session", "session", 18042, {"plugin": SESSION}),
             ("portico-session-no-revocation", "session-norev", 18044, {"plugin": SESSION_NO_REVOCATION}),
@@ -396,6 +405,8 @@ backend be
             "session_revocation_vs_none": summary["portico-session"]["rps"]
             / summary["portico-session-no-revocation"]["rps"],
             "full_chain_vs_passthrough": summary["portico-full-chain"]["rps"] / passthrough,
+            "edge_vs_full_chain": summary["portico-full-chain-edge"]["rps"]
+            / summary["portico-full-chain"]["rps"],
         }
 
         # Reload of the 10k-route config under load.
@@ -476,6 +487,7 @@ backend be
     print(f"HS256 JWT vs passthrough: {a['hs256_vs_passthrough']:.3f}x; EdDSA/JWKS (cached) vs HS256: "
           f"{a['eddsa_jwks_vs_hs256']:.3f}x; Better Auth session (warm cache) vs passthrough: "
           f"{a['session_vs_passthrough']:.3f}x; full chain vs passthrough: {a['full_chain_vs_passthrough']:.3f}x")
+    print(f"full chain with cors + security_headers vs without: {a['edge_vs_full_chain']:.3f}x")
     print(f"Better Auth session with revocation on ({REVOKED_OTHERS} other users revoked) vs off: "
           f"{a['session_revocation_vs_none']:.3f}x")
     rl = results["reload_10k_routes"]
