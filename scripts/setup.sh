@@ -4,7 +4,8 @@
 # Usage: scripts/setup.sh [build|test|bench|fuzz]
 #   build: what compiling Portico needs (cmake for Pingora's zlib-ng, a C toolchain);
 #   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
-#          from the lockfile in tests/better-auth); docker-compose, systemd-analyze and, in
+#          from the lockfile in tests/better-auth); Debian's Chromium with playwright-core and
+#          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
 #          target/tools-venv, kubernetes-validate for the deploy/ checks;
 #   bench: + nginx, wrk, HAProxy and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
@@ -16,7 +17,7 @@ if [[ "$mode" != "build" ]]; then
   want+=(redis-server node npm)
 fi
 if [[ "$mode" == "test" ]]; then
-  want+=(docker-compose systemd-analyze)
+  want+=(docker-compose systemd-analyze chromium)
 fi
 if [[ "$mode" == "bench" ]]; then
   want+=(nginx wrk haproxy taskset openssl python3)
@@ -81,6 +82,12 @@ if [[ ! -f "$ba/node_modules/.package-lock.json" || "$ba/package-lock.json" -nt 
 fi
 
 if [[ "$mode" == "test" ]]; then
+  # playwright-core drives Debian's Chromium (it downloads no browser); Socket.io peers.
+  browser="$(dirname "$0")/../tests/browser"
+  if [[ ! -f "$browser/node_modules/.package-lock.json" || "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]]; then
+    echo "setup: npm ci in tests/browser" >&2
+    (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
   # The deploy/ checks' Python tools, pinned, in a virtualenv of their own.
   venv="$(dirname "$0")/../target/tools-venv"
   if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then

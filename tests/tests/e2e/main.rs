@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod balancing;
 mod better_auth;
+mod browser;
 mod check;
 mod discovery;
 mod docs;
