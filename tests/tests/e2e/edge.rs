@@ -46,7 +46,9 @@ routes:
   - name: api
     match: {{ prefix: /api, methods: [GET, POST] }}
     upstream: p
-    plugins: [ {{ jwt: {{ providers: [ {{ algorithms: [HS256], secret_env: TEST_JWT_SECRET }} ] }} }} ]
+    plugins:
+      - {{ jwt: {{ providers: [ {{ algorithms: [HS256], secret_env: TEST_JWT_SECRET }} ] }} }}
+      - {{ headers: {{ response: {{ set: {{ X-Frame-Options: DENY, X-Edge: "on" }} }} }} }}
   - name: robots
     match: {{ exact: /robots.txt }}
     plugins: [ {{ respond: {{ body: "User-agent: *\nDisallow: /\n", headers: {{ Server: leaky/1.0 }} }} }} ]
@@ -106,7 +108,10 @@ routes:
         Some("X-Request-Id")
     );
     assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
-    assert_eq!(header(&r, "x-frame-options"), Some("SAMEORIGIN"));
+    // The route's `headers` response edits apply to the gateway's own answers too, and win
+    // over the security defaults.
+    assert_eq!(header(&r, "x-edge"), Some("on"));
+    assert_eq!(header(&r, "x-frame-options"), Some("DENY"));
     assert!(
         header(&r, "strict-transport-security").is_none(),
         "HSTS only over TLS"
