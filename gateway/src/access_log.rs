@@ -2,7 +2,7 @@
 //! never waits on a disk or a pipe. Lines are written in batches every 100 ms (like nginx's
 //! `buffer=`/`flush=`): waking the writer per line cost a third of the throughput of a pinned
 //! core in the load benchmark. When the queue is full, lines are dropped and counted rather
-//! than slowing requests down.
+//! than slowing requests down. SIGUSR1 reopens the file (after logrotate moved it).
 
 use crate::json::push_string as js;
 use portico_plugins::ErrorCode;
@@ -10,7 +10,9 @@ use prometheus::IntCounter;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Lines queued between two flushes at most (100 ms at 600k requests/s).
@@ -28,28 +30,32 @@ enum Entry {
 pub struct AccessLog {
     tx: SyncSender<Entry>,
     dropped: IntCounter,
+    /// Set by SIGUSR1: the writer opens the file again (logrotate's convention).
+    reopen: Arc<AtomicBool>,
 }
 
 impl AccessLog {
     /// Logs to `path` (appending), or to standard output.
     pub fn open(path: Option<&str>, dropped: IntCounter) -> std::io::Result<AccessLog> {
-        let out: Box<dyn Write + Send> = match path {
-            Some(p) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
-            None => Box::new(std::io::stdout()),
-        };
+        let out = Output::open(path)?;
         let (tx, rx) = sync_channel::<Entry>(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn({
-                let dropped = dropped.clone();
-                move || write_batches(rx, out, dropped)
+                let (dropped, reopen) = (dropped.clone(), reopen.clone());
+                move || write_batches(rx, out, dropped, reopen)
             })?;
-        Ok(AccessLog { tx, dropped })
+        Ok(AccessLog {
+            tx,
+            dropped,
+            reopen,
+        })
+    }
+
+    /// Opens the file again before the next write (after logrotate moved it away).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
     }
 
     pub fn write(&self, line: String) {
@@ -67,13 +73,59 @@ impl AccessLog {
     }
 }
 
+/// Where lines go: a file (reopened on request), or standard output.
+struct Output {
+    path: Option<String>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl Output {
+    fn open(path: Option<&str>) -> std::io::Result<Output> {
+        let writer: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            ),
+            None => Box::new(std::io::stdout()),
+        };
+        Ok(Output {
+            path: path.map(str::to_string),
+            writer,
+        })
+    }
+
+    fn reopen(&mut self) {
+        let Some(path) = self.path.clone() else {
+            return;
+        };
+        match Output::open(Some(&path)) {
+            Ok(fresh) => {
+                let _ = self.writer.flush();
+                *self = fresh;
+                tracing::info!(path, "access log reopened");
+            }
+            Err(e) => {
+                tracing::error!(path, error = %e, "cannot reopen the access log; writing to the old file")
+            }
+        }
+    }
+}
+
 /// The writer thread. It wakes on a timer and drains the queue: blocking on the channel
 /// instead would make every request's send wake this thread (a context switch per request).
 /// Lines that cannot be written (a full disk) are counted as dropped.
-fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, dropped: IntCounter) {
+fn write_batches(
+    rx: Receiver<Entry>,
+    mut out: Output,
+    dropped: IntCounter,
+    reopen: Arc<AtomicBool>,
+) {
     let mut buf = Vec::with_capacity(256 * 1024);
-    let mut write = |buf: &mut Vec<u8>| {
-        if out.write_all(buf).and_then(|()| out.flush()).is_err() {
+    let write = |out: &mut Output, buf: &mut Vec<u8>| {
+        let w = &mut out.writer;
+        if w.write_all(buf).and_then(|()| w.flush()).is_err() {
             let lines = buf.iter().filter(|b| **b == b'\n').count();
             dropped.inc_by(lines as u64);
         }
@@ -81,6 +133,12 @@ fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, dropped: I
     };
     loop {
         std::thread::sleep(FLUSH_EVERY);
+        if reopen.swap(false, Ordering::Relaxed) {
+            if !buf.is_empty() {
+                write(&mut out, &mut buf);
+            }
+            out.reopen();
+        }
         let mut open = true;
         let mut waiting = Vec::new();
         loop {
@@ -89,7 +147,7 @@ fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, dropped: I
                     buf.extend_from_slice(l.as_bytes());
                     buf.push(b'\n');
                     if buf.len() >= 256 * 1024 {
-                        write(&mut buf);
+                        write(&mut out, &mut buf);
                     }
                 }
                 Ok(Entry::Flush(done)) => waiting.push(done),
@@ -101,7 +159,7 @@ fn write_batches(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, dropped: I
             }
         }
         if !buf.is_empty() {
-            write(&mut buf);
+            write(&mut out, &mut buf);
         }
         for done in waiting {
             let _ = done.send(());
@@ -130,15 +188,27 @@ pub struct AccessRecord<'a> {
     pub error: Option<ErrorCode>,
     pub user_id: Option<&'a str>,
     pub bytes_in: u64,
+    /// Body bytes sent to the client.
+    pub bytes_out: u64,
+    /// `HTTP/1.1`, `HTTP/2`, …
+    pub protocol: &'a str,
+    pub referer: Option<&'a str>,
+    /// How the identity was verified (`jwt`, `session`).
+    pub auth_method: Option<&'a str>,
     pub user_agent: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
     /// The record as one JSON object (no newline).
     pub fn to_json_line(&self) -> String {
-        let mut out = String::with_capacity(384);
-        let now = portico_plugins::clock::since_unix_epoch();
-        let _ = write!(out, "{{\"ts\":{}.{:03}", now.as_secs(), now.subsec_millis());
+        let mut out = String::with_capacity(448);
+        let _ = write!(
+            out,
+            "{{\"time\":\"{}\"",
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + portico_plugins::clock::since_unix_epoch()
+            )
+        );
         out.push_str(",\"request_id\":");
         js(&mut out, self.request_id);
         out.push_str(",\"client_ip\":");
@@ -154,6 +224,8 @@ impl AccessRecord<'_> {
         js(&mut out, self.host);
         out.push_str(",\"path\":");
         js(&mut out, self.path);
+        out.push_str(",\"protocol\":");
+        js(&mut out, self.protocol);
         let _ = write!(
             out,
             ",\"status\":{},\"duration_ms\":{:.3}",
@@ -177,7 +249,17 @@ impl AccessRecord<'_> {
             out.push_str(",\"user_id\":");
             js(&mut out, user);
         }
-        let _ = write!(out, ",\"bytes_in\":{}", self.bytes_in);
+        if let Some(method) = self.auth_method {
+            out.push_str(",\"auth_method\":");
+            js(&mut out, method);
+        }
+        let _ = write!(
+            out,
+            ",\"bytes_in\":{},\"bytes_out\":{}",
+            self.bytes_in, self.bytes_out
+        );
+        out.push_str(",\"referer\":");
+        optional(&mut out, self.referer);
         out.push_str(",\"user_agent\":");
         optional(&mut out, self.user_agent);
         out.push('}');
@@ -212,6 +294,10 @@ mod tests {
             error: Some(ErrorCode::BadGateway),
             user_id: None,
             bytes_in: 12,
+            bytes_out: 34,
+            protocol: "HTTP/1.1",
+            referer: Some("https://app.example.com/"),
+            auth_method: Some("jwt"),
             user_agent: None,
         }
         .to_json_line();
@@ -223,6 +309,13 @@ mod tests {
         assert_eq!(v["member"], "10.0.0.1:80");
         assert_eq!(v["error"], "bad_gateway");
         assert!(v["user_agent"].is_null() && v.get("user_id").is_none());
-        assert!(v["ts"].as_f64().unwrap() > 1.7e9);
+        assert_eq!(v["bytes_out"], 34);
+        assert_eq!(v["protocol"], "HTTP/1.1");
+        assert_eq!(v["referer"], "https://app.example.com/");
+        assert_eq!(v["auth_method"], "jwt");
+        // RFC 3339, UTC, milliseconds.
+        let time = v["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+        assert_eq!(time.len(), "2026-01-01T00:00:00.000Z".len(), "{time}");
     }
 }

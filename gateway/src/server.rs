@@ -250,6 +250,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
             reloader,
             discovery,
             revocation_feed,
+            access_log: access_log.clone(),
             watch: config.server.watch_config,
         },
     );

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod health;
 pub mod reload;
 
+use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
 use crate::revocation_feed::RedisRevocations;
 use crate::snapshot::{Snapshot, SnapshotStore};
@@ -40,6 +41,8 @@ pub struct Control {
     pub discovery: Option<Arc<DiscoveryService>>,
     /// Revocations from the other replicas.
     pub revocation_feed: Option<Arc<RedisRevocations>>,
+    /// Reopened on SIGUSR1.
+    pub access_log: Option<AccessLog>,
     /// Reload when the config file changes (`server.watch_config`). Certificate files are
     /// watched whenever a listener serves TLS.
     pub watch: bool,
@@ -65,9 +68,25 @@ impl BackgroundService for Control {
         if let Some(feed) = &self.revocation_feed {
             tasks.push(tokio::spawn(feed.clone().follow()));
         }
+        if let Some(log) = &self.access_log {
+            tasks.push(tokio::spawn(reopen_on_sigusr1(log.clone())));
+        }
         let _ = shutdown.changed().await;
         for t in tasks {
             t.abort();
         }
+    }
+}
+
+/// logrotate's convention: after moving the file away, SIGUSR1 makes the writer open it again.
+async fn reopen_on_sigusr1(log: AccessLog) {
+    let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    else {
+        tracing::error!("cannot install the SIGUSR1 handler");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        log.reopen();
     }
 }

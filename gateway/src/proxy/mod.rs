@@ -480,10 +480,12 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestState) {
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or_else(|| e.map(errors::status_for).unwrap_or(0));
+        let status = match (session.response_written(), e) {
+            (Some(r), _) => r.status.as_u16(),
+            // The client went away before an answer (nginx's 499).
+            (None, Some(e)) if e.esource == pingora::ErrorSource::Downstream => CLIENT_CLOSED,
+            (None, e) => e.map(errors::status_for).unwrap_or(0),
+        };
         let elapsed = ctx.started.elapsed();
         let route = ctx.route.as_deref();
         let req = session.req_header();
@@ -518,12 +520,32 @@ impl ProxyHttp for Gateway {
             error: ctx.error_code,
             user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),
             bytes_in: ctx.body_bytes,
+            bytes_out: session.body_bytes_sent() as u64,
+            protocol: protocol(req.version),
+            referer: req
+                .headers
+                .get(http::header::REFERER)
+                .and_then(|v| v.to_str().ok()),
+            auth_method: ctx.plugin.identity.as_ref().map(|i| i.method),
             user_agent: req
                 .headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
         };
         log.write(record.to_json_line());
+    }
+}
+
+/// The status logged for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 

@@ -413,3 +413,49 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn hsts_is_sent_over_tls_only() {
+    let up = Witness::start("w").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("c.key"), cert.signing_key.serialize_pem()).unwrap();
+    let d = dir.path().display();
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+    tls: {{ certificates: [ {{ cert: {d}/c.pem, key: {d}/c.key }} ] }}
+  - address: 127.0.0.1:{{port0}}
+access_log: {{ enabled: false }}
+plugins:
+  - security_headers: {{ hsts: {{ max_age: 180d, include_subdomains: true }} }}
+upstreams:
+  p: {{ members: [ {{ address: {} }} ] }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        up.addr
+    );
+    let gw = GatewayBuilder::new(&yaml).extra_ports(1).start().await;
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = tls
+        .get(format!("https://localhost:{}/", gw.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "strict-transport-security"),
+        Some("max-age=15552000; includeSubDomains")
+    );
+    let r = reqwest::get(format!("http://127.0.0.1:{}/", gw.extra_ports[0]))
+        .await
+        .unwrap();
+    assert!(header(&r, "strict-transport-security").is_none());
+    assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
+}

@@ -14,6 +14,7 @@ mod health;
 mod jwt;
 mod lifecycle;
 mod limits;
+mod logs;
 mod rate_limit;
 mod reload;
 mod resilience;
