@@ -217,6 +217,18 @@ pub struct Phases {
     pub logging: bool,
 }
 
+impl Phases {
+    /// Only [`Plugin::early_request_filter`]: the edge policies that run before credentials.
+    pub const EARLY: Phases = Phases {
+        early: true,
+        authenticate: false,
+        request: false,
+        upstream_request: false,
+        response: false,
+        logging: false,
+    };
+}
+
 /// A request-path plugin. Hooks mirror Pingora's phases; each has a no-op default.
 #[async_trait]
 pub trait Plugin: Send + Sync + std::fmt::Debug {

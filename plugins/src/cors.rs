@@ -279,10 +279,7 @@ impl Plugin for CorsPlugin {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            early: true,
-            ..Phases::default()
-        }
+        Phases::EARLY
     }
 
     fn early_request_filter(

@@ -83,10 +83,7 @@ impl Plugin for IpRestrictionPlugin {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            early: true,
-            ..Phases::default()
-        }
+        Phases::EARLY
     }
 
     fn early_request_filter(

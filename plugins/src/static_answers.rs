@@ -143,10 +143,7 @@ impl Plugin for RedirectPlugin {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            early: true,
-            ..Phases::default()
-        }
+        Phases::EARLY
     }
 
     fn early_request_filter(
@@ -237,10 +234,7 @@ impl Plugin for RespondPlugin {
     }
 
     fn phases(&self) -> Phases {
-        Phases {
-            early: true,
-            ..Phases::default()
-        }
+        Phases::EARLY
     }
 
     fn early_request_filter(
