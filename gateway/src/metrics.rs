@@ -6,8 +6,8 @@ use crate::upstream::{Circuit, Pool};
 use portico_plugins::revocation::{Revocations, Source};
 use portico_plugins::{ErrorCode, Rejection};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
     revocations: IntCounterVec,
+    redis_up: IntGauge,
+    open_connections: IntGauge,
     /// The members each pool has a `portico_circuit_open` series for, so the series of a
     /// member that left (or of a removed pool) can be dropped.
     circuit_series: Mutex<HashMap<Arc<str>, Vec<String>>>,
@@ -126,6 +128,20 @@ impl Metrics {
             &["source"],
         )?;
         registry.register(Box::new(revocations.clone()))?;
+        let redis_up = IntGauge::new(
+            "portico_redis_up",
+            "1 while the last Redis command succeeded, 0 after one failed (absent without Redis).",
+        )?;
+        let open_connections = IntGauge::new(
+            "portico_open_connections",
+            "Client connections open on the proxy listeners.",
+        )?;
+        registry.register(Box::new(open_connections.clone()))?;
+        // CPU seconds, resident memory, open and maximum descriptors, start time.
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         for source in Source::ALL {
             revocations.with_label_values(&[source.label()]);
         }
@@ -151,6 +167,8 @@ impl Metrics {
             auth_failures,
             certificate_expiry,
             revocations,
+            redis_up,
+            open_connections,
             circuit_series: Mutex::default(),
         })
     }
@@ -194,6 +212,19 @@ impl Metrics {
                     .circuit_open
                     .remove_label_values(&[&*pool.name, gone.as_str()]);
             }
+        }
+    }
+
+    /// Exports `portico_redis_up` (a config with a `redis` section).
+    pub fn track_redis(&self) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(self.redis_up.clone()))
+    }
+
+    /// The values read at scrape time: open connections, and Redis' state when there is one.
+    pub fn update_live(&self, open_connections: usize, redis_up: Option<bool>) {
+        self.open_connections.set(open_connections as i64);
+        if let Some(up) = redis_up {
+            self.redis_up.set(i64::from(up));
         }
     }
 

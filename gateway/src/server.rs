@@ -94,6 +94,9 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     )?;
     let config = snapshot.config.clone();
     let metrics = Arc::new(Metrics::new()?);
+    if link.is_some() {
+        metrics.track_redis()?;
+    }
     let snapshot = Arc::new(snapshot);
     let store: SnapshotStore = Arc::new(ArcSwap::new(snapshot.clone()));
     publish(&store, &metrics, snapshot);

@@ -15,6 +15,7 @@ mod jwt;
 mod lifecycle;
 mod limits;
 mod logs;
+mod observability;
 mod rate_limit;
 mod reload;
 mod resilience;
