@@ -73,16 +73,6 @@ pub trait RevocationFeed: Send + Sync + std::fmt::Debug {
     fn publish(&self, revocation: &Revocation);
 }
 
-/// What a verified credential says about itself, for [`Revocations::is_revoked`].
-#[derive(Debug, Default)]
-pub struct Credential<'a> {
-    pub user_id: &'a str,
-    /// Keys naming this credential ([`token_key`], [`session_key`], [`jti_key`]).
-    pub keys: &'a [String],
-    /// When the session started, or the token was issued (ms since the epoch).
-    pub started_ms: Option<u64>,
-}
-
 #[derive(Debug, Clone)]
 struct UserCutoff {
     not_before_ms: u64,
@@ -203,28 +193,37 @@ impl Revocations {
         self.set.load().is_empty()
     }
 
-    /// Whether a verified credential has been revoked. Without a start instant, a user
-    /// cutoff revokes it (it cannot be shown to be newer).
-    pub fn is_revoked(&self, credential: &Credential<'_>, now_ms: u64) -> bool {
+    /// Whether a verified credential has been revoked. `keys` names the credential
+    /// ([`token_key`], [`session_key`], [`jti_key`]); it is called only when a revoked
+    /// credential or a cutoff of this user could match (hashing a token costs more than the
+    /// lookups). Without a start instant, a user cutoff revokes it (it cannot be shown to be
+    /// newer).
+    pub fn is_revoked(
+        &self,
+        user_id: &str,
+        started_ms: Option<u64>,
+        keys: impl FnOnce() -> Vec<String>,
+        now_ms: u64,
+    ) -> bool {
         let set = self.set.load();
         if set.is_empty() {
             return false;
         }
-        if credential
-            .keys
+        let cutoff = set
+            .users
+            .get(user_id)
+            .filter(|c| c.until_ms > now_ms && started_ms.is_none_or(|t| t < c.not_before_ms));
+        if set.credentials.is_empty() && cutoff.is_none() {
+            return false;
+        }
+        let keys = keys();
+        if keys
             .iter()
             .any(|k| set.credentials.get(k).is_some_and(|until| *until > now_ms))
         {
             return true;
         }
-        let Some(cutoff) = set.users.get(credential.user_id) else {
-            return false;
-        };
-        cutoff.until_ms > now_ms
-            && credential
-                .started_ms
-                .is_none_or(|t| t < cutoff.not_before_ms)
-            && !credential.keys.iter().any(|k| cutoff.keep.contains(k))
+        cutoff.is_some_and(|c| !keys.iter().any(|k| c.keep.contains(k)))
     }
 }
 
@@ -271,12 +270,14 @@ mod tests {
         }
     }
 
-    fn credential<'a>(user_id: &'a str, keys: &'a [String], started_ms: u64) -> Credential<'a> {
-        Credential {
-            user_id,
-            keys,
-            started_ms: Some(started_ms),
-        }
+    fn revoked(
+        r: &Revocations,
+        user_id: &str,
+        keys: &[String],
+        started_ms: Option<u64>,
+        now: u64,
+    ) -> bool {
+        r.is_revoked(user_id, started_ms, || keys.to_vec(), now)
     }
 
     #[test]
@@ -284,7 +285,7 @@ mod tests {
         let r = Revocations::default();
         let a = [token_key("a")];
         let b = [token_key("b")];
-        assert!(!r.is_revoked(&credential("u", &a, 1), NOW));
+        assert!(!revoked(&r, "u", &a, Some(1), NOW));
         r.apply(
             &[Revocation::Credential {
                 key: token_key("a"),
@@ -292,10 +293,10 @@ mod tests {
             }],
             NOW,
         );
-        assert!(r.is_revoked(&credential("u", &a, 1), NOW));
-        assert!(!r.is_revoked(&credential("u", &b, 1), NOW));
+        assert!(revoked(&r, "u", &a, Some(1), NOW));
+        assert!(!revoked(&r, "u", &b, Some(1), NOW));
         // Past its retention the entry no longer counts.
-        assert!(!r.is_revoked(&credential("u", &a, 1), NOW + 1));
+        assert!(!revoked(&r, "u", &a, Some(1), NOW + 1));
     }
 
     #[test]
@@ -305,17 +306,12 @@ mod tests {
         let old = [token_key("old")];
         let new = [token_key("new")];
         r.apply(&[user("u", 500, &[&token_key("kept")])], NOW);
-        assert!(r.is_revoked(&credential("u", &old, 499), NOW));
-        assert!(!r.is_revoked(&credential("u", &kept, 100), NOW));
-        assert!(!r.is_revoked(&credential("u", &new, 500), NOW));
-        assert!(!r.is_revoked(&credential("other", &old, 1), NOW));
+        assert!(revoked(&r, "u", &old, Some(499), NOW));
+        assert!(!revoked(&r, "u", &kept, Some(100), NOW));
+        assert!(!revoked(&r, "u", &new, Some(500), NOW));
+        assert!(!revoked(&r, "other", &old, Some(1), NOW));
         // A credential that cannot say when it started is refused under a cutoff.
-        let unknown = Credential {
-            user_id: "u",
-            keys: &old,
-            started_ms: None,
-        };
-        assert!(r.is_revoked(&unknown, NOW));
+        assert!(revoked(&r, "u", &old, None, NOW));
     }
 
     #[test]
@@ -324,10 +320,10 @@ mod tests {
         let kept = [token_key("kept")];
         r.apply(&[user("u", 500, &[&token_key("kept")])], NOW);
         r.apply(&[user("u", 700, &[])], NOW);
-        assert!(r.is_revoked(&credential("u", &kept, 100), NOW));
+        assert!(revoked(&r, "u", &kept, Some(100), NOW));
         // An older cutoff arriving late changes nothing.
         r.apply(&[user("u", 600, &[&token_key("kept")])], NOW);
-        assert!(r.is_revoked(&credential("u", &kept, 100), NOW));
+        assert!(revoked(&r, "u", &kept, Some(100), NOW));
     }
 
     #[test]

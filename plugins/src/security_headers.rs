@@ -194,7 +194,10 @@ impl Plugin for SecurityHeadersPlugin {
         ctx: &RequestContext,
     ) -> Result<(), PluginError> {
         for name in &self.remove {
-            response.remove_header(name);
+            // Pingora's removal touches its case map too: only for headers that are there.
+            if response.headers.contains_key(name) {
+                response.remove_header(name);
+            }
         }
         for (name, value) in &self.always {
             self.set(response, name, value);

@@ -448,22 +448,21 @@ impl BetterAuthPlugin {
         })
     }
 
-    /// Whether the session behind `token` was revoked (nothing to look up while no
-    /// revocation is known).
+    /// Whether the session behind `token` was revoked (nothing is looked up while no
+    /// revocation is known, and the token is hashed only when one could match).
     fn revoked(&self, token: &str, identity: &Identity) -> bool {
-        if self.revocations.is_empty() {
-            return false;
-        }
         let facts = identity.session.as_ref();
-        let mut keys = vec![revocation::token_key(token)];
-        if let Some(id) = facts.and_then(|f| f.id.as_deref()) {
-            keys.push(revocation::session_key(id));
-        }
         self.revocations.is_revoked(
-            &revocation::Credential {
-                user_id: &identity.user_id,
-                keys: &keys,
-                started_ms: facts.and_then(|f| f.started_ms),
+            &identity.user_id,
+            facts.and_then(|f| f.started_ms),
+            || {
+                let mut keys = vec![revocation::token_key(token)];
+                keys.extend(
+                    facts
+                        .and_then(|f| f.id.as_deref())
+                        .map(revocation::session_key),
+                );
+                keys
             },
             now_ms(),
         )

@@ -472,24 +472,19 @@ impl JwtPlugin {
     /// Whether the token was revoked: by its `jti` or `sid`, or by a cutoff of its subject
     /// that its `iat` precedes.
     fn revoked(&self, identity: &Identity) -> bool {
-        use crate::revocation::{jti_key, session_key, Credential};
-        if self.revocations.is_empty() {
-            return false;
-        }
+        use crate::revocation::{jti_key, session_key};
         let facts = identity.session.as_ref();
-        let keys: Vec<String> = facts
-            .into_iter()
-            .flat_map(|f| {
-                let sid = f.id.as_deref().map(session_key);
-                let jti = f.token_id.as_deref().map(jti_key);
-                sid.into_iter().chain(jti)
-            })
-            .collect();
         self.revocations.is_revoked(
-            &Credential {
-                user_id: &identity.user_id,
-                keys: &keys,
-                started_ms: facts.and_then(|f| f.started_ms),
+            &identity.user_id,
+            facts.and_then(|f| f.started_ms),
+            || {
+                facts
+                    .into_iter()
+                    .flat_map(|f| {
+                        let sid = f.id.as_deref().map(session_key);
+                        sid.into_iter().chain(f.token_id.as_deref().map(jti_key))
+                    })
+                    .collect()
             },
             crate::clock::unix_ms(),
         )
