@@ -323,6 +323,27 @@ impl ServeHttp for AdminApp {
                     .unwrap_or_default()
             }
             (Method::GET, "/config") => json_response(StatusCode::OK, &config_view(&snapshot)),
+            (Method::GET, "/status") => Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(http::header::CONTENT_LENGTH, crate::status_page::PAGE.len())
+                .header(http::header::CACHE_CONTROL, "no-store")
+                // The page's own script only: no external assets, nothing to frame it.
+                .header(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+                )
+                .body(crate::status_page::PAGE.as_bytes().to_vec())
+                .unwrap_or_default(),
+            (Method::GET, "/status.json") => json_response(
+                StatusCode::OK,
+                &crate::status_page::status(
+                    &snapshot,
+                    &self.metrics,
+                    upstreams_view(&snapshot),
+                    self.reloader.history(),
+                ),
+            ),
             (Method::GET, "/upstreams") => {
                 json_response(StatusCode::OK, &upstreams_view(&snapshot))
             }
@@ -357,7 +378,7 @@ impl ServeHttp for AdminApp {
             (
                 _,
                 "/health" | "/ready" | "/metrics" | "/config" | "/upstreams" | "/reload"
-                | "/revocations",
+                | "/revocations" | "/status" | "/status.json",
             ) => error(ErrorCode::MethodNotAllowed, "method not allowed"),
             _ => error(ErrorCode::RouteNotFound, "no such admin endpoint"),
         }

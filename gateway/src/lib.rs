@@ -23,5 +23,6 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod socket_activation;
+pub mod status_page;
 pub mod tls;
 pub mod upstream;

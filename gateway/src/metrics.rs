@@ -215,6 +215,30 @@ impl Metrics {
         }
     }
 
+    /// Requests and 5xx answers so far, by route (for the status page).
+    pub fn request_totals(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        use prometheus::core::Collector;
+        let mut totals = std::collections::BTreeMap::new();
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let n = m.get_counter().value() as u64;
+                let entry: &mut (u64, u64) = totals.entry(label("route")).or_default();
+                entry.0 += n;
+                if label("status").starts_with('5') {
+                    entry.1 += n;
+                }
+            }
+        }
+        totals
+    }
+
     /// Exports `portico_redis_up` (a config with a `redis` section).
     pub fn track_redis(&self) -> Result<(), prometheus::Error> {
         self.registry.register(Box::new(self.redis_up.clone()))

@@ -22,7 +22,22 @@ pub struct Reloader {
     revocations: Arc<Revocations>,
     /// Reloads are serialized: two at once would race on the version and the pools.
     lock: tokio::sync::Mutex<()>,
+    /// The last reloads, newest last (for the status page).
+    history: std::sync::Mutex<std::collections::VecDeque<ReloadEvent>>,
 }
+
+/// One reload, as the status page lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadEvent {
+    pub at: String,
+    /// `applied`, `unchanged` or `rejected`.
+    pub result: &'static str,
+    pub version: u64,
+    pub elapsed_ms: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+const HISTORY: usize = 20;
 
 #[derive(Debug)]
 pub enum ReloadOutcome {
@@ -47,6 +62,24 @@ impl Reloader {
             shared,
             revocations,
             lock: tokio::sync::Mutex::new(()),
+            history: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The last reloads, newest last.
+    pub fn history(&self) -> Vec<ReloadEvent> {
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn remember(&self, event: ReloadEvent) {
+        if let Ok(mut h) = self.history.lock() {
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(event);
         }
     }
 
@@ -56,6 +89,39 @@ impl Reloader {
 
     /// Reloads the file. `force`: compile even if the text did not change.
     pub async fn reload(&self, force: bool) -> Result<ReloadOutcome, ConfigErrors> {
+        let outcome = self.reload_once(force).await;
+        let at = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + portico_plugins::clock::since_unix_epoch(),
+        )
+        .to_string();
+        let event = match &outcome {
+            Ok(ReloadOutcome::Applied { version, elapsed }) => ReloadEvent {
+                at,
+                result: "applied",
+                version: *version,
+                elapsed_ms: Some(elapsed.as_secs_f64() * 1000.0),
+                errors: Vec::new(),
+            },
+            Ok(ReloadOutcome::Unchanged { version }) => ReloadEvent {
+                at,
+                result: "unchanged",
+                version: *version,
+                elapsed_ms: None,
+                errors: Vec::new(),
+            },
+            Err(e) => ReloadEvent {
+                at,
+                result: "rejected",
+                version: self.store.load().version,
+                elapsed_ms: None,
+                errors: e.0.iter().map(|e| e.to_string()).collect(),
+            },
+        };
+        self.remember(event);
+        outcome
+    }
+
+    async fn reload_once(&self, force: bool) -> Result<ReloadOutcome, ConfigErrors> {
         let _guard = self.lock.lock().await;
         let started = Instant::now();
         let current = self.store.load_full();

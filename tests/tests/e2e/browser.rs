@@ -223,3 +223,75 @@ routes:
     used.dedup();
     assert_eq!(used.len(), 2, "all users on one member: {members:?}");
 }
+
+#[tokio::test]
+async fn the_status_page_shows_a_member_going_unhealthy() {
+    use std::io::BufRead;
+    let (hold_a, hold_b) = (PortHold::new(), PortHold::new());
+    let _a = UpstreamProcess::start("a", &hold_a).await;
+    let mut b = UpstreamProcess::start("b", &hold_b).await;
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: "127.0.0.1:{}" }}, {{ address: "127.0.0.1:{}" }} ]
+    health_check: {{ path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 2 }}
+routes:
+  - name: app
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        hold_a.port, hold_b.port
+    );
+    let gw = Gateway::start(&yaml).await;
+    reqwest::get(gw.url("/")).await.unwrap();
+    let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let mut node = Command::new("node")
+        .arg("status.mjs")
+        .arg(gw.admin("/status"))
+        .arg(format!("127.0.0.1:{}", hold_b.port))
+        .arg(&screenshot)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let stdout = node.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let healthy = tokio::task::spawn_blocking(move || {
+        let seen = lines.by_ref().map_while(Result::ok).any(|l| l == "HEALTHY");
+        (seen, lines)
+    });
+    let (seen, lines) = healthy.await.unwrap();
+    assert!(seen, "the page never showed the member healthy");
+    b.kill();
+    let result = tokio::task::spawn_blocking(move || {
+        let last = lines.map_while(Result::ok).last().unwrap_or_default();
+        let status = node.wait().expect("node");
+        (status, last)
+    })
+    .await
+    .unwrap();
+    assert!(
+        result.0.success(),
+        "the page never showed the member unhealthy: {}",
+        result.1
+    );
+    let seen: serde_json::Value = serde_json::from_str(&result.1).unwrap();
+    assert!(
+        seen["meta"].as_str().unwrap().contains("config version 1"),
+        "{seen}"
+    );
+    assert!(
+        seen["routes"][0].as_str().unwrap().starts_with("app"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["failed"],
+        serde_json::json!([]),
+        "the page loaded something that failed"
+    );
+    assert!(screenshot.exists());
+}
