@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test build lint bench bench-micro setup fuzz soak
+.PHONY: run test build lint bench bench-ir bench-micro setup fuzz soak
 
 setup:
 	@scripts/setup.sh build
@@ -25,6 +25,12 @@ lint:
 bench:
 	@scripts/setup.sh bench
 	benches/load/run.sh
+
+## Instructions per proxied request under callgrind: nginx, Portico passthrough and full chain.
+bench-ir:
+	@scripts/setup.sh bench
+	cargo build --release -p portico
+	benches/ir/ir.py
 
 ## Criterion micro-benchmarks.
 bench-micro:

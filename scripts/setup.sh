@@ -7,7 +7,7 @@
 #          from the lockfile in tests/better-auth); Debian's Chromium with playwright-core and
 #          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
 #          target/tools-venv, kubernetes-validate for the deploy/ checks;
-#   bench: + nginx, wrk, HAProxy and the tools of the load benchmark;
+#   bench: + nginx, wrk, HAProxy, valgrind and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
 
@@ -20,7 +20,7 @@ if [[ "$mode" == "test" ]]; then
   want+=(docker-compose systemd-analyze chromium)
 fi
 if [[ "$mode" == "bench" ]]; then
-  want+=(nginx wrk haproxy taskset openssl python3)
+  want+=(nginx wrk haproxy taskset openssl python3 valgrind)
 fi
 
 package_for() {

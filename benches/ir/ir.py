@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""`make bench-ir`: instructions per proxied request under callgrind, for nginx `proxy_pass`
+and Portico (passthrough, full chain), in one table. Instructions do not drift with the
+machine's load the way requests per second do (the same binary and inputs give the same
+count), so this is the ruler every performance change is held to.
+
+Each proxy runs under `valgrind --tool=callgrind` with instrumentation off; wrk warms it up
+for 3 s, then instrumentation is switched on for `--seconds` of load (wrk -t1 -c10) and off
+again; the total over that window divided by the requests wrk made is the figure.
+
+Usage: benches/ir/ir.py [--seconds 15]
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load"))
+from procs import free_port, wait_port  # noqa: E402
+from bench import FULL_CHAIN, JWT_SECRET, hs256_token, nginx_conf  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PORTICO = os.path.join(ROOT, "target", "release", "portico")
+LOAD_CORE = "1"
+
+
+def sh(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def wrk(port, seconds, header):
+    args = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c10", f"-d{seconds}s"]
+    if header:
+        args += ["-H", header]
+    out = sh(args + [f"http://127.0.0.1:{port}/"]).stdout
+    m = re.search(r"(\d+) requests in", out)
+    return int(m.group(1)) if m else 0
+
+
+def measure(name, cmd, port, seconds, header, tmp):
+    out_file = os.path.join(tmp, f"{name}.callgrind")
+    vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                           f"--callgrind-out-file={out_file}"] + cmd,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=60)
+        wrk(port, 3, header)  # warm-up: connections, caches
+        sh(["callgrind_control", "-i", "on", str(vg.pid)])
+        requests = wrk(port, seconds, header)
+        sh(["callgrind_control", "-i", "off", str(vg.pid)])
+    finally:
+        vg.terminate()
+        try:
+            vg.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            vg.kill()
+            vg.wait()
+    total = 0
+    for f in os.listdir(tmp):
+        if f.startswith(f"{name}.callgrind"):
+            text = sh(["callgrind_annotate", os.path.join(tmp, f)]).stdout
+            m = re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", text) or re.search(r"([\d,]+)\s+PROGRAM TOTALS", text)
+            if m:
+                total += int(m.group(1).replace(",", ""))
+    return total // max(1, requests), requests
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=15)
+    args = ap.parse_args()
+    os.environ.update(BENCH_JWT_SECRET=JWT_SECRET, PORTICO_LOG="error")
+    tmp = tempfile.mkdtemp(prefix="portico-ir-")
+    up_port = free_port()
+    upstream = subprocess.Popen(["taskset", "-c", LOAD_CORE] + nginx_conf(tmp, "upstream", f"""
+  server {{ listen 127.0.0.1:{up_port}; location / {{ return 200 "hello world\\n"; }} }}"""),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    token = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
+    rows = []
+    try:
+        wait_port(up_port)
+        nginx_port = free_port()
+        nginx = nginx_conf(tmp, "proxy", f"""
+  upstream up {{ server 127.0.0.1:{up_port}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{nginx_port};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
+        # One process, in the foreground, so callgrind sees the worker's work.
+        nginx[-1] = "daemon off; master_process off;"
+        rows.append(("nginx proxy_pass",) + measure("nginx", nginx, nginx_port, args.seconds, None, tmp))
+        for name, plugins, header in [("portico passthrough", None, None),
+                                      ("portico full chain", FULL_CHAIN, token)]:
+            port = free_port()
+            config = os.path.join(tmp, f"{name.replace(' ', '-')}.yaml")
+            with open(config, "w") as f:
+                f.write(f"""server: {{ threads: 1, watch_config: false }}
+listeners: [ {{ address: 127.0.0.1:{port} }} ]
+admin: {{ address: "" }}
+access_log: {{ enabled: false }}
+upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{up_port} }} ] }} }}
+routes: [ {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }} ]
+""")
+            rows.append((name,) + measure(name.replace(" ", "-"), [PORTICO, "run", "-c", config],
+                                          port, args.seconds, header, tmp))
+    finally:
+        upstream.terminate()
+        upstream.wait()
+    print(f"{'target':22s} {'instructions/request':>21s} {'requests':>9s}")
+    for name, ir, requests in rows:
+        print(f"{name:22s} {ir:21,d} {requests:9d}")
+
+
+if __name__ == "__main__":
+    main()
