@@ -40,6 +40,8 @@ pub struct RedisRevocations {
     /// Tells this replica's own announcements from the others'.
     replica: String,
     revocations: Arc<Revocations>,
+    /// Subscribed, and the set read since: nothing another replica revoked is missing.
+    in_sync: std::sync::atomic::AtomicBool,
 }
 
 impl RedisRevocations {
@@ -53,6 +55,7 @@ impl RedisRevocations {
             channel: format!("{prefix}:revocations:events"),
             replica: format!("{}-{}", std::process::id(), started.as_nanos()),
             revocations,
+            in_sync: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -65,12 +68,14 @@ impl RedisRevocations {
             match self.link.subscribe(&self.channel).await {
                 Ok(pubsub) => {
                     backoff = Duration::from_millis(100);
-                    self.read_all().await;
+                    let read = self.read_all().await;
+                    self.set_in_sync(read);
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
                         let text: String = msg.get_payload().unwrap_or_default();
                         self.on_message(&text);
                     }
+                    self.set_in_sync(false);
                     tracing::warn!("revocation subscription lost; reconnecting");
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot subscribe to revocations"),
@@ -80,7 +85,13 @@ impl RedisRevocations {
         }
     }
 
-    async fn read_all(&self) {
+    fn set_in_sync(&self, in_sync: bool) {
+        self.in_sync
+            .store(in_sync, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Applies every live revocation in Redis; whether that worked.
+    async fn read_all(&self) -> bool {
         let now = portico_plugins::clock::unix_ms();
         let mut cmd = redis::cmd("ZRANGEBYSCORE");
         cmd.arg(&self.key).arg(now).arg("+inf");
@@ -92,8 +103,12 @@ impl RedisRevocations {
                     .collect();
                 tracing::info!(revocations = all.len(), "revocations read from redis");
                 self.revocations.apply(&all, now);
+                true
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the revocations from redis"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the revocations from redis");
+                false
+            }
         }
     }
 
@@ -112,6 +127,10 @@ impl RedisRevocations {
 }
 
 impl RevocationFeed for RedisRevocations {
+    fn in_sync(&self) -> bool {
+        self.in_sync.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn publish(&self, revocation: &Revocation) {
         let Ok(json) = serde_json::to_string(revocation) else {
             return;

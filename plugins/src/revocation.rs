@@ -71,6 +71,10 @@ pub trait RevocationFeed: Send + Sync + std::fmt::Debug {
     /// Sends in the background: never blocks a request, and a failure leaves the revocation
     /// applied on this replica.
     fn publish(&self, revocation: &Revocation);
+
+    /// Whether the other replicas' revocations are reaching this one now (subscribed, and the
+    /// set read since the last reconnection).
+    fn in_sync(&self) -> bool;
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +186,12 @@ impl Revocations {
             }
             next
         });
+    }
+
+    /// Whether every revocation made anywhere is known here: true without a feed (one
+    /// replica, nothing to miss), else while the feed is connected.
+    pub fn in_sync(&self) -> bool {
+        self.feed.get().is_none_or(|f| f.in_sync())
     }
 
     /// Revocations made so far, by source (for the metric).

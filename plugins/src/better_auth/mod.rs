@@ -92,6 +92,18 @@ pub struct RevocationConfig {
     /// How long a revocation is kept: at least the cookie cache's `maxAge` plus 15 s, and
     /// at least `session_endpoint.cache_ttl`.
     pub retain: Duration,
+    /// While other replicas' revocations cannot reach this one (Redis away), a cookie-cache
+    /// cookie could belong to a session revoked elsewhere: `ask_auth_service` resolves it with
+    /// `session_endpoint` instead (when there is one); `accept_cookie_cache` keeps trusting it
+    /// until it expires.
+    pub when_out_of_sync: OutOfSync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfSync {
+    AskAuthService,
+    AcceptCookieCache,
 }
 
 impl Default for RevocationConfig {
@@ -100,6 +112,7 @@ impl Default for RevocationConfig {
             enabled: true,
             base_path: "/api/auth".into(),
             retain: Duration::secs(600),
+            when_out_of_sync: OutOfSync::AskAuthService,
         }
     }
 }
@@ -208,6 +221,8 @@ pub struct BetterAuthPlugin {
     revocations: Arc<Revocations>,
     /// Where the session-ending endpoints are, when this route watches them.
     endpoints: Option<SessionEndpoints>,
+    /// Skip the cookie cache (for `session_endpoint`) while revocations may be missing.
+    distrust_cache_out_of_sync: bool,
 }
 
 /// Better Auth's endpoints that end sessions, under its base path.
@@ -387,6 +402,9 @@ impl BetterAuthPlugin {
             user_headers: HeaderMap::new(NAME, &config.user_to_headers)?,
             revocations: ctx.revocations.clone(),
             endpoints,
+            distrust_cache_out_of_sync: config.revocation.when_out_of_sync
+                == OutOfSync::AskAuthService
+                && config.session_endpoint.is_some(),
         })
     }
 
@@ -626,7 +644,8 @@ impl Plugin for BetterAuthPlugin {
             Ok(t) => t,
             Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
         };
-        if let (Some(cache), true) = (&self.cookie_cache, from_cookie) {
+        let cache_trusted = !(self.distrust_cache_out_of_sync && !self.revocations.in_sync());
+        if let (Some(cache), true, true) = (&self.cookie_cache, from_cookie, cache_trusted) {
             if let Some(data) = self.session_data(session, &cache.cookie_name) {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
                     Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token().as_bytes())) => {

@@ -6,12 +6,14 @@ use crate::support::*;
 use std::time::{Duration, Instant};
 
 /// A replica's config. `check`: how sessions are resolved (`session_endpoint` with a 30 s
-/// cache, or a cookie cache strategy alone).
+/// cache, a cookie cache strategy alone, or `compact+session`: the compact cookie cache with
+/// get-session behind it).
 fn replica(ba: &str, redis: &str, up: std::net::SocketAddr, check: &str, secure: bool) -> String {
+    let endpoint =
+        format!("session_endpoint: {{ url: \"{ba}/api/auth/get-session\", cache_ttl: 30s }}");
     let check = match check {
-        "session" => {
-            format!("session_endpoint: {{ url: \"{ba}/api/auth/get-session\", cache_ttl: 30s }}")
-        }
+        "session" => endpoint,
+        "compact+session" => format!("cookie_cache: {{ strategy: compact }}, {endpoint}"),
         strategy => format!("cookie_cache: {{ strategy: {strategy} }}"),
     };
     let ba_addr = ba.trim_start_matches("http://");
@@ -297,4 +299,28 @@ async fn other_sessions_end_alone_and_the_admin_ends_a_users_sessions_and_tokens
     let third = ba.sign_in(&a.url(""), "bob@example.com").await;
     assert_eq!(status(&c, &b, &third.cookie_header()).await, 200);
     assert!(gw_metric(&a, "portico_revocations_total{source=\"admin\"} 3").await);
+}
+
+#[tokio::test]
+async fn while_redis_is_away_other_replicas_ask_the_auth_service_instead_of_the_cookie_cache() {
+    let up = Witness::start("api").await.unwrap();
+    let ba = BetterAuth::start(&[("COOKIE_CACHE", "compact")]).await;
+    let mut redis = RedisServer::start().await;
+    let yaml = replica(&ba.url, &redis.url(), up.addr, "compact+session", false);
+    let a = start_replica(&yaml).await;
+    let b = start_replica(&yaml).await;
+    let c = reqwest::Client::new();
+    let user = ba.sign_up(&a.url(""), "carol@example.com").await;
+    let cookie = user.cookie_header();
+    assert_eq!(status(&c, &b, &cookie).await, 200);
+    // Redis goes away: the sign-out through A cannot reach B.
+    redis.stop();
+    post_auth(&c, &a, &ba.url, "sign-out", &cookie, serde_json::json!({})).await;
+    assert_eq!(
+        status(&c, &a, &cookie).await,
+        401,
+        "the replica that saw it"
+    );
+    // B no longer trusts the cookie cache alone: it asks Better Auth, which ended the session.
+    wait_refused(&c, &b, &cookie).await;
 }
