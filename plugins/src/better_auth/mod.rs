@@ -644,7 +644,7 @@ impl Plugin for BetterAuthPlugin {
             Ok(t) => t,
             Err(reason) => return Ok(AuthOutcome::Invalid(reason)),
         };
-        let cache_trusted = !(self.distrust_cache_out_of_sync && !self.revocations.in_sync());
+        let cache_trusted = !self.distrust_cache_out_of_sync || self.revocations.in_sync();
         if let (Some(cache), true, true) = (&self.cookie_cache, from_cookie, cache_trusted) {
             if let Some(data) = self.session_data(session, &cache.cookie_name) {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
