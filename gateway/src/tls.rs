@@ -86,6 +86,11 @@ impl SniTable {
     }
 }
 
+/// Whether `cert` and `key` load and form a usable pair.
+pub fn check_pair(cert: &str, key: &str) -> Result<(), String> {
+    load_certified_key(cert, key).map(drop)
+}
+
 fn load_certified_key(cert: &str, key: &str) -> Result<(Arc<CertifiedKey>, i64), String> {
     pingora::tls::install_default_crypto_provider();
     let (certs, private_key) = match pingora::tls::load_certs_and_key_files(cert, key) {

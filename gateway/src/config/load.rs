@@ -157,6 +157,16 @@ fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     if let Some(p) = &mut config.access_log.path {
         fix(p);
     }
+    for up in config.upstreams.values_mut() {
+        if let Some(tls) = &mut up.value.tls {
+            for p in [&mut tls.ca_file, &mut tls.client_cert, &mut tls.client_key]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
+    }
 }
 
 pub fn load_str(file: Arc<str>, text: &str) -> Result<Loaded, ConfigErrors> {

@@ -437,9 +437,30 @@ pub struct UpstreamTls {
     /// The server name sent in SNI and verified; default: the member's host.
     #[serde(default)]
     pub sni: Option<String>,
-    /// Verify the member's certificate against the system roots.
+    /// Verify the member's certificate (against `ca_file`, else the system roots).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// PEM file of the CA certificates that sign the members' certificates (a private CA),
+    /// in place of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM certificate chain presented to members that ask for one (mTLS), with
+    /// `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+impl UpstreamTls {
+    /// The files it reads (re-read when they change).
+    pub fn files(&self) -> impl Iterator<Item = &String> {
+        self.ca_file
+            .iter()
+            .chain(&self.client_cert)
+            .chain(&self.client_key)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

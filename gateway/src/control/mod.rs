@@ -58,7 +58,10 @@ impl BackgroundService for Control {
             )),
             tokio::spawn(self.reloader.clone().on_sighup()),
         ];
-        let has_tls = !self.store.load().tls.is_empty();
+        let has_tls = {
+            let s = self.store.load();
+            !s.tls.is_empty() || s.config.upstreams.values().any(|u| u.value.tls.is_some())
+        };
         if self.watch || has_tls {
             tasks.push(tokio::spawn(self.reloader.clone().watch(self.watch)));
         }

@@ -245,11 +245,19 @@ impl Reloader {
             Some((m.modified().ok()?, m.len()))
         };
         let snapshot = self.store.load();
+        // Listeners' certificates, and pools' CA and client certificates.
+        let upstream_files = snapshot
+            .config
+            .upstreams
+            .values()
+            .filter_map(|u| u.value.tls.as_ref())
+            .flat_map(|t| t.files());
         let mut certificates: Vec<_> = snapshot
             .tls
             .values()
             .flat_map(|t| t.certs.iter())
             .flat_map(|c| [&c.cert_path, &c.key_path])
+            .chain(upstream_files)
             .map(|p| (p.clone(), stamp(Path::new(p))))
             .collect();
         certificates.sort();

@@ -20,7 +20,13 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn new(pool: &str, config: &HealthCheckConfig, tls: bool) -> Result<Self, PoolError> {
+    /// `credentials`: the pool's private CA and client certificate, which probes use too.
+    pub fn new(
+        pool: &str,
+        config: &HealthCheckConfig,
+        tls: bool,
+        credentials: Option<&super::tls::TlsCredentials>,
+    ) -> Result<Self, PoolError> {
         if config.healthy_threshold == 0 || config.unhealthy_threshold == 0 {
             let key = if config.healthy_threshold == 0 {
                 "health_check.healthy_threshold"
@@ -55,6 +61,9 @@ impl HealthChecker {
                 check.peer_template.options.total_connection_timeout = Some(timeout);
                 check.peer_template.options.read_timeout = Some(timeout);
                 check.peer_template.options.write_timeout = Some(timeout);
+                if let Some(c) = credentials.filter(|_| tls) {
+                    c.apply(&mut check.peer_template);
+                }
                 check.req =
                     pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
                         .map_err(|e| {

@@ -7,6 +7,7 @@ mod health;
 mod passive;
 mod retry;
 mod select;
+mod tls;
 
 pub use attempt::{is_idempotent, Attempts, ProxyFailure, Verdict};
 pub use discovered::{Discovered, DiscoveryCache};
@@ -151,6 +152,8 @@ pub struct Pool {
     /// The definition this pool was built from, to tell on reload whether it changed.
     pub fingerprint: String,
     pub balance: Balance,
+    /// A private CA and a client certificate, when the pool's `tls` names them.
+    tls_credentials: Option<Arc<tls::TlsCredentials>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -181,8 +184,14 @@ impl PoolError {
 }
 
 impl Pool {
+    /// What a pool is built from: its definition, and the TLS files it reads as they are now
+    /// (a renewed client certificate rebuilds the pool on reload).
     pub fn fingerprint_of(config: &UpstreamConfig) -> String {
-        serde_json::to_string(config).unwrap_or_default()
+        let mut f = serde_json::to_string(config).unwrap_or_default();
+        if let Some(t) = &config.tls {
+            f.push_str(&tls::file_stamps(t));
+        }
+        f
     }
 
     /// Validates the definition and builds the pool with its static members and, for a
@@ -193,6 +202,14 @@ impl Pool {
         known: Option<&[Discovered]>,
     ) -> Result<Pool, Vec<PoolError>> {
         let mut errors = Vec::new();
+        let tls_credentials = match config.tls.as_ref().map(tls::TlsCredentials::load) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+            None => None,
+        };
         let mut members = Vec::new();
         for (index, m) in config.members.iter().enumerate() {
             // The weight's bounds are checked when the file is read (`config::WEIGHTS`).
@@ -205,6 +222,7 @@ impl Pool {
                     config.tls.is_some(),
                     Source::Static,
                     config,
+                    tls_credentials.as_deref(),
                 )),
                 Err(message) => errors.push(PoolError::at(
                     format!("members.{index}.address"),
@@ -260,13 +278,16 @@ impl Pool {
             _ => None,
         };
         let health = match &config.health_check {
-            Some(hc) => match HealthChecker::new(name, hc, config.tls.is_some()) {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    errors.push(e);
-                    None
+            Some(hc) => {
+                match HealthChecker::new(name, hc, config.tls.is_some(), tls_credentials.as_deref())
+                {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         let passive = match config.passive_health.as_ref().map(PassivePolicy::new) {
@@ -305,6 +326,7 @@ impl Pool {
             health,
             fingerprint: Self::fingerprint_of(config),
             balance: config.balance,
+            tls_credentials,
         };
         if let (Some(known), true) = (known, pool.service.is_some()) {
             pool.set_discovered(known);
@@ -376,6 +398,7 @@ impl Pool {
                     d.tls,
                     source,
                     &self.config,
+                    self.tls_credentials.as_deref(),
                 ),
             });
         }
@@ -465,9 +488,14 @@ fn new_member(
     tls: bool,
     source: Source,
     config: &UpstreamConfig,
+    credentials: Option<&tls::TlsCredentials>,
 ) -> Arc<Member> {
+    let mut peer = build_peer(addr, &address, tls, config);
+    if let (true, Some(c)) = (tls, credentials) {
+        c.apply(&mut peer);
+    }
     Arc::new(Member {
-        peer: build_peer(addr, &address, tls, config),
+        peer,
         address,
         addr,
         weight,

@@ -217,3 +217,141 @@ async fn certificates_rotate_on_reload_and_on_file_change_without_failing_reques
     }
     assert!(ok > 0, "the load made no request");
 }
+
+/// A private CA, and certificates it signs.
+struct PrivateCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+impl PrivateCa {
+    fn new() -> PrivateCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Portico test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        PrivateCa { params, key, pem }
+    }
+
+    /// A certificate for `name` signed by this CA: (certificate PEM, key PEM, DER).
+    fn issue(&self, name: &str) -> (String, String, Vec<u8>) {
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+/// An HTTPS upstream that requires a client certificate signed by `ca`; answers 200 with
+/// the client certificate's subject name.
+async fn mtls_upstream(ca: &PrivateCa) -> std::net::SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (_, key_pem, der) = ca.issue("localhost");
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der: CertificateDer =
+        rustls::pki_types::pem::PemObject::from_pem_slice(ca.pem.as_bytes()).unwrap();
+    roots.add(ca_der).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(der)], PrivateKeyDer::Pkcs8(key))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                // A failed handshake (no client certificate) just closes the connection.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "client certificate accepted";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn upstream_mtls_with_a_private_ca() {
+    let ca = PrivateCa::new();
+    let up = mtls_upstream(&ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client_cert, client_key, _) = ca.issue("portico-gateway");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("client.pem"), &client_cert).unwrap();
+    std::fs::write(dir.path().join("client.key"), &client_key).unwrap();
+    let d = dir.path().display();
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  with-cert:
+    members: [ {{ address: {up} }} ]
+    tls: {{ sni: localhost, ca_file: {d}/ca.pem, client_cert: {d}/client.pem, client_key: {d}/client.key }}
+  without-cert:
+    members: [ {{ address: {up} }} ]
+    tls: {{ sni: localhost, ca_file: {d}/ca.pem }}
+  system-roots:
+    members: [ {{ address: {up} }} ]
+    tls: {{ sni: localhost, client_cert: {d}/client.pem, client_key: {d}/client.key }}
+routes:
+  - {{ name: with-cert, match: {{ prefix: /with }}, upstream: with-cert }}
+  - {{ name: without-cert, match: {{ prefix: /without }}, upstream: without-cert }}
+  - {{ name: system-roots, match: {{ prefix: /roots }}, upstream: system-roots }}
+"#
+    );
+    let gw = Gateway::start(&yaml).await;
+    let r = reqwest::get(gw.url("/with")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "client certificate accepted");
+    // The member refuses the handshake without a client certificate: 502 JSON.
+    assert_error(
+        reqwest::get(gw.url("/without")).await.unwrap(),
+        502,
+        "bad_gateway",
+    )
+    .await;
+    // Against the system roots the private CA's certificate does not verify.
+    assert_error(
+        reqwest::get(gw.url("/roots")).await.unwrap(),
+        502,
+        "bad_gateway",
+    )
+    .await;
+}
