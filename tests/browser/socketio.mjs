@@ -32,7 +32,7 @@ if (mode === "servers") {
     transports: ["polling", "websocket"],
     extraHeaders: { cookie },
     reconnection: false,
-    timeout: 10000,
+    timeout: 30000,
   });
   const fail = (why) => {
     console.log(JSON.stringify({ error: String(why) }));
@@ -41,19 +41,25 @@ if (mode === "servers") {
   socket.on("connect_error", fail);
   // The transport the connection opened with, and its upgrade.
   let firstTransport = null;
+  const upgradeErrors = [];
+  // Generous bounds: the suite runs on 2 cores with a debug gateway beside this.
   const upgraded = new Promise((resolve, reject) => {
     socket.io.on("open", () => {
-      firstTransport = socket.io.engine.transport.name;
-      socket.io.engine.once("upgrade", resolve);
+      const engine = socket.io.engine;
+      firstTransport = engine.transport.name;
+      engine.once("upgrade", resolve);
+      engine.on("upgradeError", (e) => upgradeErrors.push(String(e)));
+      setTimeout(() => reject(new Error(
+        `no upgrade to websocket within 30 s of opening (transport ${engine.transport.name}; ` +
+        `upgrade errors: ${upgradeErrors.join("; ") || "none"})`)), 30000);
     });
-    setTimeout(() => reject(new Error("no upgrade to websocket within 10 s")), 10000);
   });
   const hello = await new Promise((resolve) => socket.once("hello", resolve));
   await upgraded.catch(fail);
   let echoed = 0;
   const n = Number(count);
   for (let i = 0; i < n; i++) {
-    const reply = await socket.timeout(10000).emitWithAck("echo", `message ${i}`).catch(fail);
+    const reply = await socket.timeout(30000).emitWithAck("echo", `message ${i}`).catch(fail);
     if (reply === `message ${i}`) echoed += 1;
   }
   console.log(JSON.stringify({ ...hello, firstTransport, transport: socket.io.engine.transport.name, echoed }));

@@ -211,17 +211,15 @@ routes:
             members.push((email, seen["member"].as_str().unwrap().to_string()));
         }
     }
-    // Each user stays on one member across connections; the users are spread over both.
+    // Each user stays on one member across connections. (Which member is the hash's choice:
+    // four random user ids may all land on one, so the spread is not asserted. Without
+    // stickiness long-polling itself fails: the other member does not know the session.)
     for pair in members.chunks(2) {
         assert_eq!(
             pair[0], pair[1],
             "a user moved between members: {members:?}"
         );
     }
-    let mut used: Vec<_> = members.iter().map(|(_, m)| m.clone()).collect();
-    used.sort();
-    used.dedup();
-    assert_eq!(used.len(), 2, "all users on one member: {members:?}");
 }
 
 #[tokio::test]
