@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod certificates;
 pub mod cli_registry;
 pub mod compression;
 pub mod config;

@@ -264,7 +264,7 @@ impl Metrics {
     }
 
     /// One series per served certificate; those of certificates no longer served go.
-    pub fn update_certificates(&self, tls: &HashMap<String, Arc<crate::tls::SniTable>>) {
+    pub fn update_certificates(&self, tls: &HashMap<String, Arc<crate::certificates::SniTable>>) {
         self.certificate_expiry.reset();
         for (listener, table) in tls {
             for c in &table.certs {

@@ -135,11 +135,7 @@ impl RevocationFeed for RedisRevocations {
         let Ok(json) = serde_json::to_string(revocation) else {
             return;
         };
-        let until = match revocation {
-            Revocation::Credential { until_ms, .. } | Revocation::User { until_ms, .. } => {
-                *until_ms
-            }
-        };
+        let until = revocation.until_ms();
         let message = format!("{} {json}", self.replica);
         let (link, key, channel) = (self.link.clone(), self.key.clone(), self.channel.clone());
         tokio::spawn(async move {

@@ -80,7 +80,7 @@ pub struct Snapshot {
     pub edge: Edge,
     pub admin_token: Option<Arc<str>>,
     /// Each TLS listener's certificates, by listener address (see `crate::tls`).
-    pub tls: HashMap<String, Arc<crate::tls::SniTable>>,
+    pub tls: HashMap<String, Arc<crate::certificates::SniTable>>,
     /// Plugin state (local rate-limit counters) to carry into the next compile.
     pub plugin_state: StateStore,
 }
@@ -162,7 +162,7 @@ impl Snapshot {
 fn compile_listeners(
     config: &Config,
     diag: &mut Diagnostics,
-) -> HashMap<String, Arc<crate::tls::SniTable>> {
+) -> HashMap<String, Arc<crate::certificates::SniTable>> {
     let mut tls_tables = HashMap::new();
     if config.listeners.is_empty() {
         diag.top("`listeners` needs at least one entry");
@@ -184,7 +184,7 @@ fn compile_listeners(
             ),
         }
         if let Some(tls) = &l.value.tls {
-            match crate::tls::SniTable::load(tls) {
+            match crate::certificates::SniTable::load(tls) {
                 Ok(table) => {
                     tls_tables.insert(l.value.address.value.clone(), Arc::new(table));
                 }

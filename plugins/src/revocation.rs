@@ -34,7 +34,8 @@ pub enum Revocation {
 }
 
 impl Revocation {
-    fn until_ms(&self) -> u64 {
+    /// When it may be forgotten (ms since the epoch).
+    pub fn until_ms(&self) -> u64 {
         match self {
             Revocation::Credential { until_ms, .. } | Revocation::User { until_ms, .. } => {
                 *until_ms

@@ -39,9 +39,9 @@ impl TlsCredentials {
     }
 }
 
-/// Each certificate of a PEM file, as DER; every one must parse (Pingora's types would panic
-/// on one that does not).
-fn pem_certificates(path: &str) -> Result<Vec<Vec<u8>>, String> {
+/// The CA certificates of a PEM file; every one must parse (Pingora's types would panic on
+/// one that does not).
+fn read_ca(path: &str) -> Result<Arc<[WrappedX509]>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{path}`: {e}"))?;
     let mut out = Vec::new();
     for pem in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
@@ -51,32 +51,17 @@ fn pem_certificates(path: &str) -> Result<Vec<Vec<u8>>, String> {
         }
         x509_parser::parse_x509_certificate(&pem.contents)
             .map_err(|e| format!("`{path}`: a certificate does not parse: {e}"))?;
-        out.push(pem.contents);
+        out.push(WrappedX509::new(pem.contents, parse_x509));
     }
     if out.is_empty() {
         return Err(format!("`{path}` holds no certificate"));
     }
-    Ok(out)
-}
-
-fn read_ca(path: &str) -> Result<Arc<[WrappedX509]>, String> {
-    Ok(pem_certificates(path)?
-        .into_iter()
-        .map(|der| WrappedX509::new(der, parse_x509))
-        .collect())
+    Ok(out.into())
 }
 
 fn read_client(cert: &str, key: &str) -> Result<Arc<CertKey>, String> {
-    // The listeners' loader also checks that the key matches the certificate.
-    crate::tls::check_pair(cert, key)?;
-    let certificates = pem_certificates(cert)?;
-    let (_, private_key) = pingora::tls::load_certs_and_key_files(cert, key)
-        .map_err(|e| format!("cannot load `{cert}` / `{key}`: {e}"))?
-        .ok_or_else(|| format!("no key found in `{key}`"))?;
-    Ok(Arc::new(CertKey::new(
-        certificates,
-        private_key.secret_der().to_vec(),
-    )))
+    let pair = crate::certificates::load_pair(cert, key)?;
+    Ok(Arc::new(CertKey::new(pair.chain, pair.key)))
 }
 
 /// Modification time and size of each file, for the pool's fingerprint.

@@ -418,9 +418,7 @@ routes:
 async fn hsts_is_sent_over_tls_only() {
     let up = Witness::start("w").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("c.key"), cert.signing_key.serialize_pem()).unwrap();
+    let cert_pem = localhost_cert_files(dir.path());
     let d = dir.path().display();
     let yaml = format!(
         r#"listeners:
@@ -441,7 +439,7 @@ routes:
     );
     let gw = GatewayBuilder::new(&yaml).extra_ports(1).start().await;
     let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
         .build()
         .unwrap();
     let r = tls

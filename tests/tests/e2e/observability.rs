@@ -8,9 +8,7 @@ async fn the_dashboard_queries_only_exported_metrics() {
     let redis = RedisServer::start().await;
     let up = Witness::start("w").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.path().join("c.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.path().join("c.key"), cert.signing_key.serialize_pem()).unwrap();
+    localhost_cert_files(dir.path());
     let d = dir.path().display();
     let yaml = format!(
         r#"listeners:

@@ -839,3 +839,12 @@ impl SignedIn {
             .join("; ")
     }
 }
+
+/// A self-signed certificate for `localhost` written to `dir` as `c.pem` and `c.key`; its PEM,
+/// for clients to trust.
+pub fn localhost_cert_files(dir: &std::path::Path) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    std::fs::write(dir.join("c.pem"), cert.cert.pem()).expect("write c.pem");
+    std::fs::write(dir.join("c.key"), cert.signing_key.serialize_pem()).expect("write c.key");
+    cert.cert.pem()
+}
