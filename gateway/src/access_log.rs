@@ -5,6 +5,7 @@
 //! than slowing requests down. SIGUSR1 reopens the file (after logrotate moved it).
 
 use crate::json::push_string as js;
+use opentelemetry::trace::{SpanId, TraceId};
 use portico_plugins::ErrorCode;
 use prometheus::IntCounter;
 use std::fmt::Write as _;
@@ -196,6 +197,11 @@ pub struct AccessRecord<'a> {
     /// How the identity was verified (`jwt`, `session`).
     pub auth_method: Option<&'a str>,
     pub user_agent: Option<&'a str>,
+    /// The server span's trace and span ids, when traces are exported.
+    pub trace: Option<(TraceId, SpanId)>,
+    /// What the route's rate limits decided (`allowed`, `limited`, and `_fallback` when
+    /// Redis was away for a global limit).
+    pub rate_limit: Option<&'a str>,
 }
 
 impl AccessRecord<'_> {
@@ -258,6 +264,13 @@ impl AccessRecord<'_> {
             ",\"bytes_in\":{},\"bytes_out\":{}",
             self.bytes_in, self.bytes_out
         );
+        if let Some((trace, span)) = self.trace {
+            let _ = write!(out, ",\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"");
+        }
+        if let Some(outcome) = self.rate_limit {
+            out.push_str(",\"rate_limit\":");
+            js(&mut out, outcome);
+        }
         out.push_str(",\"referer\":");
         optional(&mut out, self.referer);
         out.push_str(",\"user_agent\":");
@@ -299,6 +312,11 @@ mod tests {
             referer: Some("https://app.example.com/"),
             auth_method: Some("jwt"),
             user_agent: None,
+            trace: Some((
+                TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            )),
+            rate_limit: Some("allowed"),
         }
         .to_json_line();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -313,6 +331,9 @@ mod tests {
         assert_eq!(v["protocol"], "HTTP/1.1");
         assert_eq!(v["referer"], "https://app.example.com/");
         assert_eq!(v["auth_method"], "jwt");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["span_id"], "00f067aa0ba902b7");
+        assert_eq!(v["rate_limit"], "allowed");
         // RFC 3339, UTC, milliseconds.
         let time = v["time"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod global_limit;
 pub mod json;
 pub mod metrics;
+pub mod otel;
 pub mod probe;
 pub mod proxy;
 pub mod redis_link;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
+    pub spans_exported: IntCounter,
+    pub spans_dropped: IntCounterVec,
     revocations: IntCounterVec,
     redis_up: IntGauge,
     open_connections: IntGauge,
@@ -137,6 +139,19 @@ impl Metrics {
             "Client connections open on the proxy listeners.",
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let spans_exported = IntCounter::new(
+            "portico_spans_exported_total",
+            "Trace spans the OTLP collector accepted.",
+        )?;
+        registry.register(Box::new(spans_exported.clone()))?;
+        let spans_dropped = IntCounterVec::new(
+            Opts::new(
+                "portico_spans_dropped_total",
+                "Trace spans dropped: the export queue was full, or the collector failed or was too slow.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(spans_dropped.clone()))?;
         // CPU seconds, resident memory, open and maximum descriptors, start time.
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -166,6 +181,8 @@ impl Metrics {
             rate_limited,
             auth_failures,
             certificate_expiry,
+            spans_exported,
+            spans_dropped,
             revocations,
             redis_up,
             open_connections,

@@ -10,6 +10,7 @@ use crate::control::{publish, Control};
 use crate::drain::{Drain, DrainSignal};
 use crate::global_limit::RedisBuckets;
 use crate::metrics::Metrics;
+use crate::otel::{SpanCounters, Tracing};
 use crate::proxy::{EdgeApp, Gateway};
 use crate::redis_link::RedisLink;
 use crate::revocation_feed::RedisRevocations;
@@ -40,6 +41,8 @@ pub enum StartError {
     Redis(String),
     #[error("listener {address}: {message}")]
     Listener { address: String, message: String },
+    #[error("tracing: {0}")]
+    Tracing(#[from] crate::otel::TracingError),
 }
 
 /// Loads and compiles the file exactly as `run` does, without starting anything; with
@@ -112,6 +115,12 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         None
     };
 
+    let tracing_settings =
+        crate::otel::settings(config.tracing.as_ref().map(|t| &t.value), &|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(StartError::Tracing)?;
+
     let s = &config.server;
     let mut conf = ServerConf {
         threads: s.threads.unwrap_or_else(|| {
@@ -145,6 +154,17 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     crate::socket_activation::hand_over(&wanted, &server.listen_fds());
     let drain = Arc::new(Drain::default());
     server.end_grace_period_when(drain.clone().drained());
+    // After the bootstrap: the export thread belongs to the process that serves.
+    let tracing = match &tracing_settings {
+        Some(s) => Some(Arc::new(
+            Tracing::start(
+                s,
+                SpanCounters::new(metrics.spans_exported.clone(), &metrics.spans_dropped),
+            )
+            .map_err(StartError::Tracing)?,
+        )),
+        None => None,
+    };
 
     // One proxy service per h2c setting: Pingora's server options are per service.
     for h2c in [false, true] {
@@ -158,7 +178,12 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         if listeners.is_empty() {
             continue;
         }
-        let gateway = Gateway::new(store.clone(), metrics.clone(), access_log.clone());
+        let gateway = Gateway::new(
+            store.clone(),
+            metrics.clone(),
+            access_log.clone(),
+            tracing.clone(),
+        );
         let mut proxy = pingora::proxy::http_proxy(&server_conf, gateway);
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2c = h2c;
@@ -263,6 +288,9 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     });
     if let Some(log) = &access_log {
         log.flush(std::time::Duration::from_secs(1));
+    }
+    if let Some(t) = &tracing {
+        t.shutdown(std::time::Duration::from_secs(2));
     }
     std::process::exit(0)
 }

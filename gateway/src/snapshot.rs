@@ -100,6 +100,7 @@ impl Snapshot {
 
         let tls = compile_listeners(config, &mut diag);
         check_redis(config, env.env, &mut diag);
+        check_tracing(config, &mut diag);
         let trusted_proxies = compile_trusted(config, &mut diag);
         let admin_token = compile_admin(config, env.env, &mut diag);
         let pools = compile_pools(config, previous, env.discovered, &mut diag);
@@ -211,6 +212,16 @@ fn check_redis(config: &Config, env: Env, diag: &mut Diagnostics) {
                 format!("upstream `{name}` uses discovery: redis, but there is no `redis` section"),
             );
         }
+    }
+}
+
+fn check_tracing(config: &Config, diag: &mut Diagnostics) {
+    let Some(t) = &config.tracing else { return };
+    // Values only: whether tracing is on also depends on the environment at start.
+    if let Err(e) = crate::otel::settings(Some(&t.value), &|_| None) {
+        let mut path = vec![Seg::Key("tracing".into())];
+        path.extend(e.key().map(|k| Seg::Key(k.into())));
+        diag.at_path(t, &path, e.to_string());
     }
 }
 

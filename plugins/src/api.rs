@@ -118,6 +118,29 @@ pub struct RequestContext {
     /// Set to `Some` by a request hook that needs the request body in its response hook:
     /// the gateway then copies the body here as it streams, up to [`CAPTURED_BODY_LIMIT`].
     pub captured_body: Option<Vec<u8>>,
+    /// What the route's rate limits decided, for the access log.
+    pub rate_limit: Option<RateLimitOutcome>,
+}
+
+/// A rate-limited route's verdict on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitOutcome {
+    Allowed,
+    Limited,
+    /// Decided by the fallback while Redis was away (a global limit).
+    AllowedByFallback,
+    LimitedByFallback,
+}
+
+impl RateLimitOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitOutcome::Allowed => "allowed",
+            RateLimitOutcome::Limited => "limited",
+            RateLimitOutcome::AllowedByFallback => "allowed_fallback",
+            RateLimitOutcome::LimitedByFallback => "limited_fallback",
+        }
+    }
 }
 
 /// How much of a request body [`RequestContext::captured_body`] keeps.

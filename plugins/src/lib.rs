@@ -23,12 +23,13 @@ pub mod revocation;
 pub mod security_headers;
 pub mod static_answers;
 pub mod template;
+pub mod trace;
 pub mod units;
 
 pub use api::{
     identity_headers, Answer, AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity,
-    Phases, Plugin, PluginError, Presented, Rejection, RequestContext, SessionFacts, SharedBuckets,
-    StateStore, CAPTURED_BODY_LIMIT,
+    Phases, Plugin, PluginError, Presented, RateLimitOutcome, Rejection, RequestContext,
+    SessionFacts, SharedBuckets, StateStore, CAPTURED_BODY_LIMIT,
 };
 pub use error_code::ErrorCode;
 pub use pipeline::Pipeline;

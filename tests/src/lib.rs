@@ -2,6 +2,8 @@
 //! what it received (method, path, headers, body size) and records it, so tests can assert
 //! exactly what crossed the gateway. `portico-demo-upstream` serves it for the demo config.
 
+pub mod otlp;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

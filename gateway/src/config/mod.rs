@@ -38,6 +38,11 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// OpenTelemetry traces exported over OTLP/HTTP. The standard `OTEL_*` variables fill in
+    /// what this leaves unset. Changing it needs a restart or `run --upgrade`.
+    #[serde(default)]
+    #[schemars(with = "Option<TracingConfig>")]
+    pub tracing: Option<Spanned<TracingConfig>>,
     /// The Redis that the service registry (and global rate limits) use.
     #[serde(default)]
     #[schemars(with = "Option<RedisConfig>")]
@@ -199,6 +204,50 @@ impl Default for AccessLogConfig {
             path: None,
         }
     }
+}
+
+/// OpenTelemetry tracing. Every key is optional: an absent one is taken from the standard
+/// environment variable, then from the default.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Export spans. Default: on when `OTEL_TRACES_EXPORTER=otlp` or an OTLP endpoint
+    /// variable is set, off otherwise; `false` keeps it off whatever the environment says.
+    pub enabled: Option<bool>,
+    /// The OTLP/HTTP traces URL (`http://collector:4318/v1/traces`). Default:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, then `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`,
+    /// then `http://localhost:4318/v1/traces`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `OTEL_SERVICE_NAME`, then `portico`.
+    pub service_name: Option<String>,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`,
+    /// `parentbased_always_off` or `parentbased_traceidratio`. Default: `OTEL_TRACES_SAMPLER`,
+    /// then `parentbased_always_on`.
+    pub sampler: Option<Sampler>,
+    /// The ratio of the `*traceidratio` samplers, 0 to 1. Default: `OTEL_TRACES_SAMPLER_ARG`.
+    pub sample_ratio: Option<f64>,
+    /// Put the verified user id on server spans (`enduser.id`). Off: a trace backend often
+    /// has a wider audience than the access log.
+    pub record_user_id: bool,
+    /// Spans waiting for export; when full, new spans are dropped and counted.
+    pub queue_size: Option<usize>,
+    /// Spans per export request.
+    pub batch_size: Option<usize>,
+    /// The longest a finished span waits before its batch is sent.
+    pub export_interval: Option<Duration>,
+    /// The longest one export may take; a batch that fails or times out is dropped and counted.
+    pub export_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    Traceidratio,
+    ParentbasedAlwaysOn,
+    ParentbasedAlwaysOff,
+    ParentbasedTraceidratio,
 }
 
 /// Redis: one node, a cluster, or a master found through Sentinel.

@@ -292,11 +292,13 @@ fn warn_restart_only_changes(current: &Snapshot, next: &Snapshot) {
     let server = |s: &Snapshot| serde_json::to_string(&s.config.server).unwrap_or_default();
     let admin = |s: &Snapshot| s.config.admin.address.clone();
     let redis = |s: &Snapshot| serde_json::to_string(&s.config.redis).unwrap_or_default();
+    let tracing = |s: &Snapshot| serde_json::to_string(&s.config.tracing).unwrap_or_default();
     if listeners(current) != listeners(next)
         || server(current) != server(next)
         || admin(current) != admin(next)
         || redis(current) != redis(next)
+        || tracing(current) != tracing(next)
     {
-        tracing::warn!("listener, admin address, redis and server settings apply only after a restart or `run --upgrade`");
+        tracing::warn!("listener, admin address, redis, tracing and server settings apply only after a restart or `run --upgrade`");
     }
 }

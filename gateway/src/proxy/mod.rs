@@ -12,12 +12,14 @@ pub use edge::{mark_head_received, EdgeApp};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::metrics::Metrics;
+use crate::otel::{RequestTrace, Tracing};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot, SnapshotStore};
 use crate::upstream::{is_idempotent, Attempts, KeySource, Member, Pool, ProxyFailure, Transition};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
+use opentelemetry::context::FutureExt as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -34,14 +36,21 @@ pub struct Gateway {
     store: SnapshotStore,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Gateway {
-    pub fn new(store: SnapshotStore, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Self {
+    pub fn new(
+        store: SnapshotStore,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+        tracing: Option<Arc<Tracing>>,
+    ) -> Self {
         Gateway {
             store,
             metrics,
             access_log,
+            tracing,
         }
     }
 }
@@ -60,6 +69,8 @@ pub struct RequestState {
     body_bytes: u64,
     /// The error code of a response the gateway produced itself.
     error_code: Option<ErrorCode>,
+    /// The request's spans, when traces are exported.
+    trace: Option<RequestTrace>,
 }
 
 impl RequestState {
@@ -171,6 +182,7 @@ impl ProxyHttp for Gateway {
                 identity: None,
                 response_headers: Vec::new(),
                 captured_body: None,
+                rate_limit: None,
             },
             started: Instant::now(),
             peer_ip: None,
@@ -179,6 +191,7 @@ impl ProxyHttp for Gateway {
             attempts: Attempts::default(),
             body_bytes: 0,
             error_code: None,
+            trace: None,
         }
     }
 
@@ -202,6 +215,19 @@ impl ProxyHttp for Gateway {
         ctx.plugin.client_ip = forwarded::client_ip(ctx.peer_ip, req, edge);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.plugin.scheme = if tls { "https" } else { "http" };
+        if let Some(t) = &self.tracing {
+            let trace = RequestTrace::start(
+                t,
+                crate::otel::Incoming {
+                    request: req,
+                    scheme: ctx.plugin.scheme,
+                    protocol: protocol(req.version),
+                    client_ip: ctx.plugin.client_ip,
+                    host: &request::host(req),
+                },
+            );
+            ctx.trace = Some(trace);
+        }
         Ok(())
     }
 
@@ -253,10 +279,23 @@ impl ProxyHttp for Gateway {
         ctx.plugin.route = route.name.clone();
         ctx.route = Some(route.clone());
 
-        let flow = route
-            .pipeline
-            .request_filter(session, &mut ctx.plugin)
-            .await;
+        // Plugins' own spans (an auth lookup, a Redis call) find their parent as the current
+        // context while their future runs.
+        let flow = match ctx.trace.as_ref().and_then(RequestTrace::sampled_context) {
+            Some(cx) => {
+                route
+                    .pipeline
+                    .request_filter(session, &mut ctx.plugin)
+                    .with_context(cx)
+                    .await
+            }
+            None => {
+                route
+                    .pipeline
+                    .request_filter(session, &mut ctx.plugin)
+                    .await
+            }
+        };
         decided(session, ctx, &self.metrics, flow).await
     }
 
@@ -288,6 +327,9 @@ impl ProxyHttp for Gateway {
         ) else {
             return final_error(503, "no healthy upstream member");
         };
+        if let (Some(t), Some(trace)) = (&self.tracing, &mut ctx.trace) {
+            trace.start_attempt(t, req.method.as_str(), &pool.name, member.addr);
+        }
         Ok(pool.peer_for_try(&member, remaining, session.is_upgrade_req()))
     }
 
@@ -302,6 +344,9 @@ impl ProxyHttp for Gateway {
             return e;
         };
         let pool = &pool;
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(Some(e.etype.as_str()));
+        }
         let verdict = ctx.attempts.on_connect_failure(pool);
         self.note(pool, ctx.attempts.member(), verdict.transition);
         if verdict.retry {
@@ -320,6 +365,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestState,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some(trace) = &mut ctx.trace {
+            trace.end_attempt(Some(e.etype.as_str()));
+        }
         let Some(pool) = ctx.pool() else {
             e.set_retry(false);
             return e;
@@ -359,6 +407,9 @@ impl ProxyHttp for Gateway {
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
         upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        if let (Some(t), Some(trace)) = (&self.tracing, &ctx.trace) {
+            trace.inject(t, upstream);
+        }
         if let Some(route) = &ctx.route {
             if let Some(id) = &ctx.plugin.identity {
                 identity::apply(upstream, id, route.pipeline.forwards_credentials())?;
@@ -408,6 +459,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let status = upstream_response.status.as_u16();
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt_answered(status);
+        }
         let verdict = ctx
             .attempts
             .on_response(&pool, status, RequestState::replayable(session));
@@ -499,6 +553,19 @@ impl ProxyHttp for Gateway {
             route.pipeline.logging(session, &ctx.plugin);
         }
         ctx.attempts.finish();
+        let trace_ids = ctx.trace.as_ref().map(RequestTrace::ids);
+        if let (Some(t), Some(trace)) = (&self.tracing, ctx.trace.take()) {
+            trace.finish(
+                t,
+                req.method.as_str(),
+                crate::otel::Outcome {
+                    route: route.map(|r| &*r.name),
+                    status,
+                    user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),
+                    error: ctx.error_code.map(ErrorCode::as_str),
+                },
+            );
+        }
         let Some(log) = &self.access_log else {
             return;
         };
@@ -531,6 +598,8 @@ impl ProxyHttp for Gateway {
                 .headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
+            trace: trace_ids,
+            rate_limit: ctx.plugin.rate_limit.map(|o| o.as_str()),
         };
         log.write(record.to_json_line());
     }

@@ -3,6 +3,8 @@
 
 use super::signed::{cookie_encode, SignedToken};
 use crate::api::Identity;
+use crate::trace::Outbound;
+use opentelemetry::KeyValue;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -140,19 +142,32 @@ impl SessionLookup {
         identity: &impl Fn(&Value, &Value) -> Option<Identity>,
     ) -> Result<(Option<Identity>, Instant), &'static str> {
         let cookie = format!("{}={}", self.cookie_name, cookie_encode(token.signed()));
-        let response = self
+        let span = Outbound::start("better_auth get-session", || {
+            vec![
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("url.full", self.url.to_string()),
+            ]
+        });
+        let mut request = self
             .client
             .get(self.url.clone())
             .header(http::header::COOKIE, cookie)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, url = %self.url, "better_auth: get-session failed");
-                "auth_service_unreachable"
-            })?;
+            .header(http::header::ACCEPT, "application/json");
+        for (name, value) in span.headers() {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            tracing::warn!(error = %e, url = %self.url, "better_auth: get-session failed");
+            span.fail("auth_service_unreachable");
+            "auth_service_unreachable"
+        })?;
+        span.set(KeyValue::new(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        ));
         if !response.status().is_success() {
             tracing::warn!(status = %response.status(), url = %self.url, "better_auth: get-session answered an error");
+            span.fail("auth_service_error");
             return Err("auth_service_error");
         }
         let body: Value = response.json().await.map_err(|e| {

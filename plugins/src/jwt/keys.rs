@@ -2,9 +2,11 @@
 //! at first use and refreshed on an interval and — rate-limited — on an unknown `kid`. While
 //! the JWKS endpoint is down the last good keys are kept, up to a maximum staleness.
 
+use crate::trace::Outbound;
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use opentelemetry::KeyValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,16 +64,25 @@ impl Jwks {
     async fn fetch(&self) -> Result<(), String> {
         let _guard = self.fetching.lock().await;
         self.last_attempt_ms.store(now_ms(), Ordering::Relaxed);
-        let set: JwkSet = self
-            .client
-            .get(&self.url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| format!("fetching {}: {e}", self.url))?
-            .json()
-            .await
-            .map_err(|e| format!("{}: not a JWKS: {e}", self.url))?;
+        // A fetch a request waits for is part of its trace; a background refresh is not.
+        let span = Outbound::start("jwks fetch", || {
+            vec![
+                KeyValue::new("http.request.method", "GET"),
+                KeyValue::new("url.full", self.url.clone()),
+            ]
+        });
+        let fetched = async {
+            self.client
+                .get(&self.url)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("fetching {}: {e}", self.url))?
+                .json::<JwkSet>()
+                .await
+                .map_err(|e| format!("{}: not a JWKS: {e}", self.url))
+        };
+        let set = fetched.await.inspect_err(|e| span.fail(e))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
             match DecodingKey::from_jwk(jwk) {

@@ -12,7 +12,9 @@
 pub mod gcra;
 mod shared;
 
-use crate::api::{BuildContext, Flow, Phases, Plugin, PluginError, Rejection, RequestContext};
+use crate::api::{
+    BuildContext, Flow, Phases, Plugin, PluginError, RateLimitOutcome, Rejection, RequestContext,
+};
 use async_trait::async_trait;
 use gcra::{Decision, LocalBuckets};
 use http::{HeaderName, HeaderValue};
@@ -217,10 +219,14 @@ impl Limit {
         h.finish()
     }
 
-    async fn check(&self, key: u64) -> Decision {
+    /// The decision, and whether a fallback made it (Redis away).
+    async fn check(&self, key: u64) -> (Decision, bool) {
         match &self.counter {
-            Counter::Local(b) => b.check(key),
-            Counter::Shared(s) => s.check(key).await.0,
+            Counter::Local(b) => (b.check(key), false),
+            Counter::Shared(s) => {
+                let (d, source) = s.check(key).await;
+                (d, source == shared::Source::Fallback)
+            }
         }
     }
 }
@@ -375,10 +381,17 @@ impl Plugin for RateLimitPlugin {
     ) -> Result<Flow, PluginError> {
         // The most restrictive allowed limit sets the RateLimit-* headers.
         let mut tightest: Option<(&Limit, Decision)> = None;
+        let mut by_fallback = false;
         for limit in &self.limits {
             let key = limit.key(session, ctx);
-            let d = limit.check(key).await;
+            let (d, fallback) = limit.check(key).await;
+            by_fallback |= fallback;
             if !d.allowed {
+                ctx.rate_limit = Some(if fallback {
+                    RateLimitOutcome::LimitedByFallback
+                } else {
+                    RateLimitOutcome::Limited
+                });
                 let retry = secs_ceil(d.retry_after).max(1);
                 let mut r = Rejection::new(
                     crate::ErrorCode::RateLimited,
@@ -397,6 +410,11 @@ impl Plugin for RateLimitPlugin {
         if let Some((limit, d)) = tightest {
             ctx.response_headers.extend(headers_for(limit, &d));
         }
+        ctx.rate_limit = Some(if by_fallback {
+            RateLimitOutcome::AllowedByFallback
+        } else {
+            RateLimitOutcome::Allowed
+        });
         Ok(Flow::Continue)
     }
 }

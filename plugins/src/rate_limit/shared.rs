@@ -9,6 +9,8 @@
 
 use super::gcra::{now_us, Decision, LocalBuckets};
 use crate::api::SharedBuckets;
+use crate::trace::Outbound;
+use opentelemetry::KeyValue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -138,11 +140,21 @@ impl SharedLimit {
             return (d, Source::Lease);
         }
         let bucket = format!("{}:{key:016x}}}", self.key_prefix);
-        match self
+        let span = Outbound::start("redis rate limit", || {
+            vec![
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", "EVALSHA"),
+            ]
+        });
+        let taken = self
             .store
             .take(&bucket, self.interval, self.capacity, self.lease_size)
-            .await
-        {
+            .await;
+        if let Err(e) = &taken {
+            span.fail(&e.to_string());
+        }
+        drop(span);
+        match taken {
             Ok(grant) => {
                 let now = now_us();
                 let Ok(mut s) = lease.state.lock() else {

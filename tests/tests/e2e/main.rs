@@ -22,3 +22,4 @@ mod resilience;
 mod revocation;
 mod routing;
 mod tls;
+mod tracing;

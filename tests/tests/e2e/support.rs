@@ -175,6 +175,10 @@ impl GatewayBuilder {
             .arg("-c")
             .arg(&config_path)
             .env("PORTICO_LOG", "warn")
+            // Tracing is on only where a test asks for it.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_TRACES_EXPORTER")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for (k, v) in &self.env {
