@@ -174,7 +174,8 @@ LOCAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: 
 GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key: client_ip, scope: global } ] } }'
 
 
-def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False, access_log=None):
+def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False, access_log=None,
+                 trace_ratio=None):
     lines = [
         "server: { threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024 }",
         f"listeners: [ {{ address: 127.0.0.1:{port} }} ]",
@@ -192,6 +193,10 @@ def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False,
         plugins = f", plugins: [ {plugin} ]"
     if redis:
         lines.insert(1, f"redis: {{ url: 'redis://127.0.0.1:{REDIS_PORT}' }}")
+    if trace_ratio is not None:
+        # The upstream nginx accepts the OTLP exports (and discards them).
+        lines.insert(1, f"tracing: {{ endpoint: 'http://127.0.0.1:{UPSTREAM}/v1/traces', "
+                        f"sampler: traceidratio, sample_ratio: {trace_ratio} }}")
     lines.append(f"  - {{ name: main, match: {{ prefix: / }}, upstream: up{plugins} }}")
     return "\n".join(lines) + "\n"
 
@@ -282,6 +287,7 @@ def main():
     procs = Procs()
     hs256 = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
     headers = {"portico-full-chain": hs256, "portico-hs256": hs256,
+               "portico-full-chain-trace-1pct": hs256, "portico-full-chain-trace-100pct": hs256,
                "portico-full-chain-edge": [hs256, "Origin: https://app.example.test"],
                "portico-eddsa-jwks": f"Authorization: Bearer {eddsa_token_and_jwks(tmp)}"}
     results = {}
@@ -291,6 +297,7 @@ def main():
     listen 127.0.0.1:{UPSTREAM} backlog=4096;
     location = /nginx_status {{ stub_status; }}
     location = /jwks.json {{ root {tmp}; }}
+    location = /v1/traces {{ client_max_body_size 64m; return 200 ""; }}
     location / {{ return 200 "hello world\\n"; }}
   }}"""), LOAD_CORE, port=UPSTREAM)
         procs.start(nginx_conf(tmp, "proxy", f"""
@@ -334,6 +341,10 @@ backend be
             ("portico-global-limit", "global-limit", 18032, {"plugin": GLOBAL_LIMIT, "redis": True}),
             ("portico-full-chain", "full-chain", 18034,
              {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access.log")}),
+            ("portico-full-chain-trace-1pct", "full-chain-trace1", 18048,
+             {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access-t1.log"), "trace_ratio": 0.01}),
+            ("portico-full-chain-trace-100pct", "full-chain-trace100", 18050,
+             {"plugin": FULL_CHAIN, "access_log": os.path.join(tmp, "access-t100.log"), "trace_ratio": 1.0}),
             ("portico-full-chain-edge", "full-chain-edge", 18046,
              {"plugin": EDGE + ", " + FULL_CHAIN, "access_log": os.path.join(tmp, "access-edge.log")}),
             ("portico-hs256", "hs256", 18038, {"plugin": HS256}),
@@ -406,6 +417,12 @@ backend be
             / summary["portico-session-no-revocation"]["rps"],
             "full_chain_vs_passthrough": summary["portico-full-chain"]["rps"] / passthrough,
             "edge_vs_full_chain": summary["portico-full-chain-edge"]["rps"]
+            / summary["portico-full-chain"]["rps"],
+        }
+        results["tracing"] = {
+            "sampled_1pct_vs_off": summary["portico-full-chain-trace-1pct"]["rps"]
+            / summary["portico-full-chain"]["rps"],
+            "sampled_100pct_vs_off": summary["portico-full-chain-trace-100pct"]["rps"]
             / summary["portico-full-chain"]["rps"],
         }
 
@@ -488,6 +505,9 @@ backend be
           f"{a['eddsa_jwks_vs_hs256']:.3f}x; Better Auth session (warm cache) vs passthrough: "
           f"{a['session_vs_passthrough']:.3f}x; full chain vs passthrough: {a['full_chain_vs_passthrough']:.3f}x")
     print(f"full chain with cors + security_headers vs without: {a['edge_vs_full_chain']:.3f}x")
+    t = results["tracing"]
+    print(f"full chain with tracing, 1 % sampled vs off: {t['sampled_1pct_vs_off']:.3f}x; "
+          f"100 % sampled vs off: {t['sampled_100pct_vs_off']:.3f}x")
     print(f"Better Auth session with revocation on ({REVOKED_OTHERS} other users revoked) vs off: "
           f"{a['session_revocation_vs_none']:.3f}x")
     rl = results["reload_10k_routes"]

@@ -310,10 +310,8 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/ready") => self.ready(&snapshot),
             (Method::GET, "/metrics") => {
                 self.metrics.update_revocations(&self.revocations);
-                self.metrics.update_live(
-                    self.drain.open_connections(),
-                    self.redis.as_ref().map(|l| l.status().is_ok()),
-                );
+                self.metrics
+                    .update_live(self.redis.as_ref().map(|l| l.status().is_ok()));
                 let body = self.metrics.render();
                 Response::builder()
                     .status(StatusCode::OK)

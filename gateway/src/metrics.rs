@@ -30,7 +30,11 @@ pub struct Metrics {
     pub spans_dropped: IntCounterVec,
     revocations: IntCounterVec,
     redis_up: IntGauge,
-    open_connections: IntGauge,
+    /// Client connections open, by listener (kept live by the connection handler).
+    pub open_connections: IntGaugeVec,
+    pub request_bytes: IntCounterVec,
+    pub response_bytes: IntCounterVec,
+    pub upstream_connect: HistogramVec,
     /// The members each pool has a `portico_circuit_open` series for, so the series of a
     /// member that left (or of a removed pool) can be dropped.
     circuit_series: Mutex<HashMap<Arc<str>, Vec<String>>>,
@@ -61,7 +65,7 @@ impl Metrics {
         let upstream_duration = HistogramVec::new(
             HistogramOpts::new(
                 "portico_upstream_duration_seconds",
-                "Time from choosing a member to the upstream's response header, by upstream.",
+                "Time from choosing a member to the upstream's response header (time to first byte), by upstream.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["upstream"],
@@ -134,11 +138,39 @@ impl Metrics {
             "portico_redis_up",
             "1 while the last Redis command succeeded, 0 after one failed (absent without Redis).",
         )?;
-        let open_connections = IntGauge::new(
-            "portico_open_connections",
-            "Client connections open on the proxy listeners.",
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "portico_open_connections",
+                "Client connections open, by proxy listener.",
+            ),
+            &["listener"],
         )?;
         registry.register(Box::new(open_connections.clone()))?;
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "portico_request_bytes_total",
+                "Request body bytes received from clients, by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(request_bytes.clone()))?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "portico_response_bytes_total",
+                "Response body bytes sent to clients, by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(response_bytes.clone()))?;
+        let upstream_connect = HistogramVec::new(
+            HistogramOpts::new(
+                "portico_upstream_connect_duration_seconds",
+                "Time to open a new upstream connection (TCP and TLS), by upstream; reused connections are not counted.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(upstream_connect.clone()))?;
         let spans_exported = IntCounter::new(
             "portico_spans_exported_total",
             "Trace spans the OTLP collector accepted.",
@@ -152,6 +184,9 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(spans_dropped.clone()))?;
+        for reason in ["queue_full", "export_failed"] {
+            spans_dropped.with_label_values(&[reason]);
+        }
         // CPU seconds, resident memory, open and maximum descriptors, start time.
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -186,6 +221,9 @@ impl Metrics {
             revocations,
             redis_up,
             open_connections,
+            request_bytes,
+            response_bytes,
+            upstream_connect,
             circuit_series: Mutex::default(),
         })
     }
@@ -261,9 +299,8 @@ impl Metrics {
         self.registry.register(Box::new(self.redis_up.clone()))
     }
 
-    /// The values read at scrape time: open connections, and Redis' state when there is one.
-    pub fn update_live(&self, open_connections: usize, redis_up: Option<bool>) {
-        self.open_connections.set(open_connections as i64);
+    /// Redis' state, read at scrape time when there is a Redis.
+    pub fn update_live(&self, redis_up: Option<bool>) {
         if let Some(up) = redis_up {
             self.redis_up.set(i64::from(up));
         }
@@ -311,7 +348,7 @@ impl Metrics {
     }
 
     /// Counts a request when its response is done; `upstream`: the pool that answered and
-    /// its time to the response header.
+    /// its time to the response header; `bytes`: body bytes received and sent.
     pub fn record_request(
         &self,
         route: &str,
@@ -319,7 +356,18 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
         upstream: Option<(&str, Duration)>,
+        bytes: (u64, u64),
     ) {
+        if bytes.0 > 0 {
+            self.request_bytes
+                .with_label_values(&[route])
+                .inc_by(bytes.0);
+        }
+        if bytes.1 > 0 {
+            self.response_bytes
+                .with_label_values(&[route])
+                .inc_by(bytes.1);
+        }
         if let Some((pool, took)) = upstream {
             self.upstream_duration
                 .with_label_values(&[pool])

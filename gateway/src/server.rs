@@ -189,7 +189,16 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         options.h2c = h2c;
         options.h2_idle_timeout = Some(config.limits.keepalive_timeout.get());
         proxy.server_options = Some(options);
-        let app = EdgeApp::new(proxy, store.clone(), drain.clone(), h2c);
+        let open_by_port = listeners
+            .iter()
+            .filter_map(|(_, l)| {
+                let address = &l.address.value;
+                let port = address.rsplit_once(':')?.1.parse::<u16>().ok()?;
+                let label = l.name.as_deref().unwrap_or(address);
+                Some((port, metrics.open_connections.with_label_values(&[label])))
+            })
+            .collect();
+        let app = EdgeApp::new(proxy, store.clone(), drain.clone(), h2c, open_by_port);
         let name = if h2c {
             "portico-proxy-h2c"
         } else {

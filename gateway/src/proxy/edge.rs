@@ -23,6 +23,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use prometheus::IntGauge;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,22 @@ pub fn mark_head_received() {
     let _ = HEAD_RECEIVED.try_with(|c| c.set(true));
 }
 
+/// Counts a connection on its listener's gauge while it is open.
+struct OpenOnListener<'a>(&'a IntGauge);
+
+impl<'a> OpenOnListener<'a> {
+    fn new(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        OpenOnListener(gauge)
+    }
+}
+
+impl Drop for OpenOnListener<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct EdgeApp {
@@ -43,6 +60,8 @@ pub struct EdgeApp {
     store: SnapshotStore,
     drain: Arc<Drain>,
     h2c: bool,
+    /// `portico_open_connections` of each listener this app serves, by local port.
+    open_by_port: Vec<(u16, IntGauge)>,
     /// Writes the answers a session makes before the request path runs (a head that does
     /// not parse), with the JSON error body.
     error_responder: ErrorResponder,
@@ -54,14 +73,24 @@ impl EdgeApp {
         store: SnapshotStore,
         drain: Arc<Drain>,
         h2c: bool,
+        open_by_port: Vec<(u16, IntGauge)>,
     ) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
             store,
             drain,
             h2c,
+            open_by_port,
             error_responder: Arc::new(super::errors::session_error_response),
         }
+    }
+
+    fn listener_gauge(&self, stream: &Stream) -> Option<&IntGauge> {
+        let port = stream.get_socket_digest()?.local_addr()?.as_inet()?.port();
+        self.open_by_port
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, g)| g)
     }
 
     async fn is_h2(&self, stream: &mut Stream) -> bool {
@@ -155,6 +184,7 @@ impl ServerApp for EdgeApp {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = self.drain.track();
+        let _counted = self.listener_gauge(&stream).map(OpenOnListener::new);
         if self.is_h2(&mut stream).await {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }

@@ -396,6 +396,27 @@ impl ProxyHttp for Gateway {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestState,
+    ) -> Result<()> {
+        if let (false, Some(pool), Some(took)) =
+            (reused, ctx.pool(), ctx.attempts.since_try_started())
+        {
+            self.metrics
+                .upstream_connect
+                .with_label_values(&[&pool.name])
+                .observe(took.as_secs_f64());
+        }
+        Ok(())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -547,8 +568,9 @@ impl ProxyHttp for Gateway {
         let pool = route.and_then(|r| r.pool.as_deref());
         let upstream = pool.zip(upstream_elapsed).map(|(p, t)| (&*p.name, t));
         let route_name = route.map_or("", |r| &r.name);
+        let bytes = (ctx.body_bytes, session.body_bytes_sent() as u64);
         self.metrics
-            .record_request(route_name, &req.method, status, elapsed, upstream);
+            .record_request(route_name, &req.method, status, elapsed, upstream, bytes);
         if let Some(route) = route {
             route.pipeline.logging(session, &ctx.plugin);
         }
@@ -587,7 +609,7 @@ impl ProxyHttp for Gateway {
             error: ctx.error_code,
             user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),
             bytes_in: ctx.body_bytes,
-            bytes_out: session.body_bytes_sent() as u64,
+            bytes_out: bytes.1,
             protocol: protocol(req.version),
             referer: req
                 .headers

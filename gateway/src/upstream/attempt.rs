@@ -75,6 +75,11 @@ impl Attempts {
     }
 
     /// Time from choosing the member to the response header of the try that answered.
+    /// Time since the current try chose its member.
+    pub fn since_try_started(&self) -> Option<Duration> {
+        self.started.map(|t| t.elapsed())
+    }
+
     pub fn upstream_elapsed(&self) -> Option<Duration> {
         self.elapsed
     }

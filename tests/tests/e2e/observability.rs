@@ -32,6 +32,9 @@ routes:
   - name: found
     match: {{ prefix: /found }}
     upstream: found
+  - name: plain
+    match: {{ prefix: /plain }}
+    upstream: p
 "#,
         redis = redis.url(),
         up = up.addr
@@ -51,6 +54,13 @@ routes:
         c.get(gw.url("/limited")).send().await.unwrap();
     }
     c.get(gw.url("/secured")).send().await.unwrap();
+    let r = c
+        .post(gw.url("/plain"))
+        .body("a body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     registry(
         &redis.url(),
         &[
@@ -78,6 +88,22 @@ routes:
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())
         .collect();
+
+    // Values, not just names: the body sent, connections per listener, a new connection's
+    // connect time.
+    assert_metric(&metrics, r#"portico_request_bytes_total{route="plain"} 6"#);
+    assert_metric(&metrics, r#"portico_response_bytes_total{route="plain"}"#);
+    assert_metric(
+        &metrics,
+        r#"portico_upstream_connect_duration_seconds_count{upstream="p"}"#,
+    );
+    assert_metric(
+        &metrics,
+        &format!(
+            r#"portico_open_connections{{listener="127.0.0.1:{}"}}"#,
+            gw.port
+        ),
+    );
 
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../deploy/grafana/dashboards/portico.json");

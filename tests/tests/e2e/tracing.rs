@@ -188,11 +188,15 @@ routes:
         redis_spans >= 1,
         "the first global rate-limit check asks Redis"
     );
-    let metrics = gw.metrics().await;
-    assert!(
-        metric_value(&metrics, "portico_spans_exported_total ") >= 8.0,
-        "{metrics}"
-    );
+    // Counted once the receiver's answer is back, a moment after it has the spans.
+    let exported = async {
+        while metric_value(&gw.metrics().await, "portico_spans_exported_total ") < 8.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exported)
+        .await
+        .expect("the exported spans were not counted");
 }
 
 async fn wait_for_log_line(path: &std::path::Path, request_id: &str) -> serde_json::Value {
@@ -248,7 +252,8 @@ routes:
     // absent one fails every export: all 100 are dropped, as failed exports or at the queue.
     let full = "portico_spans_dropped_total{reason=\"queue_full\"} ";
     let failed = "portico_spans_dropped_total{reason=\"export_failed\"} ";
-    let cases: [(&str, String, &dyn Fn(&str) -> bool); 2] = [
+    type DroppedEnough<'a> = &'a dyn Fn(&str) -> bool;
+    let cases: [(&str, String, DroppedEnough); 2] = [
         ("stalled", stalled.endpoint(), &|m| {
             metric_value(m, full) >= 88.0
         }),
