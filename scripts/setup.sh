@@ -6,7 +6,8 @@
 #   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
 #          from the lockfile in tests/better-auth); Debian's Chromium with playwright-core and
 #          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
-#          target/tools-venv, kubernetes-validate for the deploy/ checks;
+#          target/tools-venv, tests/requirements.txt (kubernetes-validate for the deploy/
+#          checks, grpcio for the gRPC tests);
 #   bench: + nginx, wrk, HAProxy, valgrind and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
@@ -88,11 +89,14 @@ if [[ "$mode" == "test" ]]; then
     echo "setup: npm ci in tests/browser" >&2
     (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
   fi
-  # The deploy/ checks' Python tools, pinned, in a virtualenv of their own.
+  # The tests' Python tools (the deploy/ checks, a gRPC server and client), pinned in
+  # tests/requirements.txt, in a virtualenv of their own; reinstalled when that file changes.
   venv="$(dirname "$0")/../target/tools-venv"
-  if [[ ! -x "$venv/bin/kubernetes-validate" ]]; then
-    echo "setup: kubernetes-validate into target/tools-venv" >&2
+  requirements="$(dirname "$0")/../tests/requirements.txt"
+  if [[ ! -f "$venv/.installed" || "$requirements" -nt "$venv/.installed" ]]; then
+    echo "setup: tests/requirements.txt into target/tools-venv" >&2
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.31.0
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    touch "$venv/.installed"
   fi
 fi

@@ -364,6 +364,16 @@ pub struct UpstreamConfig {
     /// Connect to members over TLS.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// The HTTP version spoken to members.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2 connection settings (`protocol: h2`, `h2c` or `auto`).
+    #[serde(default)]
+    pub h2: H2Settings,
+    /// Members given by host name are resolved again this often (sooner when the DNS
+    /// answer's TTL is shorter); each address is a member.
+    #[serde(default = "thirty_seconds")]
+    pub dns_refresh: Duration,
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
     #[serde(default)]
@@ -480,9 +490,55 @@ pub enum Balance {
     ConsistentHash,
 }
 
+/// The HTTP version a pool speaks to its members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2` only): gRPC over TLS.
+    H2,
+    /// HTTP/2 in cleartext with prior knowledge: gRPC without TLS.
+    H2c,
+    /// Over TLS, HTTP/2 when the member offers it by ALPN, else HTTP/1.1.
+    Auto,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct H2Settings {
+    /// Concurrent streams per connection; more requests open another connection.
+    pub max_streams: usize,
+    /// PING a connection this often to find a dead one before a request does.
+    pub ping_interval: Option<Duration>,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        H2Settings {
+            max_streams: 100,
+            ping_interval: None,
+        }
+    }
+}
+
+/// The lowest TLS version accepted from members.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
+    /// The lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsVersion,
     /// The server name sent in SNI and verified; default: the member's host.
     #[serde(default)]
     pub sni: Option<String>,
@@ -545,6 +601,8 @@ pub enum HealthCheckKind {
     #[default]
     Http,
     Tcp,
+    /// The gRPC health checking protocol (`grpc.health.v1.Health/Check`) over HTTP/2.
+    Grpc,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -555,6 +613,9 @@ pub struct HealthCheckConfig {
     /// HTTP: the path to GET.
     #[serde(default = "root_path")]
     pub path: String,
+    /// gRPC: the service name asked about; empty asks about the server as a whole.
+    #[serde(default)]
+    pub service: String,
     /// HTTP: the Host header; default: the member's address.
     #[serde(default)]
     pub host: Option<String>,
@@ -694,6 +755,10 @@ pub struct RewriteConfig {
 fn yes() -> bool {
     true
 }
+fn thirty_seconds() -> Duration {
+    Duration::secs(30)
+}
+
 fn one() -> u32 {
     1
 }

@@ -53,19 +53,36 @@ pub fn plugin_answer(
 /// Writes a gateway-produced response. Keep-alive is turned off (and the client told so) when
 /// `close` is set or the request body may not have been read, so a large unread body is not
 /// drained.
+/// Writes a gateway answer; with no body the header ends the response (a gRPC
+/// trailers-only answer).
 pub async fn write(
     session: &mut Session,
     header: ResponseHeader,
-    body: Bytes,
+    body: Option<Bytes>,
     close: bool,
 ) -> pingora::Result<()> {
     if close || !(session.is_body_empty() || session.is_body_done()) {
         session.set_keepalive(None);
     }
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session.write_response_body(Some(body), true).await?;
+    match body {
+        Some(body) => {
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
+            session.write_response_body(Some(body), true).await?;
+        }
+        None => {
+            // The header frame itself must end the stream (gRPC's trailers-only answer):
+            // the proxy session's header write never ends it.
+            session
+                .as_downstream_mut()
+                .response_duplex_vec(vec![pingora::protocols::http::HttpTask::Header(
+                    Box::new(header),
+                    true,
+                )])
+                .await?;
+        }
+    }
     Ok(())
 }
 

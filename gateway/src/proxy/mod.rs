@@ -4,6 +4,7 @@
 mod edge;
 pub mod errors;
 mod forwarded;
+mod grpc;
 pub mod identity;
 mod request;
 pub mod request_id;
@@ -71,6 +72,10 @@ pub struct RequestState {
     error_code: Option<ErrorCode>,
     /// The request's spans, when traces are exported.
     trace: Option<RequestTrace>,
+    /// A gRPC call: the gateway's own answers are gRPC statuses.
+    grpc: bool,
+    /// The gRPC call's deadline (`grpc-timeout`).
+    deadline: Option<Instant>,
 }
 
 impl RequestState {
@@ -96,9 +101,24 @@ impl RequestState {
 }
 
 async fn reject(session: &mut Session, ctx: &RequestState, r: &Rejection) -> Result<bool> {
-    let (header, body) = errors::error_answer(r, &ctx.plugin.request_id)?;
-    answer(session, ctx, header, body, false).await?;
+    write_error(session, ctx, r, false).await?;
     Ok(true)
+}
+
+/// The gateway's answer to a request it refuses: the JSON error body, or for a gRPC call a
+/// gRPC status.
+async fn write_error(
+    session: &mut Session,
+    ctx: &RequestState,
+    r: &Rejection,
+    close: bool,
+) -> Result<()> {
+    if ctx.grpc {
+        let header = grpc::answer(r, &ctx.plugin.request_id)?;
+        return answer(session, ctx, header, None, close).await;
+    }
+    let (header, body) = errors::error_answer(r, &ctx.plugin.request_id)?;
+    answer(session, ctx, header, Some(body), close).await
 }
 
 /// Writes an answer the gateway makes itself. The plugins' response headers and the response
@@ -108,7 +128,7 @@ async fn answer(
     session: &mut Session,
     ctx: &RequestState,
     mut header: ResponseHeader,
-    body: Bytes,
+    body: Option<Bytes>,
     close: bool,
 ) -> Result<()> {
     add_plugin_headers(&mut header, &ctx.plugin.response_headers)?;
@@ -155,7 +175,7 @@ async fn decided(
         }
         Ok(Flow::Respond(a)) => {
             let (header, body) = errors::plugin_answer(&a, &ctx.plugin.request_id)?;
-            answer(session, ctx, header, body, false).await?;
+            answer(session, ctx, header, Some(body), false).await?;
             Ok(true)
         }
         Err(e) => {
@@ -192,6 +212,8 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             error_code: None,
             trace: None,
+            grpc: false,
+            deadline: None,
         }
     }
 
@@ -213,6 +235,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         ctx.trusted_peer = ctx.peer_ip.is_some_and(|ip| edge.is_trusted(ip));
         ctx.plugin.client_ip = forwarded::client_ip(ctx.peer_ip, req, edge);
+        ctx.grpc = grpc::is_grpc(req);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.plugin.scheme = if tls { "https" } else { "http" };
         if let Some(t) = &self.tracing {
@@ -273,6 +296,9 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.upstream_uri = request::upstream_uri(&route, req);
+        if ctx.grpc {
+            ctx.deadline = grpc::timeout(req).map(|t| ctx.started + t);
+        }
         if let Some(compression) = &route.compression {
             crate::compression::CompressionModule::enable_for(session, compression);
         }
@@ -313,9 +339,16 @@ impl ProxyHttp for Gateway {
             e.set_retry(false);
             Err(e)
         };
-        let Some(remaining) = pool.remaining(ctx.started) else {
+        let Some(mut remaining) = pool.remaining(ctx.started) else {
             return final_error(504, "total upstream timeout");
         };
+        if let Some(deadline) = ctx.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return final_error(504, "the gRPC deadline passed");
+            }
+            remaining = Some(remaining.map_or(left, |r| r.min(left)));
+        }
         let req = session.req_header();
         let Some(member) = ctx.attempts.pick(
             pool,
@@ -538,10 +571,7 @@ impl ProxyHttp for Gateway {
             tracing::warn!(request_id = %ctx.plugin.request_id, upstream = ?upstream, status, error = %e, "proxying failed");
         }
         let r = ctx.refuse(ErrorCode::for_status(status));
-        let written = match errors::error_answer(&r, &ctx.plugin.request_id) {
-            Ok((header, body)) => answer(session, ctx, header, body, true).await,
-            Err(e) => Err(e),
-        };
+        let written = write_error(session, ctx, &r, true).await;
         if let Err(write_err) = written {
             tracing::debug!(error = %write_err, "could not write the error response");
         }

@@ -3,7 +3,7 @@
 //! probes lives in `control::health`.
 
 use super::{Member, PoolError};
-use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::config::{HealthCheckConfig, HealthCheckKind, UpstreamProtocol};
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -11,8 +11,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+enum Probe {
+    /// Pingora's TCP and HTTP checks.
+    Pingora(Box<dyn HealthCheck + Send + Sync>),
+    Grpc(super::grpc_health::GrpcProbe),
+}
+
 pub struct HealthChecker {
-    probe: Box<dyn HealthCheck + Send + Sync>,
+    probe: Probe,
     interval: Duration,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
@@ -25,6 +31,7 @@ impl HealthChecker {
         pool: &str,
         config: &HealthCheckConfig,
         tls: bool,
+        protocol: UpstreamProtocol,
         credentials: Option<&super::tls::TlsCredentials>,
     ) -> Result<Self, PoolError> {
         if config.healthy_threshold == 0 || config.unhealthy_threshold == 0 {
@@ -42,11 +49,20 @@ impl HealthChecker {
             ));
         }
         let timeout = config.timeout.get();
-        let probe: Box<dyn HealthCheck + Send + Sync> = match config.kind {
+        let probe = match config.kind {
             HealthCheckKind::Tcp => {
                 let mut check = TcpHealthCheck::new();
                 check.peer_template.options.connection_timeout = Some(timeout);
-                check
+                Probe::Pingora(check)
+            }
+            HealthCheckKind::Grpc => {
+                if matches!(protocol, UpstreamProtocol::Http1) {
+                    return Err(PoolError::at(
+                        "health_check.type",
+                        "gRPC checks need HTTP/2: set the pool's `protocol` to `h2` or `h2c`",
+                    ));
+                }
+                Probe::Grpc(super::grpc_health::GrpcProbe::new(&config.service, timeout))
             }
             HealthCheckKind::Http => {
                 if !config.path.starts_with('/') {
@@ -63,6 +79,14 @@ impl HealthChecker {
                 check.peer_template.options.write_timeout = Some(timeout);
                 if let Some(c) = credentials.filter(|_| tls) {
                     c.apply(&mut check.peer_template);
+                }
+                // The check speaks what the pool speaks.
+                match protocol {
+                    UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+                        check.peer_template.options.set_http_version(2, 2)
+                    }
+                    UpstreamProtocol::Auto => check.peer_template.options.set_http_version(2, 1),
+                    UpstreamProtocol::Http1 => {}
                 }
                 check.req =
                     pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
@@ -94,7 +118,7 @@ impl HealthChecker {
                         )
                     }
                 }));
-                Box::new(check)
+                Probe::Pingora(Box::new(check))
             }
         };
         Ok(HealthChecker {
@@ -125,7 +149,13 @@ impl HealthChecker {
             weight: member.weight as usize,
             ext: Default::default(),
         };
-        let result = self.probe.check(&backend).await;
+        let result = match &self.probe {
+            Probe::Pingora(check) => check
+                .check(&backend)
+                .await
+                .map_err(|e| e.root_cause().to_string()),
+            Probe::Grpc(grpc) => grpc.check(member).await,
+        };
         let ok = result.is_ok();
         let count = record(&member.health_streak, ok);
         let threshold = if ok {
@@ -135,7 +165,7 @@ impl HealthChecker {
         };
         (count >= threshold && member.set_healthy(ok)).then(|| HealthFlip {
             healthy: ok,
-            error: result.err().map(|e| e.root_cause().to_string()),
+            error: result.err(),
         })
     }
 }

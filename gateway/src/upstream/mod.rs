@@ -2,6 +2,7 @@
 
 mod attempt;
 mod discovered;
+mod grpc_health;
 mod hash_key;
 mod health;
 mod passive;
@@ -16,7 +17,7 @@ pub use health::{HealthChecker, HealthFlip};
 pub use passive::{Circuit, PassivePolicy, Transition};
 pub use retry::RetryPolicy;
 
-use crate::config::{Balance, Discovery, UpstreamConfig};
+use crate::config::{Balance, Discovery, TlsVersion, UpstreamConfig, UpstreamProtocol};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use select::{LeastRequest, Ring, RoundRobin};
@@ -210,6 +211,7 @@ impl Pool {
             }
             None => None,
         };
+        check_protocol(config, &mut errors);
         let mut members = Vec::new();
         for (index, m) in config.members.iter().enumerate() {
             // The weight's bounds are checked when the file is read (`config::WEIGHTS`).
@@ -279,8 +281,13 @@ impl Pool {
         };
         let health = match &config.health_check {
             Some(hc) => {
-                match HealthChecker::new(name, hc, config.tls.is_some(), tls_credentials.as_deref())
-                {
+                match HealthChecker::new(
+                    name,
+                    hc,
+                    config.tls.is_some(),
+                    config.protocol,
+                    tls_credentials.as_deref(),
+                ) {
                     Ok(h) => Some(h),
                     Err(e) => {
                         errors.push(e);
@@ -523,6 +530,25 @@ pub fn resolve(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| "the name resolves to no address".into())
 }
 
+/// The protocol must fit the transport: HTTP/2 over TLS is negotiated (ALPN), in cleartext
+/// it is spoken with prior knowledge.
+fn check_protocol(config: &UpstreamConfig, errors: &mut Vec<PoolError>) {
+    let tls = config.tls.is_some();
+    let problem = match config.protocol {
+        UpstreamProtocol::H2 | UpstreamProtocol::Auto if !tls => {
+            Some("`h2` and `auto` are negotiated over TLS: add `tls`, or use `h2c` in cleartext")
+        }
+        UpstreamProtocol::H2c if tls => Some("`h2c` is HTTP/2 in cleartext: over `tls` use `h2`"),
+        _ => None,
+    };
+    if let Some(message) = problem {
+        errors.push(PoolError::at("protocol", message));
+    }
+    if config.h2.max_streams == 0 {
+        errors.push(PoolError::at("h2.max_streams", "must be at least 1"));
+    }
+}
+
 fn build_peer(addr: SocketAddr, address: &str, tls: bool, config: &UpstreamConfig) -> HttpPeer {
     let host = address.rsplit_once(':').map(|(h, _)| h).unwrap_or(address);
     let sni = if tls {
@@ -539,6 +565,21 @@ fn build_peer(addr: SocketAddr, address: &str, tls: bool, config: &UpstreamConfi
         String::new()
     };
     let mut peer = HttpPeer::new(addr, tls, sni);
+    let (max, min) = match config.protocol {
+        UpstreamProtocol::Http1 => (1, 1),
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => (2, 2),
+        UpstreamProtocol::Auto => (2, 1),
+    };
+    peer.options.set_http_version(max, min);
+    peer.options.max_h2_streams = config.h2.max_streams;
+    peer.options.h2_ping_interval = config.h2.ping_interval.map(|d| d.get());
+    if config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.min_version == TlsVersion::Tls13)
+    {
+        peer.options.min_tls_version = Some(0x0304);
+    }
     let t = &config.timeouts;
     peer.options.connection_timeout = Some(t.connect.get());
     peer.options.total_connection_timeout = Some(t.connect.get());

@@ -10,6 +10,7 @@ mod check;
 mod discovery;
 mod docs;
 mod edge;
+mod grpc;
 mod health;
 mod jwt;
 mod lifecycle;

@@ -515,6 +515,9 @@ pub struct PeerOptions {
     pub tcp_recv_buf: Option<usize>,
     pub dscp: Option<u8>,
     pub h2_ping_interval: Option<Duration>,
+    /// Portico patch 0011 (vendor/patches/): refuse TLS versions below this one, as the
+    /// version's wire number (`0x0304`: TLS 1.3 only). `None`: TLS 1.2 and 1.3.
+    pub min_tls_version: Option<u16>,
     #[cfg(feature = "s2n")]
     pub psk: Option<Arc<PskType>>,
     #[cfg(feature = "s2n")]
@@ -590,6 +593,7 @@ impl PeerOptions {
             tcp_recv_buf: None,
             dscp: None,
             h2_ping_interval: None,
+            min_tls_version: None,
             #[cfg(feature = "s2n")]
             psk: None,
             #[cfg(feature = "s2n")]
@@ -791,6 +795,8 @@ impl Hash for HttpPeer {
         self.group_key.hash(state);
         // max h2 stream settings
         self.options.max_h2_streams.hash(state);
+        // Portico patch 0011: a connection made with another version floor is another peer's.
+        self.options.min_tls_version.hash(state);
         // h2_stream_window_size and h2_connection_window_size are intentionally excluded
         // from the reuse hash for now. These are per-connection settings applied at handshake
         // time and may be revisited alongside other h2 settings that could be dynamically

@@ -137,6 +137,16 @@ where
     P: Peer + Send + Sync,
 {
     let config = &tls_ctx.config;
+    // Portico patch 0011 (vendor/patches/): the peer's TLS version floor.
+    let tls13_only = peer
+        .get_peer_options()
+        .and_then(|o| o.min_tls_version)
+        .is_some_and(|v| v >= 0x0304);
+    let versions = if tls13_only {
+        &[&version::TLS13][..]
+    } else {
+        &[&version::TLS12, &version::TLS13][..]
+    };
 
     // Build per-peer CA store if provided
     let peer_ca_store: Option<Arc<RootCertStore>> = if let Some(ca_list) = peer.get_ca() {
@@ -182,11 +192,8 @@ where
             let private_key: PrivateKeyDer =
                 key_arc.key().as_slice().to_owned().try_into().unwrap();
 
-            let builder = RusTlsClientConfig::builder_with_protocol_versions(&[
-                &version::TLS12,
-                &version::TLS13,
-            ])
-            .with_root_certificates(Arc::clone(effective_ca_store));
+            let builder = RusTlsClientConfig::builder_with_protocol_versions(versions)
+                .with_root_certificates(Arc::clone(effective_ca_store));
             debug!("added root ca certificates");
 
             let mut updated_config = builder.with_client_auth_cert(certs, private_key).or_err(
@@ -199,12 +206,11 @@ where
         }
     };
 
-    // Ensure config is updated if per-peer CA is set but no client cert
-    if peer_ca_store.is_some() && updated_config_opt.is_none() {
-        let mut updated_config =
-            RusTlsClientConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
-                .with_root_certificates(Arc::clone(effective_ca_store))
-                .with_no_client_auth();
+    // Ensure config is updated if per-peer CA (or a version floor) is set but no client cert
+    if (peer_ca_store.is_some() || tls13_only) && updated_config_opt.is_none() {
+        let mut updated_config = RusTlsClientConfig::builder_with_protocol_versions(versions)
+            .with_root_certificates(Arc::clone(effective_ca_store))
+            .with_no_client_auth();
 
         updated_config.key_log = Arc::clone(&config.key_log);
         updated_config_opt = Some(updated_config);
