@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 enum Probe {
     /// Pingora's TCP and HTTP checks.
     Pingora(Box<dyn HealthCheck + Send + Sync>),
-    Grpc(super::grpc_health::GrpcProbe),
+    Grpc(Box<super::grpc_health::GrpcProbe>),
 }
 
 pub struct HealthChecker {
@@ -62,7 +62,10 @@ impl HealthChecker {
                         "gRPC checks need HTTP/2: set the pool's `protocol` to `h2` or `h2c`",
                     ));
                 }
-                Probe::Grpc(super::grpc_health::GrpcProbe::new(&config.service, timeout))
+                Probe::Grpc(Box::new(super::grpc_health::GrpcProbe::new(
+                    &config.service,
+                    timeout,
+                )))
             }
             HealthCheckKind::Http => {
                 if !config.path.starts_with('/') {
