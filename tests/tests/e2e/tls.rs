@@ -247,9 +247,9 @@ impl PrivateCa {
     }
 }
 
-/// An HTTPS upstream that requires a client certificate signed by `ca`; answers 200 with
-/// the client certificate's subject name.
-async fn mtls_upstream(ca: &PrivateCa) -> std::net::SocketAddr {
+/// An HTTPS upstream that requires a client certificate signed by `ca` and answers 200;
+/// `tls12_only`: it speaks TLS 1.2 and nothing newer.
+async fn mtls_upstream(ca: &PrivateCa, tls12_only: bool) -> std::net::SocketAddr {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let (_, key_pem, der) = ca.issue("localhost");
     let key = rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes()).unwrap();
@@ -264,8 +264,13 @@ async fn mtls_upstream(ca: &PrivateCa) -> std::net::SocketAddr {
     )
     .build()
     .unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![CertificateDer::from(der)], PrivateKeyDer::Pkcs8(key))
@@ -309,7 +314,8 @@ async fn mtls_upstream(ca: &PrivateCa) -> std::net::SocketAddr {
 #[tokio::test]
 async fn upstream_mtls_with_a_private_ca() {
     let ca = PrivateCa::new();
-    let up = mtls_upstream(&ca).await;
+    let up = mtls_upstream(&ca, false).await;
+    let tls12 = mtls_upstream(&ca, true).await;
     let dir = tempfile::tempdir().unwrap();
     let (client_cert, client_key, _) = ca.issue("portico-gateway");
     std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
@@ -330,7 +336,15 @@ upstreams:
   system-roots:
     members: [ {{ address: {up} }} ]
     tls: {{ sni: localhost, client_cert: {d}/client.pem, client_key: {d}/client.key }}
+  tls12:
+    members: [ {{ address: {tls12} }} ]
+    tls: {{ sni: localhost, ca_file: {d}/ca.pem, client_cert: {d}/client.pem, client_key: {d}/client.key }}
+  tls12-refused:
+    members: [ {{ address: {tls12} }} ]
+    tls: {{ sni: localhost, ca_file: {d}/ca.pem, client_cert: {d}/client.pem, client_key: {d}/client.key, min_version: "1.3" }}
 routes:
+  - {{ name: tls12, match: {{ prefix: /tls12/ok }}, upstream: tls12 }}
+  - {{ name: tls12-refused, match: {{ prefix: /tls12/refused }}, upstream: tls12-refused }}
   - {{ name: with-cert, match: {{ prefix: /with }}, upstream: with-cert }}
   - {{ name: without-cert, match: {{ prefix: /without }}, upstream: without-cert }}
   - {{ name: system-roots, match: {{ prefix: /roots }}, upstream: system-roots }}
@@ -350,6 +364,17 @@ routes:
     // Against the system roots the private CA's certificate does not verify.
     assert_error(
         reqwest::get(gw.url("/roots")).await.unwrap(),
+        502,
+        "bad_gateway",
+    )
+    .await;
+    // A member that only speaks TLS 1.2: accepted by default, refused with `min_version: "1.3"`.
+    assert_eq!(
+        reqwest::get(gw.url("/tls12/ok")).await.unwrap().status(),
+        200
+    );
+    assert_error(
+        reqwest::get(gw.url("/tls12/refused")).await.unwrap(),
         502,
         "bad_gateway",
     )
