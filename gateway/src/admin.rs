@@ -240,12 +240,14 @@ fn upstreams_view(s: &Snapshot) -> Value {
                 .members
                 .iter()
                 .map(|m| {
-                    let id = match &m.source {
-                        crate::upstream::Source::Registry(id) => Some(id.as_str()),
-                        crate::upstream::Source::Static => None,
+                    let (id, name) = match &m.source {
+                        crate::upstream::Source::Registry(id) => (Some(id.as_str()), None),
+                        crate::upstream::Source::Dns(name) => (None, Some(name.as_str())),
+                        crate::upstream::Source::Static => (None, None),
                     };
                     json!({
                         "address": m.address,
+                        "name": name,
                         "resolved": m.addr.to_string(),
                         "weight": m.weight,
                         "source": m.source_name(),

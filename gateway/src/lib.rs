@@ -11,6 +11,7 @@ pub mod cli_registry;
 pub mod compression;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod drain;
 pub mod global_limit;
 pub mod json;

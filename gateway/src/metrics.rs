@@ -27,6 +27,7 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub certificate_expiry: IntGaugeVec,
     pub spans_exported: IntCounter,
+    dns_lookups: IntCounterVec,
     pub spans_dropped: IntCounterVec,
     revocations: IntCounterVec,
     redis_up: IntGauge,
@@ -184,6 +185,14 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(spans_dropped.clone()))?;
+        let dns_lookups = IntCounterVec::new(
+            Opts::new(
+                "portico_dns_lookups_total",
+                "Lookups of member host names, by result (ok, error).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(dns_lookups.clone()))?;
         for reason in ["queue_full", "export_failed"] {
             spans_dropped.with_label_values(&[reason]);
         }
@@ -218,6 +227,7 @@ impl Metrics {
             certificate_expiry,
             spans_exported,
             spans_dropped,
+            dns_lookups,
             revocations,
             redis_up,
             open_connections,
@@ -396,6 +406,12 @@ impl Metrics {
         }
     }
 
+    pub fn dns_lookup(&self, ok: bool) {
+        self.dns_lookups
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
     pub fn registry_event(&self, result: &str) {
         self.registry_events.with_label_values(&[result]).inc();
     }
@@ -450,7 +466,10 @@ mod tests {
             "members: [ { address: \"127.0.0.1:1001\" } ]\ndiscovery: redis\nservice: users\n",
         )
         .unwrap();
-        let pool = Pool::build("p", &config, None).unwrap();
+        let pool = Pool::build("p", &config, None, None, &|h, _| {
+            Err(crate::dns::DnsError::NoAddress(h.into()))
+        })
+        .unwrap();
         let found = |port: u16| Discovered {
             id: format!("i{port}"),
             address: format!("127.0.0.1:{port}"),

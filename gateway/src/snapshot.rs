@@ -279,7 +279,10 @@ fn compile_pools(
             .service
             .as_ref()
             .and_then(|s| discovered.and_then(|c| c.get(&s.value)));
-        match Pool::build(name, &up.value, known.as_deref()) {
+        let previous_pool = previous.and_then(|p| p.pools.get(name)).map(|p| &**p);
+        let lookup =
+            |host: &str, port: u16| crate::dns::Dns::resolve_blocking(&config.dns, host, port);
+        match Pool::build(name, &up.value, known.as_deref(), previous_pool, &lookup) {
             Ok(p) => {
                 pools.insert(name.clone(), Arc::new(p));
             }

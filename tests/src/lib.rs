@@ -2,6 +2,7 @@
 //! what it received (method, path, headers, body size) and records it, so tests can assert
 //! exactly what crossed the gateway. `portico-demo-upstream` serves it for the demo config.
 
+pub mod dns;
 pub mod otlp;
 
 use bytes::Bytes;

@@ -43,6 +43,9 @@ pub struct Config {
     #[serde(default)]
     #[schemars(with = "Option<TracingConfig>")]
     pub tracing: Option<Spanned<TracingConfig>>,
+    /// How members given by host name are resolved.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// The Redis that the service registry (and global rate limits) use.
     #[serde(default)]
     #[schemars(with = "Option<RedisConfig>")]
@@ -202,6 +205,26 @@ impl Default for AccessLogConfig {
         AccessLogConfig {
             enabled: true,
             path: None,
+        }
+    }
+}
+
+/// The resolver of members given by host name.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (`IP` or `IP:PORT`); default: the system's (`/etc/resolv.conf`, and
+    /// `/etc/hosts`).
+    pub nameservers: Vec<String>,
+    /// How long one query may take.
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: Duration::secs(2),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! and the one way a new snapshot goes live ([`publish`]).
 
 pub mod discovery;
+pub mod dns;
 pub mod health;
 pub mod reload;
 
@@ -57,6 +58,10 @@ impl BackgroundService for Control {
                 self.metrics.clone(),
             )),
             tokio::spawn(self.reloader.clone().on_sighup()),
+            tokio::spawn(dns::refresh_member_names(
+                self.store.clone(),
+                self.metrics.clone(),
+            )),
         ];
         let has_tls = {
             let s = self.store.load();

@@ -239,7 +239,10 @@ mod tests {
 
     fn pool(yaml: &str) -> Pool {
         let config: UpstreamConfig = serde_saphyr::from_str(yaml).unwrap();
-        Pool::build("p", &config, None).unwrap()
+        Pool::build("p", &config, None, None, &|h, _| {
+            Err(crate::dns::DnsError::NoAddress(h.into()))
+        })
+        .unwrap()
     }
 
     fn two_members(extra: &str) -> Pool {

@@ -18,13 +18,14 @@ pub use passive::{Circuit, PassivePolicy, Transition};
 pub use retry::RetryPolicy;
 
 use crate::config::{Balance, Discovery, TlsVersion, UpstreamConfig, UpstreamProtocol};
+use crate::dns::{Answer, DnsError};
 use arc_swap::ArcSwap;
 use pingora::upstreams::peer::HttpPeer;
 use select::{LeastRequest, Ring, RoundRobin};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Where a member came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub enum Source {
     Static,
     /// The Redis registry, with the instance id.
     Registry(String),
+    /// An address of a member given by host name (`host:port`).
+    Dns(String),
 }
 
 /// One upstream server.
@@ -85,6 +88,7 @@ impl Member {
         match self.source {
             Source::Static => "static",
             Source::Registry(_) => "redis",
+            Source::Dns(_) => "dns",
         }
     }
     fn same_as(&self, addr: &str, weight: u32, tls: bool, source: &Source) -> bool {
@@ -136,11 +140,32 @@ impl MemberSet {
     }
 }
 
+/// A member entry given by host name, and the members its addresses are.
+struct Named {
+    host: String,
+    port: u16,
+    weight: u32,
+    members: Vec<Arc<Member>>,
+    /// When to look the name up again.
+    due: Instant,
+}
+
+/// The members that change after the pool is built, kept apart so each source can be
+/// replaced alone (the whole set is rebuilt from the parts).
+#[derive(Default)]
+struct Dynamic {
+    named: Vec<Named>,
+    discovered: Vec<Arc<Member>>,
+}
+
 /// A compiled upstream pool.
 pub struct Pool {
     pub name: Arc<str>,
     set: ArcSwap<MemberSet>,
+    /// Members given by IP address.
     static_members: Vec<Arc<Member>>,
+    /// Members of host names and of the registry; a control-plane lock (never per request).
+    dynamic: Mutex<Dynamic>,
     /// With `discovery: redis`, the registered service whose instances join the pool.
     pub service: Option<String>,
     config: UpstreamConfig,
@@ -195,12 +220,15 @@ impl Pool {
         f
     }
 
-    /// Validates the definition and builds the pool with its static members and, for a
-    /// discovered pool, the instances known so far.
+    /// Validates the definition and builds the pool with its static members, the addresses of
+    /// its host names (`lookup`; a name that fails keeps the addresses it had in `previous`)
+    /// and, for a discovered pool, the instances known so far.
     pub fn build(
         name: &str,
         config: &UpstreamConfig,
         known: Option<&[Discovered]>,
+        previous: Option<&Pool>,
+        lookup: &dyn Fn(&str, u16) -> Result<Answer, DnsError>,
     ) -> Result<Pool, Vec<PoolError>> {
         let mut errors = Vec::new();
         let tls_credentials = match config.tls.as_ref().map(tls::TlsCredentials::load) {
@@ -213,24 +241,68 @@ impl Pool {
         };
         check_protocol(config, &mut errors);
         let mut members = Vec::new();
+        let mut named = Vec::new();
+        let tls = config.tls.is_some();
         for (index, m) in config.members.iter().enumerate() {
             // The weight's bounds are checked when the file is read (`config::WEIGHTS`).
             let m = &m.value;
-            match resolve(&m.address) {
+            if let Some((host, port)) = crate::dns::host_name(&m.address) {
+                let earlier = previous.and_then(|p| p.named_addresses(host, port));
+                let addresses = match (lookup(host, port), earlier) {
+                    (Ok(answer), _) => Ok(answer.addresses),
+                    (Err(e), Some(kept)) => {
+                        tracing::warn!(upstream = name, host, error = %e, "keeping the last addresses of a name that did not resolve");
+                        Ok(kept)
+                    }
+                    (Err(e), None) => Err(e),
+                };
+                match addresses {
+                    Ok(addresses) => named.push(Named {
+                        host: host.to_string(),
+                        port,
+                        weight: m.weight,
+                        members: addresses
+                            .iter()
+                            .map(|a| {
+                                new_member(
+                                    a.to_string(),
+                                    *a,
+                                    m.weight,
+                                    tls,
+                                    Source::Dns(m.address.clone()),
+                                    config,
+                                    tls_credentials.as_deref(),
+                                )
+                            })
+                            .collect(),
+                        // The first refresh soon: the compile's lookup carried no schedule.
+                        due: Instant::now() + Duration::from_secs(1),
+                    }),
+                    Err(e) => errors.push(PoolError::at(
+                        format!("members.{index}.address"),
+                        e.to_string(),
+                    )),
+                }
+                continue;
+            }
+            match m.address.parse::<SocketAddr>() {
                 Ok(addr) => members.push(new_member(
                     m.address.clone(),
                     addr,
                     m.weight,
-                    config.tls.is_some(),
+                    tls,
                     Source::Static,
                     config,
                     tls_credentials.as_deref(),
                 )),
-                Err(message) => errors.push(PoolError::at(
+                Err(_) => errors.push(PoolError::at(
                     format!("members.{index}.address"),
-                    format!("`{}`: {message}", m.address),
+                    format!("`{}`: expected IP:PORT or HOST:PORT", m.address),
                 )),
             }
+        }
+        if config.dns_refresh.get() < Duration::from_secs(1) {
+            errors.push(PoolError::at("dns_refresh", "must be at least 1s"));
         }
         let service = match (config.discovery, &config.service) {
             (Discovery::Redis, Some(s)) => match crate::registry::validate_service(&s.value) {
@@ -321,8 +393,12 @@ impl Pool {
         }
         let pool = Pool {
             name: name.into(),
-            set: ArcSwap::from_pointee(MemberSet::new(members.clone(), config.balance)),
+            set: ArcSwap::from_pointee(MemberSet::new(Vec::new(), config.balance)),
             static_members: members,
+            dynamic: Mutex::new(Dynamic {
+                named,
+                discovered: Vec::new(),
+            }),
             service,
             config: config.clone(),
             hash_key,
@@ -335,8 +411,15 @@ impl Pool {
             balance: config.balance,
             tls_credentials,
         };
-        if let (Some(known), true) = (known, pool.service.is_some()) {
-            pool.set_discovered(known);
+        match (known, pool.service.is_some()) {
+            (Some(known), true) => {
+                pool.set_discovered(known);
+            }
+            _ => {
+                if let Ok(dynamic) = pool.dynamic.lock() {
+                    pool.rebuild(&dynamic);
+                }
+            }
         }
         Ok(pool)
     }
@@ -388,12 +471,14 @@ impl Pool {
     /// Replaces the discovered members; members that did not change keep their state.
     /// Answers whether the membership changed.
     pub fn set_discovered(&self, found: &[Discovered]) -> bool {
-        let current = self.set.load();
-        let mut members = self.static_members.clone();
+        let Ok(mut dynamic) = self.dynamic.lock() else {
+            return false;
+        };
+        let mut members = Vec::with_capacity(found.len());
         for d in found {
             let source = Source::Registry(d.id.clone());
-            let existing = current
-                .members
+            let existing = dynamic
+                .discovered
                 .iter()
                 .find(|m| m.same_as(&d.address, d.weight, d.tls, &source) && m.addr == d.addr);
             members.push(match existing {
@@ -409,6 +494,95 @@ impl Pool {
                 ),
             });
         }
+        dynamic.discovered = members;
+        self.rebuild(&dynamic)
+    }
+
+    /// The host names whose lookup is due at `now`: (entry index, host, port).
+    pub fn names_due(&self, now: Instant) -> Vec<(usize, String, u16)> {
+        let Ok(dynamic) = self.dynamic.lock() else {
+            return Vec::new();
+        };
+        dynamic
+            .named
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.due <= now)
+            .map(|(i, n)| (i, n.host.clone(), n.port))
+            .collect()
+    }
+
+    /// Applies a lookup of the host name entry `index`: its addresses become its members
+    /// (those it had keep their state); a failed lookup keeps the last addresses and is
+    /// tried again sooner. Answers whether the membership changed.
+    pub fn set_named(&self, index: usize, looked_up: Result<Answer, DnsError>) -> bool {
+        let Ok(mut dynamic) = self.dynamic.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let refresh = self.config.dns_refresh.get();
+        let Some(entry) = dynamic.named.get_mut(index) else {
+            return false;
+        };
+        let answer = match looked_up {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, host = %entry.host, error = %e, "a member name did not resolve; keeping its last addresses");
+                entry.due = now + refresh.min(Duration::from_secs(5));
+                return false;
+            }
+        };
+        entry.due = crate::dns::next_refresh(answer.valid_until, now, refresh);
+        let name = format!("{}:{}", entry.host, entry.port);
+        let members: Vec<Arc<Member>> = answer
+            .addresses
+            .iter()
+            .map(|a| match entry.members.iter().find(|m| m.addr == *a) {
+                Some(m) => m.clone(),
+                None => new_member(
+                    a.to_string(),
+                    *a,
+                    entry.weight,
+                    self.config.tls.is_some(),
+                    Source::Dns(name.clone()),
+                    &self.config,
+                    self.tls_credentials.as_deref(),
+                ),
+            })
+            .collect();
+        if members.len() == entry.members.len()
+            && members
+                .iter()
+                .zip(&entry.members)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return false;
+        }
+        tracing::info!(upstream = %self.name, host = %entry.host, addresses = ?answer.addresses, "member name resolves to new addresses");
+        entry.members = members;
+        self.rebuild(&dynamic)
+    }
+
+    /// The addresses a host name entry has now.
+    fn named_addresses(&self, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+        let dynamic = self.dynamic.lock().ok()?;
+        let n = dynamic
+            .named
+            .iter()
+            .find(|n| n.host == host && n.port == port)?;
+        Some(n.members.iter().map(|m| m.addr).collect())
+    }
+
+    /// Makes the member set the static members, the host names' and the registry's.
+    fn rebuild(&self, dynamic: &Dynamic) -> bool {
+        let members: Vec<Arc<Member>> = self
+            .static_members
+            .iter()
+            .chain(dynamic.named.iter().flat_map(|n| &n.members))
+            .chain(&dynamic.discovered)
+            .cloned()
+            .collect();
+        let current = self.set.load();
         let unchanged = members.len() == current.members.len()
             && members
                 .iter()
@@ -513,21 +687,6 @@ fn new_member(
         health_streak: AtomicU32::new(0),
         breaker: passive::Breaker::default(),
     })
-}
-
-/// Resolves `host:port` (blocking DNS: call it off the async workers).
-pub fn resolve(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if !address.contains(':') {
-        return Err("expected HOST:PORT".into());
-    }
-    address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .next()
-        .ok_or_else(|| "the name resolves to no address".into())
 }
 
 /// The protocol must fit the transport: HTTP/2 over TLS is negotiated (ALPN), in cleartext

@@ -8,6 +8,7 @@ mod better_auth;
 mod browser;
 mod check;
 mod discovery;
+mod dns;
 mod docs;
 mod edge;
 mod grpc;
