@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make bench-ir`: instructions per proxied request under callgrind, for nginx `proxy_pass`
-and Portico (passthrough, full chain), in one table. Instructions do not drift with the
+and Portico (passthrough, full chain, full chain traced with 1 % of requests sampled), in
+one table. Instructions do not drift with the
 machine's load the way requests per second do (the same binary and inputs give the same
 count), so this is the ruler every performance change is held to.
 
@@ -78,7 +79,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="portico-ir-")
     up_port = free_port()
     upstream = subprocess.Popen(["taskset", "-c", LOAD_CORE] + nginx_conf(tmp, "upstream", f"""
-  server {{ listen 127.0.0.1:{up_port}; location / {{ return 200 "hello world\\n"; }} }}"""),
+  server {{ listen 127.0.0.1:{up_port};
+    location = /v1/traces {{ client_max_body_size 64m; return 200 ""; }}
+    location / {{ return 200 "hello world\\n"; }} }}"""),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     token = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
     rows = []
@@ -92,8 +95,12 @@ def main():
         # One process, in the foreground, so callgrind sees the worker's work.
         nginx[-1] = "daemon off; master_process off;"
         rows.append(("nginx proxy_pass",) + measure("nginx", nginx, nginx_port, args.seconds, None, tmp))
-        for name, plugins, header in [("portico passthrough", None, None),
-                                      ("portico full chain", FULL_CHAIN, token)]:
+        # The traced row exports to the upstream nginx, which accepts and discards OTLP.
+        traced = (f"tracing: {{ endpoint: 'http://127.0.0.1:{up_port}/v1/traces', "
+                  "sampler: traceidratio, sample_ratio: 0.01 }\n")
+        for name, plugins, header, extra in [("portico passthrough", None, None, ""),
+                                             ("portico full chain", FULL_CHAIN, token, ""),
+                                             ("portico traced 1 %", FULL_CHAIN, token, traced)]:
             port = free_port()
             config = os.path.join(tmp, f"{name.replace(' ', '-')}.yaml")
             with open(config, "w") as f:
@@ -103,8 +110,8 @@ admin: {{ address: "" }}
 access_log: {{ enabled: false }}
 upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{up_port} }} ] }} }}
 routes: [ {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }} ]
-""")
-            rows.append((name,) + measure(name.replace(" ", "-"), [PORTICO, "run", "-c", config],
+{extra}""")
+            rows.append((name,) + measure(name.replace(" ", "-").replace("%", "pct"), [PORTICO, "run", "-c", config],
                                           port, args.seconds, header, tmp))
     finally:
         upstream.terminate()

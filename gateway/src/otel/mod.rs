@@ -3,6 +3,7 @@
 //! (`request.rs`).
 
 mod export;
+mod ids;
 mod request;
 
 pub use export::{Batching, SpanCounters};
@@ -12,7 +13,7 @@ use crate::config::{Sampler, TracingConfig};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{RandomIdGenerator, SdkTracer, SdkTracerProvider, ShouldSample};
 use opentelemetry_sdk::Resource;
 use std::time::Duration;
 
@@ -164,6 +165,11 @@ pub struct Tracing {
     pub tracer: SdkTracer,
     provider: SdkTracerProvider,
     pub propagator: TraceContextPropagator,
+    /// The sampler the SDK has too: the gateway decides first, and builds spans only for
+    /// the requests it samples.
+    pub sampler: Box<dyn ShouldSample>,
+    /// Ids of unsampled requests.
+    pub ids: RandomIdGenerator,
     pub record_user_id: bool,
 }
 
@@ -192,13 +198,17 @@ impl Tracing {
             .build();
         opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
         let processor = export::QueueProcessor::start(exporter, settings.batching, counters)?;
-        let mut provider = SdkTracerProvider::builder()
+        // From the config, else what the SDK reads from `OTEL_TRACES_SAMPLER*`.
+        let sampler: Box<dyn ShouldSample> = match settings.sampler {
+            Some((sampler, ratio)) => Box::new(sdk_sampler(sampler, ratio)),
+            None => opentelemetry_sdk::trace::Config::default().sampler,
+        };
+        let provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_span_processor(processor);
-        if let Some((sampler, ratio)) = settings.sampler {
-            provider = provider.with_sampler(sdk_sampler(sampler, ratio));
-        }
-        let provider = provider.build();
+            .with_span_processor(processor)
+            .with_sampler(sampler.box_clone())
+            .with_id_generator(ids::PresetOrRandom::default())
+            .build();
         let tracer = provider.tracer("portico");
         opentelemetry::global::set_tracer_provider(provider.clone());
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -213,6 +223,8 @@ impl Tracing {
             tracer,
             provider,
             propagator: TraceContextPropagator::new(),
+            sampler,
+            ids: RandomIdGenerator::default(),
             record_user_id: settings.record_user_id,
         })
     }

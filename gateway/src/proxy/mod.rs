@@ -461,8 +461,8 @@ impl ProxyHttp for Gateway {
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
         upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
-        if let (Some(t), Some(trace)) = (&self.tracing, &ctx.trace) {
-            trace.inject(t, upstream);
+        if let Some(trace) = &ctx.trace {
+            trace.inject(upstream);
         }
         if let Some(route) = &ctx.route {
             if let Some(id) = &ctx.plugin.identity {
