@@ -54,6 +54,9 @@ def measure(name, cmd, port, seconds, header, tmp):
         sh(["callgrind_control", "-i", "on", str(vg.pid)])
         requests = wrk(port, seconds, header)
         sh(["callgrind_control", "-i", "off", str(vg.pid)])
+        # Written now: a process that is slow to exit after the signal below is killed, and
+        # would take its profile with it.
+        sh(["callgrind_control", "-d", str(vg.pid)])
     finally:
         vg.terminate()
         try:

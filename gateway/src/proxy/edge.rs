@@ -211,16 +211,14 @@ impl ServerApp for EdgeApp {
         loop {
             // Boxed: the request machinery is large, and this future stays allocated for as
             // long as the connection is open, idle time included; the box is freed between
-            // requests.
-            let reused = Box::pin(serve_one(
-                self,
-                stream,
-                start,
-                shutdown,
-                header_timeout,
-                waits_inside,
-            ))
-            .await?;
+            // requests. Allocated before the future is made, so it is built in place rather
+            // than on the stack and copied.
+            let slot = Box::new_uninit();
+            let serving = Box::write(
+                slot,
+                serve_one(self, stream, start, shutdown, header_timeout, waits_inside),
+            );
+            let reused = Box::into_pin(serving).await?;
             let (next, settings) = reused.consume();
             stream = next;
             if !wait_for_request(&mut stream, idle, &self.drain, shutdown).await {

@@ -1550,14 +1550,14 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+// Portico patch 0012: the body of `HttpServerApp::process_new_http`.
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    async fn serve_new_http(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1593,6 +1593,35 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    // Portico patch 0012 (vendor/patches/): written out instead of `async fn`, so that the
+    // request's future is built in its box. `async_trait` builds it on the stack and copies
+    // it into the box: the whole state machine, ~15 KB, on every request.
+    fn process_new_http<'life0, 'life1, 'async_trait>(
+        self: &'life0 Arc<Self>,
+        session: HttpSession,
+        shutdown: &'life1 ShutdownWatch,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'async_trait>,
+    >
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let slot = Box::new_uninit();
+        let serving = Box::write(slot, self.serve_new_http(session, shutdown));
+        Box::into_pin(serving)
     }
 
     async fn http_cleanup(&self) {
