@@ -13,6 +13,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A route's metric series, looked up once (see [`Metrics::route_series`]) rather than by
+/// label on every request.
+pub struct RouteSeries {
+    duration: prometheus::Histogram,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+    upstream: Option<prometheus::Histogram>,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -357,39 +366,39 @@ impl Metrics {
         }
     }
 
-    /// Counts a request when its response is done; `upstream`: the pool that answered and
-    /// its time to the response header; `bytes`: body bytes received and sent.
+    /// The series of a route (and of its pool) whose labels do not change per request.
+    pub fn route_series(&self, route: &str, pool: Option<&str>) -> RouteSeries {
+        RouteSeries {
+            duration: self.request_duration.with_label_values(&[route]),
+            request_bytes: self.request_bytes.with_label_values(&[route]),
+            response_bytes: self.response_bytes.with_label_values(&[route]),
+            upstream: pool.map(|p| self.upstream_duration.with_label_values(&[p])),
+        }
+    }
+
+    /// Counts a request when its response is done; `upstream`: the pool's time to the
+    /// response header; `bytes`: body bytes received and sent.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_request(
         &self,
         route: &str,
+        series: &RouteSeries,
         method: &http::Method,
         status: u16,
         elapsed: Duration,
-        upstream: Option<(&str, Duration)>,
+        upstream: Option<Duration>,
         bytes: (u64, u64),
     ) {
-        if bytes.0 > 0 {
-            self.request_bytes
-                .with_label_values(&[route])
-                .inc_by(bytes.0);
-        }
-        if bytes.1 > 0 {
-            self.response_bytes
-                .with_label_values(&[route])
-                .inc_by(bytes.1);
-        }
-        if let Some((pool, took)) = upstream {
-            self.upstream_duration
-                .with_label_values(&[pool])
-                .observe(took.as_secs_f64());
+        series.request_bytes.inc_by(bytes.0);
+        series.response_bytes.inc_by(bytes.1);
+        if let (Some(h), Some(took)) = (&series.upstream, upstream) {
+            h.observe(took.as_secs_f64());
         }
         let status = StatusLabel::new(status);
         self.requests
             .with_label_values(&[route, method_label(method), status.as_str()])
             .inc();
-        self.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        series.duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a request a route's plugins refused, under the metric its code belongs to.

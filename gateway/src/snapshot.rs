@@ -32,6 +32,8 @@ pub struct Route {
     pub rewrite: Option<(Regex, String)>,
     pub compression: Option<Arc<crate::compression::Compression>>,
     pub pipeline: Pipeline,
+    /// Its metric series, looked up on its first request.
+    pub series: std::sync::OnceLock<crate::metrics::RouteSeries>,
 }
 
 /// Limits and trust settings of the edge, read per connection and per request.
@@ -481,6 +483,7 @@ fn compile_routes(
                 rewrite,
                 compression,
                 pipeline: Pipeline::new(plugins, auth_policy),
+                series: std::sync::OnceLock::new(),
             }),
         });
     }

@@ -44,19 +44,21 @@ pub fn apply(
     scheme: &str,
 ) -> pingora::Result<()> {
     if let Some(peer) = peer {
+        let mut ip = [0u8; 39];
+        let ip = ip_text(peer, &mut ip);
         let xff = match upstream.headers.get(X_FORWARDED_FOR) {
-            Some(existing) if trusted_peer => {
-                let mut v = String::with_capacity(existing.len() + 48);
-                v.push_str(existing.to_str().unwrap_or(""));
-                if !v.is_empty() {
-                    v.push_str(", ");
-                }
-                v.push_str(&peer.to_string());
-                v
+            Some(existing) if trusted_peer && !existing.is_empty() => {
+                let mut v = Vec::with_capacity(existing.len() + 2 + ip.len());
+                v.extend_from_slice(existing.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip);
+                http::HeaderValue::from_bytes(&v)
             }
-            _ => peer.to_string(),
+            _ => http::HeaderValue::from_bytes(ip),
         };
-        upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        if let Ok(xff) = xff {
+            upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        }
     }
     if !(trusted_peer && upstream.headers.contains_key(X_FORWARDED_PROTO)) {
         // Static values: no copy per request.
@@ -90,9 +92,60 @@ pub fn apply(
     Ok(())
 }
 
+/// An address as text, written into `buf` without the formatting machinery (an IPv4 address
+/// on every proxied request).
+fn ip_text(ip: IpAddr, buf: &mut [u8; 39]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{v6}");
+            let n = cursor.position() as usize;
+            &buf[..n]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.20.255",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut buf = [0u8; 39];
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
+        }
+    }
 
     fn edge(trusted: &[&str]) -> Edge {
         Edge {

@@ -38,6 +38,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
     tracing: Option<Arc<Tracing>>,
+    /// The series of requests no route matched.
+    no_route: crate::metrics::RouteSeries,
 }
 
 impl Gateway {
@@ -48,6 +50,7 @@ impl Gateway {
         tracing: Option<Arc<Tracing>>,
     ) -> Self {
         Gateway {
+            no_route: metrics.route_series("", None),
             store,
             metrics,
             access_log,
@@ -596,11 +599,24 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let upstream_elapsed = ctx.attempts.upstream_elapsed();
         let pool = route.and_then(|r| r.pool.as_deref());
-        let upstream = pool.zip(upstream_elapsed).map(|(p, t)| (&*p.name, t));
         let route_name = route.map_or("", |r| &r.name);
         let bytes = (ctx.body_bytes, session.body_bytes_sent() as u64);
-        self.metrics
-            .record_request(route_name, &req.method, status, elapsed, upstream, bytes);
+        let series = match route {
+            Some(r) => r.series.get_or_init(|| {
+                self.metrics
+                    .route_series(&r.name, r.pool.as_deref().map(|p| &*p.name))
+            }),
+            None => &self.no_route,
+        };
+        self.metrics.record_request(
+            route_name,
+            series,
+            &req.method,
+            status,
+            elapsed,
+            upstream_elapsed,
+            bytes,
+        );
         if let Some(route) = route {
             route.pipeline.logging(session, &ctx.plugin);
         }
