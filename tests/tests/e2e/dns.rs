@@ -94,15 +94,9 @@ routes:
 
     // The DNS server fails: the lookups fail, the last addresses stay.
     dns.fail(true);
-    let failed_lookups = || async {
-        let m = gw.metrics().await;
-        m.lines()
-            .find_map(|l| l.strip_prefix("portico_dns_lookups_total{result=\"error\"} "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let failed = "portico_dns_lookups_total{result=\"error\"} ";
     let wait = async {
-        while failed_lookups().await < 2 {
+        while metric_value(&gw.metrics().await, failed) < 2.0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };

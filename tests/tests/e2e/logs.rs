@@ -1,28 +1,7 @@
 //! The access log: its fields, the status of an abandoned request, reopening on SIGUSR1.
 
 use crate::support::*;
-use std::path::Path;
 use std::time::Duration;
-
-/// Waits until the log file has a line that `wanted` accepts; that line, parsed.
-async fn wait_line(path: &Path, wanted: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let found = async {
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let hit = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| wanted(v));
-            if let Some(v) = hit {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), found)
-        .await
-        .unwrap_or_else(|_| panic!("no such line in {}", path.display()))
-}
 
 #[tokio::test]
 async fn access_log_lines_carry_every_field_and_reopen_on_sigusr1() {

@@ -674,6 +674,39 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Fails with the whole metrics text when `line` is not in it.
+/// Waits until the log file has a line that `wanted` accepts; that line, parsed.
+pub async fn wait_line(
+    path: &std::path::Path,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let found = async {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let hit = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| wanted(v));
+            if let Some(v) = hit {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), found)
+        .await
+        .unwrap_or_else(|_| panic!("no such line in {}", path.display()))
+}
+
+/// The value of one series (`name{labels} ` with its trailing space) in `/metrics` text;
+/// 0 when absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn assert_metric(metrics: &str, line: &str) {
     assert!(metrics.contains(line), "no `{line}` in:\n{metrics}");
 }

@@ -8,14 +8,6 @@ const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const STATUS_ERROR: i32 = 2;
 
-fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Tracing turned on by the environment alone (no `tracing` section): a server span that
 /// continues the client's trace, a client span per upstream try (a refused connect and its
 /// retry are siblings), a span for the global rate limit's Redis call, the trace passed to
@@ -175,7 +167,7 @@ routes:
         );
 
         let log = gw.dir.path().join("access.log");
-        let line = wait_for_log_line(&log, request_id).await;
+        let line = wait_line(&log, |v| v["request_id"] == request_id.as_str()).await;
         assert_eq!(line["trace_id"], trace.as_str(), "{line}");
         assert_eq!(line["span_id"], hex(&server.span_id).as_str(), "{line}");
         assert_eq!(line["rate_limit"], "allowed", "{line}");
@@ -197,25 +189,6 @@ routes:
     tokio::time::timeout(Duration::from_secs(10), exported)
         .await
         .expect("the exported spans were not counted");
-}
-
-async fn wait_for_log_line(path: &std::path::Path, request_id: &str) -> serde_json::Value {
-    let found = async {
-        loop {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            if let Some(v) = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["request_id"] == request_id)
-            {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), found)
-        .await
-        .expect("no access-log line for the request")
 }
 
 /// A collector that stalls or is gone never holds a request up: spans are dropped and
