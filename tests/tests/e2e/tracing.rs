@@ -31,7 +31,7 @@ routes:
   - name: traced
     match: {{ prefix: /traced }}
     upstream: p
-    plugins: [ {{ rate_limit: {{ limits: [ {{ name: g, rate: 1000/s, key: client_ip, scope: global }} ] }} }} ]
+    plugins: [ {{ rate_limit: {{ limits: [ {{ name: g, rate: 1000/s, key: "header:x-bucket", scope: global }} ] }} }} ]
 "#,
         redis = redis.url(),
         dead = dead.port,
@@ -46,6 +46,17 @@ routes:
         .start()
         .await;
     let c = reqwest::Client::new();
+    // First, a caller that did not sample its trace: nothing is recorded for it (it would
+    // be exported before the spans of the requests that follow), but the trace goes on.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let r = c
+        .get(gw.url("/traced"))
+        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let unsampled_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let mut incoming = Vec::new();
     for i in 0..4u8 {
         let trace = format!("4bf92f3577b34da6a3ce929d0e0e47{i:02x}");
@@ -54,6 +65,8 @@ routes:
             .get(gw.url("/traced"))
             .header("traceparent", format!("00-{trace}-{parent}-01"))
             .header("tracestate", "vendor=opaque")
+            // A bucket of its own: its first check asks Redis.
+            .header("x-bucket", format!("b{i}"))
             .send()
             .await
             .unwrap();
@@ -172,13 +185,35 @@ routes:
         assert_eq!(line["span_id"], hex(&server.span_id).as_str(), "{line}");
         assert_eq!(line["rate_limit"], "allowed", "{line}");
     }
+
+    // The unsampled caller: no span, but its upstream continues the trace (unsampled, with
+    // the gateway's span id as parent), and its log line names the trace.
+    assert!(
+        spans.iter().all(|(_, s)| hex(&s.trace_id) != unsampled),
+        "an unsampled trace was recorded"
+    );
+    let at_upstream = seen
+        .iter()
+        .find(|s| s.header_values("x-request-id").contains(&unsampled_id))
+        .expect("the upstream saw the unsampled request");
+    let traceparent = at_upstream.header_values("traceparent");
+    assert_eq!(traceparent.len(), 1, "{traceparent:?}");
+    let parts: Vec<&str> = traceparent[0].split('-').collect();
+    assert_eq!(parts[1], unsampled);
+    assert_eq!(parts[3], "00", "still unsampled");
+    assert_ne!(parts[2], "b7ad6b7169203331", "the gateway's own span id");
+    let log = gw.dir.path().join("access.log");
+    let line = wait_line(&log, |v| v["request_id"] == unsampled_id.as_str()).await;
+    assert_eq!(line["trace_id"], unsampled, "{line}");
+    assert_eq!(line["span_id"], parts[2], "{line}");
+
     assert!(
         retried >= 1,
         "round robin sends one of four requests to the dead member first"
     );
-    assert!(
-        redis_spans >= 1,
-        "the first global rate-limit check asks Redis"
+    assert_eq!(
+        redis_spans, 4,
+        "each request's first global rate-limit check asks Redis"
     );
     // Counted once the receiver's answer is back, a moment after it has the spans.
     let exported = async {
