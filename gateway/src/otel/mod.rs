@@ -82,8 +82,14 @@ pub fn settings(
         Some(on) => on,
         None if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) => false,
         None => match set("OTEL_TRACES_EXPORTER").as_deref() {
-            Some("none") => false,
-            Some(_) => true,
+            // A list; `otlp` is the one exporter built in.
+            Some(list) if list.split(',').any(|e| e.trim() == "otlp") => true,
+            Some(other) => {
+                if other.trim() != "none" {
+                    tracing::warn!(exporters = other, "OTEL_TRACES_EXPORTER names no exporter Portico has (only `otlp`); traces are off");
+                }
+                false
+            }
             // A `tracing` section asks for traces; so does an endpoint in the environment.
             None => {
                 config.is_some()
@@ -273,6 +279,10 @@ mod tests {
         assert!(settings(Some(&section), &with_env(&[])).unwrap().is_some());
         let none = with_env(&[("OTEL_TRACES_EXPORTER", "none")]);
         assert_eq!(settings(Some(&section), &none).unwrap(), None);
+        let other = with_env(&[("OTEL_TRACES_EXPORTER", "zipkin")]);
+        assert_eq!(settings(None, &other).unwrap(), None);
+        let listed = with_env(&[("OTEL_TRACES_EXPORTER", "console, otlp")]);
+        assert!(settings(None, &listed).unwrap().is_some());
     }
 
     #[test]
