@@ -671,7 +671,12 @@ fn new_member(
     config: &UpstreamConfig,
     credentials: Option<&tls::TlsCredentials>,
 ) -> Arc<Member> {
-    let mut peer = build_peer(addr, &address, tls, config);
+    // A member found by name is that name to TLS (SNI and verification), not its address.
+    let named = match &source {
+        Source::Dns(name) => name.as_str(),
+        _ => address.as_str(),
+    };
+    let mut peer = build_peer(addr, named, tls, config);
     if let (true, Some(c)) = (tls, credentials) {
         c.apply(&mut peer);
     }
@@ -751,4 +756,50 @@ fn build_peer(addr: SocketAddr, address: &str, tls: bool, config: &UpstreamConfi
         peer.options.verify_hostname = verify;
     }
     peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(addresses: &[&str]) -> Result<Answer, DnsError> {
+        Ok(Answer {
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            valid_until: Instant::now() + Duration::from_secs(5),
+        })
+    }
+
+    #[test]
+    fn a_name_is_one_member_per_address_and_keeps_its_name_for_tls() {
+        let config: UpstreamConfig = serde_saphyr::from_str(
+            "members: [ { address: \"api.internal:8443\" } ]\ntls: { verify: true }\n",
+        )
+        .unwrap();
+        let lookup = |host: &str, port: u16| {
+            assert_eq!((host, port), ("api.internal", 8443));
+            answer(&["10.0.0.1:8443", "10.0.0.2:8443"])
+        };
+        let pool = Pool::build("p", &config, None, None, &lookup).unwrap();
+        let set = pool.members();
+        assert_eq!(set.members.len(), 2);
+        for m in &set.members {
+            assert_eq!(
+                m.peer.sni, "api.internal",
+                "SNI is the name, not the address"
+            );
+            assert_eq!(m.source, Source::Dns("api.internal:8443".into()));
+        }
+        // A new answer: the address that stayed keeps its member (and its state).
+        let kept = set.members[1].clone();
+        assert!(pool.set_named(0, answer(&["10.0.0.2:8443", "10.0.0.3:8443"])));
+        let after = pool.members();
+        assert!(after.members.iter().any(|m| Arc::ptr_eq(m, &kept)));
+        assert!(after
+            .members
+            .iter()
+            .all(|m| m.addr.to_string() != "10.0.0.1:8443"));
+        // A failed lookup changes nothing.
+        assert!(!pool.set_named(0, Err(DnsError::NoAddress("api.internal".into()))));
+        assert_eq!(pool.members().members.len(), 2);
+    }
 }
