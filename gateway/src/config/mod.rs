@@ -528,6 +528,17 @@ pub enum UpstreamProtocol {
     Auto,
 }
 
+impl UpstreamProtocol {
+    /// The highest and lowest HTTP version offered to members (Pingora's ALPN setting).
+    pub fn http_versions(self) -> (u8, u8) {
+        match self {
+            UpstreamProtocol::Http1 => (1, 1),
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => (2, 2),
+            UpstreamProtocol::Auto => (2, 1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct H2Settings {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 
 /// How the queue is drained into export requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batching {
     pub queue_size: usize,
     pub batch_size: usize,

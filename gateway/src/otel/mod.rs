@@ -61,17 +61,6 @@ pub struct Settings {
     pub batching: Batching,
 }
 
-impl PartialEq for Batching {
-    fn eq(&self, o: &Self) -> bool {
-        (
-            self.queue_size,
-            self.batch_size,
-            self.interval,
-            self.timeout,
-        ) == (o.queue_size, o.batch_size, o.interval, o.timeout)
-    }
-}
-
 /// Decides whether traces are exported and how. `env` reads an environment variable.
 pub fn settings(
     config: Option<&TracingConfig>,

@@ -84,13 +84,8 @@ impl HealthChecker {
                     c.apply(&mut check.peer_template);
                 }
                 // The check speaks what the pool speaks.
-                match protocol {
-                    UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
-                        check.peer_template.options.set_http_version(2, 2)
-                    }
-                    UpstreamProtocol::Auto => check.peer_template.options.set_http_version(2, 1),
-                    UpstreamProtocol::Http1 => {}
-                }
+                let (max, min) = protocol.http_versions();
+                check.peer_template.options.set_http_version(max, min);
                 check.req =
                     pingora::http::RequestHeader::build("GET", config.path.as_bytes(), None)
                         .map_err(|e| {

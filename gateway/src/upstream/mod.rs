@@ -150,6 +150,38 @@ struct Named {
     due: Instant,
 }
 
+impl Named {
+    /// The members for `addresses`: the ones it has for an address keep their state.
+    fn members_at(
+        &self,
+        addresses: &[SocketAddr],
+        config: &UpstreamConfig,
+        credentials: Option<&tls::TlsCredentials>,
+    ) -> Vec<Arc<Member>> {
+        let name = format!("{}:{}", self.host, self.port);
+        addresses
+            .iter()
+            .map(|a| match self.members.iter().find(|m| m.addr == *a) {
+                Some(m) => m.clone(),
+                None => new_member(
+                    a.to_string(),
+                    *a,
+                    self.weight,
+                    config.tls.is_some(),
+                    Source::Dns(name.clone()),
+                    config,
+                    credentials,
+                ),
+            })
+            .collect()
+    }
+}
+
+/// The same members, in the same order (the very same `Member`s, not equal ones).
+fn same_members(a: &[Arc<Member>], b: &[Arc<Member>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 /// The members that change after the pool is built, kept apart so each source can be
 /// replaced alone (the whole set is rebuilt from the parts).
 #[derive(Default)]
@@ -257,27 +289,19 @@ impl Pool {
                     (Err(e), None) => Err(e),
                 };
                 match addresses {
-                    Ok(addresses) => named.push(Named {
-                        host: host.to_string(),
-                        port,
-                        weight: m.weight,
-                        members: addresses
-                            .iter()
-                            .map(|a| {
-                                new_member(
-                                    a.to_string(),
-                                    *a,
-                                    m.weight,
-                                    tls,
-                                    Source::Dns(m.address.clone()),
-                                    config,
-                                    tls_credentials.as_deref(),
-                                )
-                            })
-                            .collect(),
-                        // The first refresh soon: the compile's lookup carried no schedule.
-                        due: Instant::now() + Duration::from_secs(1),
-                    }),
+                    Ok(addresses) => {
+                        let mut entry = Named {
+                            host: host.to_string(),
+                            port,
+                            weight: m.weight,
+                            members: Vec::new(),
+                            // The first refresh soon: the compile's lookup carried no schedule.
+                            due: Instant::now() + Duration::from_secs(1),
+                        };
+                        entry.members =
+                            entry.members_at(&addresses, config, tls_credentials.as_deref());
+                        named.push(entry);
+                    }
                     Err(e) => errors.push(PoolError::at(
                         format!("members.{index}.address"),
                         e.to_string(),
@@ -533,29 +557,12 @@ impl Pool {
             }
         };
         entry.due = crate::dns::next_refresh(answer.valid_until, now, refresh);
-        let name = format!("{}:{}", entry.host, entry.port);
-        let members: Vec<Arc<Member>> = answer
-            .addresses
-            .iter()
-            .map(|a| match entry.members.iter().find(|m| m.addr == *a) {
-                Some(m) => m.clone(),
-                None => new_member(
-                    a.to_string(),
-                    *a,
-                    entry.weight,
-                    self.config.tls.is_some(),
-                    Source::Dns(name.clone()),
-                    &self.config,
-                    self.tls_credentials.as_deref(),
-                ),
-            })
-            .collect();
-        if members.len() == entry.members.len()
-            && members
-                .iter()
-                .zip(&entry.members)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-        {
+        let members = entry.members_at(
+            &answer.addresses,
+            &self.config,
+            self.tls_credentials.as_deref(),
+        );
+        if same_members(&members, &entry.members) {
             return false;
         }
         tracing::info!(upstream = %self.name, host = %entry.host, addresses = ?answer.addresses, "member name resolves to new addresses");
@@ -582,13 +589,7 @@ impl Pool {
             .chain(&dynamic.discovered)
             .cloned()
             .collect();
-        let current = self.set.load();
-        let unchanged = members.len() == current.members.len()
-            && members
-                .iter()
-                .zip(current.members.iter())
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if unchanged {
+        if same_members(&members, &self.set.load().members) {
             return false;
         }
         self.set
@@ -729,11 +730,7 @@ fn build_peer(addr: SocketAddr, address: &str, tls: bool, config: &UpstreamConfi
         String::new()
     };
     let mut peer = HttpPeer::new(addr, tls, sni);
-    let (max, min) = match config.protocol {
-        UpstreamProtocol::Http1 => (1, 1),
-        UpstreamProtocol::H2 | UpstreamProtocol::H2c => (2, 2),
-        UpstreamProtocol::Auto => (2, 1),
-    };
+    let (max, min) = config.protocol.http_versions();
     peer.options.set_http_version(max, min);
     peer.options.max_h2_streams = config.h2.max_streams;
     peer.options.h2_ping_interval = config.h2.ping_interval.map(|d| d.get());
