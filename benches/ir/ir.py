@@ -9,7 +9,7 @@ Each proxy runs under `valgrind --tool=callgrind` with instrumentation off; wrk 
 for 3 s, then instrumentation is switched on for `--seconds` of load (wrk -t1 -c10) and off
 again; the total over that window divided by the requests wrk made is the figure.
 
-Usage: benches/ir/ir.py [--seconds 15]
+Usage: benches/ir/ir.py [--seconds 15] [--only passthrough ...]
 """
 
 import argparse
@@ -77,6 +77,8 @@ def measure(name, cmd, port, seconds, header, tmp):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=15)
+    ap.add_argument("--only", action="append", default=[],
+                    help="measure only the rows whose name contains this (repeatable)")
     args = ap.parse_args()
     os.environ.update(BENCH_JWT_SECRET=JWT_SECRET, PORTICO_LOG="error")
     tmp = tempfile.mkdtemp(prefix="portico-ir-")
@@ -97,13 +99,17 @@ def main():
     location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")
         # One process, in the foreground, so callgrind sees the worker's work.
         nginx[-1] = "daemon off; master_process off;"
-        rows.append(("nginx proxy_pass",) + measure("nginx", nginx, nginx_port, args.seconds, None, tmp))
+        wanted = lambda name: not args.only or any(o in name for o in args.only)  # noqa: E731
+        if wanted("nginx proxy_pass"):
+            rows.append(("nginx proxy_pass",) + measure("nginx", nginx, nginx_port, args.seconds, None, tmp))
         # The traced row exports to the upstream nginx, which accepts and discards OTLP.
         traced = (f"tracing: {{ endpoint: 'http://127.0.0.1:{up_port}/v1/traces', "
                   "sampler: traceidratio, sample_ratio: 0.01 }\n")
         for name, plugins, header, extra in [("portico passthrough", None, None, ""),
                                              ("portico full chain", FULL_CHAIN, token, ""),
                                              ("portico traced 1 %", FULL_CHAIN, token, traced)]:
+            if not wanted(name):
+                continue
             port = free_port()
             config = os.path.join(tmp, f"{name.replace(' ', '-')}.yaml")
             with open(config, "w") as f:

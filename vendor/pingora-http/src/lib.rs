@@ -837,10 +837,16 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     const PINGORA_MAX_HEADER_COUNT: usize = 4096;
     const INIT_HEADER_SIZE: usize = 8;
 
+    // Portico patch 0014 (vendor/patches/): a head sized to the fields it was parsed with
+    // grew both of its maps (a rehash, a reallocation and a copy each) for every few fields a
+    // proxy then added (`X-Forwarded-*`, a request id, `Date`): eight times per proxied
+    // request. A size hint now gets room for that many more.
+    const ADDED_HEADER_ROOM: usize = 8;
+
     // We select the size hint or the max size here, ensuring that we pick a value substantially lower
     // than 1 << 15 with room to grow the header map.
     std::cmp::min(
-        size_hint.unwrap_or(INIT_HEADER_SIZE),
+        size_hint.map_or(INIT_HEADER_SIZE, |n| n.saturating_add(ADDED_HEADER_ROOM)),
         PINGORA_MAX_HEADER_COUNT,
     )
 }
@@ -1068,7 +1074,7 @@ mod tests {
     #[test]
     fn header_map_upper_bound() {
         assert_eq!(8, http_header_map_upper_bound(None));
-        assert_eq!(16, http_header_map_upper_bound(Some(16)));
+        assert_eq!(24, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
     }
 
