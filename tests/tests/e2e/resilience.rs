@@ -146,3 +146,121 @@ routes:
         200
     );
 }
+
+/// What an upstream saw of the gateway's connections.
+#[derive(Debug, PartialEq)]
+enum ConnEvent {
+    Accepted(usize),
+    /// The gateway closed connection n (it read end of stream).
+    Closed(usize),
+}
+
+/// An upstream that answers `ok` on keep-alive connections and reports what happened to each;
+/// on `/close` it answers and then closes the connection itself, as an upstream whose own idle
+/// timeout has run out does.
+async fn reporting_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<ConnEvent>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = loopback_listener();
+    listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
+            let (id, tx) = (n, tx.clone());
+            let _ = tx.send(ConnEvent::Accepted(id));
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => {
+                                let _ = tx.send(ConnEvent::Closed(id));
+                                return;
+                            }
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    if head.starts_with("GET /close ") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn pooled_upstream_connections_are_dropped_when_closed_by_the_upstream_or_idle_too_long() {
+    let (addr, mut events) = reporting_upstream().await;
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: {addr} }} ]
+    timeouts: {{ idle: 1s }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    let mut next_event = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no upstream event within 10s")
+            .expect("the upstream stopped")
+    };
+
+    // Two requests on one pooled connection.
+    for _ in 0..2 {
+        let r = c.get(gw.url("/a")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(next_event().await, ConnEvent::Accepted(1));
+
+    // The upstream closes that connection after answering: the next request is not sent
+    // on it (no error, no retry needed) but on a new one.
+    let r = c.get(gw.url("/close")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(gw.url("/b")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(next_event().await, ConnEvent::Accepted(2));
+
+    // Idle in the pool for longer than `timeouts.idle`: the gateway closes it.
+    let idle_from = Instant::now();
+    assert_eq!(next_event().await, ConnEvent::Closed(2));
+    let idled = idle_from.elapsed();
+    assert!(
+        idled >= Duration::from_millis(900),
+        "closed after {idled:?} idle, timeouts.idle is 1s"
+    );
+    // Two connections made for four requests: none was tried on the closed connection.
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "portico_upstream_connect_duration_seconds_count{upstream=\"p\"}"
+        ),
+        2.0
+    );
+}
