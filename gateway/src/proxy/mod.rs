@@ -79,6 +79,9 @@ pub struct RequestState {
     grpc: bool,
     /// The gRPC call's deadline (`grpc-timeout`).
     deadline: Option<Instant>,
+    /// `plugin.request_id` as a header value, made once for the upstream request and the
+    /// response.
+    request_id_value: Option<http::HeaderValue>,
 }
 
 impl RequestState {
@@ -95,6 +98,14 @@ impl RequestState {
     /// A rejection with the code's default message.
     fn refuse(&mut self, code: ErrorCode) -> Rejection {
         self.reject(code, code.default_message())
+    }
+
+    /// The request id as a header value; a clone shares its bytes.
+    fn request_id_value(&mut self) -> Option<http::HeaderValue> {
+        if self.request_id_value.is_none() {
+            self.request_id_value = http::HeaderValue::from_str(&self.plugin.request_id).ok();
+        }
+        self.request_id_value.clone()
     }
 
     /// Whether the request can be sent again: idempotent, and its body still buffered.
@@ -217,6 +228,7 @@ impl ProxyHttp for Gateway {
             trace: None,
             grpc: false,
             deadline: None,
+            request_id_value: None,
         }
     }
 
@@ -463,7 +475,9 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri.clone());
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
-        upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        if let Some(id) = ctx.request_id_value() {
+            upstream.insert_header(request_id::HEADER, id)?;
+        }
         if let Some(trace) = &ctx.trace {
             trace.inject(upstream);
         }
@@ -538,7 +552,9 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        response.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        if let Some(id) = ctx.request_id_value() {
+            response.insert_header(request_id::HEADER, id)?;
+        }
         add_plugin_headers(response, &ctx.plugin.response_headers)?;
         if let Some(route) = &ctx.route {
             route

@@ -74,15 +74,24 @@ impl IntoCaseHeaderName for &'static str {
     }
 }
 
+// Portico patch 0017 (vendor/patches/): a `HeaderName` is not parsed again; it is one.
 impl IntoCaseHeaderName for HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(&self))
+    }
+
+    fn static_header_name(&self) -> Option<HeaderName> {
+        Some(self.clone())
     }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(titled_header_name(self))
+    }
+
+    fn static_header_name(&self) -> Option<HeaderName> {
+        Some((*self).clone())
     }
 }
 
