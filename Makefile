@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test build lint bench bench-ir bench-micro setup fuzz soak
+.PHONY: run test build lint bench bench-ir bench-pauses bench-micro setup fuzz soak
 
 setup:
 	@scripts/setup.sh build
@@ -31,6 +31,12 @@ bench-ir:
 	@scripts/setup.sh bench
 	cargo build --release -p portico
 	benches/ir/ir.py
+
+## Tail latency at a fixed rate in alternating rounds, with the proxy core's scheduler trace.
+bench-pauses:
+	@scripts/setup.sh bench
+	cargo build --release -p portico -p portico-e2e --bins
+	benches/load/pauses.py
 
 ## Criterion micro-benchmarks.
 bench-micro:

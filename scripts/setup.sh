@@ -8,7 +8,7 @@
 #          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
 #          target/tools-venv, tests/requirements.txt (kubernetes-validate for the deploy/
 #          checks, grpcio for the gRPC tests);
-#   bench: + nginx, wrk, HAProxy, valgrind and the tools of the load benchmark;
+#   bench: + nginx, wrk, HAProxy, valgrind, perf and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
 
@@ -21,7 +21,7 @@ if [[ "$mode" == "test" ]]; then
   want+=(docker-compose systemd-analyze chromium)
 fi
 if [[ "$mode" == "bench" ]]; then
-  want+=(nginx wrk haproxy taskset openssl python3 valgrind)
+  want+=(nginx wrk haproxy taskset openssl python3 valgrind perf)
 fi
 
 package_for() {
@@ -29,6 +29,7 @@ package_for() {
     redis-server) echo redis-server ;;
     nginx) echo nginx-light ;;
     taskset) echo util-linux ;;
+    perf) echo linux-perf ;;
     pkg-config) echo pkg-config ;;
     node) echo nodejs ;;
     systemd-analyze) echo systemd ;;

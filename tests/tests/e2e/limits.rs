@@ -268,6 +268,74 @@ async fn the_gateway_answers_with_its_own_http_version() {
     assert!(text.ends_with("ok"), "{text}");
 }
 
+#[tokio::test]
+async fn header_names_keep_the_case_they_came_with_in_both_directions() {
+    // An upstream that hands over each request head it reads, and answers with names in
+    // their default case, in an unusual case, and lowercase.
+    let upstream = loopback_listener();
+    upstream.set_nonblocking(true).unwrap();
+    let upstream = tokio::net::TcpListener::from_std(upstream).unwrap();
+    let addr = upstream.local_addr().unwrap();
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = upstream.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let _ = heads_tx.send(String::from_utf8_lossy(&buf[..end]).into_owned());
+                    buf.drain(..end + 4);
+                    let _ = conn
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-UpStream-CASE: a\r\ncontent-type: text/plain\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  u:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: u\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    // Names in their default case only, then names in other cases.
+    for (request, sent_names) in [
+        (
+            &b"GET /a HTTP/1.1\r\nHost: x\r\nx-custom: 1\r\n\r\n"[..],
+            &["Host: x", "x-custom: 1"][..],
+        ),
+        (
+            b"GET /b HTTP/1.1\r\nhost: x\r\nX-MiXed-Case: 1\r\nUser-Agent: t\r\n\r\n",
+            &["host: x", "X-MiXed-Case: 1", "User-Agent: t"],
+        ),
+    ] {
+        let text = exchange(&gw, request).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        for name in ["\r\nX-UpStream-CASE: a\r\n", "\r\ncontent-type: text/plain\r\n", "\r\nx-request-id: "] {
+            assert!(text.contains(name), "{name:?} not in the answer: {text}");
+        }
+        let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .expect("the request reached the upstream")
+            .unwrap();
+        for line in sent_names.iter().chain(&["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"]) {
+            assert!(
+                head.split("\r\n").any(|l| l == *line),
+                "{line:?} not in the upstream request: {head}"
+            );
+        }
+    }
+}
+
 /// Sends raw bytes on a new connection and answers everything the gateway sent back before
 /// it closed (or stopped sending for a second).
 async fn raw_exchange(gw: &Gateway, request: &[u8]) -> String {

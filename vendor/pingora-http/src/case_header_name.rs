@@ -33,6 +33,11 @@ impl CaseHeaderName {
     pub fn from_slice(buf: &[u8]) -> Self {
         CaseHeaderName(Bytes::copy_from_slice(buf))
     }
+
+    /// Portico patch 0018: a name that needs no copy.
+    pub(crate) fn from_static(name: &'static str) -> Self {
+        CaseHeaderName(Bytes::from_static(name.as_bytes()))
+    }
 }
 
 /// A trait that converts into case-sensitive header names.
@@ -58,19 +63,64 @@ impl IntoCaseHeaderName for String {
     }
 }
 
+// Portico patch 0019 (vendor/patches/): the `HeaderName`s of the last few `&'static str`
+// names, per thread. A proxy sets the same handful of names on every request; checking and
+// building each one again (a validation pass and `from_static`'s own lookup and checks) cost
+// ~280 instructions per field. A `&'static str` is identified by its address and length: the
+// same text at the same place is the same name.
+const REMEMBERED_NAMES: usize = 8;
+
+type RememberedName = Option<((usize, usize), HeaderName)>;
+
+thread_local! {
+    static STATIC_NAMES: std::cell::RefCell<([RememberedName; REMEMBERED_NAMES], usize)> =
+        const { std::cell::RefCell::new(([const { None }; REMEMBERED_NAMES], 0)) };
+}
+
+fn remembered_static_name(name: &'static str) -> Option<HeaderName> {
+    let key = (name.as_ptr() as usize, name.len());
+    STATIC_NAMES
+        .try_with(|names| {
+            names
+                .borrow()
+                .0
+                .iter()
+                .flatten()
+                .find(|(k, _)| *k == key)
+                .map(|(_, n)| n.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+fn remember_static_name(name: &'static str, header_name: &HeaderName) {
+    let key = (name.as_ptr() as usize, name.len());
+    let _ = STATIC_NAMES.try_with(|names| {
+        let (slots, next) = &mut *names.borrow_mut();
+        slots[*next] = Some((key, header_name.clone()));
+        *next = (*next + 1) % REMEMBERED_NAMES;
+    });
+}
+
 impl IntoCaseHeaderName for &'static str {
     fn into_case_header_name(self) -> CaseHeaderName {
         CaseHeaderName(self.into())
     }
 
     fn static_header_name(&self) -> Option<HeaderName> {
+        // Portico patch 0019: a name this thread made before is looked up by its address.
+        if let Some(name) = remembered_static_name(self) {
+            return Some(name);
+        }
         // RFC 9110 token characters, lowercase: exactly what `HeaderName::from_static` takes.
         let valid = !self.is_empty()
             && self.bytes().all(|b| {
                 matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\''
                     | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
             });
-        valid.then(|| HeaderName::from_static(self))
+        let name = valid.then(|| HeaderName::from_static(self))?;
+        remember_static_name(self, &name);
+        Some(name)
     }
 }
 

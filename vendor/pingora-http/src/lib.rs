@@ -85,6 +85,8 @@ pub enum HeaderNameVariant<'a> {
 pub struct RequestHeader {
     base: ReqParts,
     header_name_map: Option<CaseMap>,
+    // Portico patch 0018: whether names keep their case; the map is made when one needs it.
+    preserve_case: bool,
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
@@ -153,6 +155,7 @@ impl RequestHeader {
         RequestHeader {
             base,
             header_name_map: None,
+            preserve_case: false,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
         }
@@ -167,9 +170,8 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::build_no_case(method, path, size_hint)?;
-        req.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        // Portico patch 0018: no case map until a name's case differs from its default.
+        req.preserve_case = true;
         Ok(req)
     }
 
@@ -204,7 +206,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            CaseNames::new(self.preserve_case, &mut self.header_name_map),
             &mut self.base.headers,
             name,
             header_value,
@@ -224,7 +226,7 @@ impl RequestHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            CaseNames::new(self.preserve_case, &mut self.header_name_map),
             &mut self.base.headers,
             name,
             header_value,
@@ -249,6 +251,10 @@ impl RequestHeader {
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
+    /// Portico patch 0018: also empty while every name is written in its default case (the
+    /// titled form of a well-known name, else lowercase), which keeps no case map; the
+    /// names are then those [Self::header_to_h1_wire()] writes.
+    ///
     /// Headers of the same name are visited in insertion order.
     pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
         case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
@@ -256,7 +262,7 @@ impl RequestHeader {
 
     /// Returns true if the request has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.preserve_case || self.header_name_map.is_some()
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
@@ -407,6 +413,7 @@ impl Clone for RequestHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            preserve_case: self.preserve_case,
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
         }
@@ -422,6 +429,7 @@ impl From<ReqParts> for RequestHeader {
         Self {
             base: parts,
             header_name_map: None,
+            preserve_case: false,
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
@@ -453,6 +461,8 @@ pub struct ResponseHeader {
     base: RespParts,
     // an ordered header map to store the original case of each header name
     header_name_map: Option<CaseMap>,
+    // Portico patch 0018: whether names keep their case; the map is made when one needs it.
+    preserve_case: bool,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
 }
@@ -476,6 +486,7 @@ impl Clone for ResponseHeader {
         Self {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
+            preserve_case: self.preserve_case,
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -487,6 +498,7 @@ impl From<RespParts> for ResponseHeader {
         Self {
             base: parts,
             header_name_map: None,
+            preserve_case: false,
             reason_phrase: None,
         }
     }
@@ -507,9 +519,8 @@ impl From<Box<ResponseHeader>> for Box<RespParts> {
 impl ResponseHeader {
     fn new(size_hint: Option<usize>) -> Self {
         let mut resp_header = Self::new_no_case(size_hint);
-        resp_header.header_name_map = Some(CaseMap::with_capacity(http_header_map_upper_bound(
-            size_hint,
-        )));
+        // Portico patch 0018: no case map until a name's case differs from its default.
+        resp_header.preserve_case = true;
         resp_header
     }
 
@@ -519,6 +530,7 @@ impl ResponseHeader {
         ResponseHeader {
             base,
             header_name_map: None,
+            preserve_case: false,
             reason_phrase: None,
         }
     }
@@ -558,7 +570,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
-            self.header_name_map.as_mut(),
+            CaseNames::new(self.preserve_case, &mut self.header_name_map),
             &mut self.base.headers,
             name,
             header_value,
@@ -578,7 +590,7 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
-            self.header_name_map.as_mut(),
+            CaseNames::new(self.preserve_case, &mut self.header_name_map),
             &mut self.base.headers,
             name,
             header_value,
@@ -603,6 +615,10 @@ impl ResponseHeader {
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
+    /// Portico patch 0018: also empty while every name is written in its default case (the
+    /// titled form of a well-known name, else lowercase), which keeps no case map; the
+    /// names are then those [Self::header_to_h1_wire()] writes.
+    ///
     /// Headers of the same name are visited in insertion order.
     pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
         case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
@@ -610,7 +626,7 @@ impl ResponseHeader {
 
     /// Returns true if the response has case-sensitive headers.
     pub fn has_case(&self) -> bool {
-        self.header_name_map.is_some()
+        self.preserve_case || self.header_name_map.is_some()
     }
 
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
@@ -851,9 +867,60 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     )
 }
 
+/// Portico patch 0018 (vendor/patches/): where a head records the case of its names.
+///
+/// A head that preserves case used to carry a second header map from its creation, with an
+/// insert, an allocation and a clone beside every one of the value map's. Most names are
+/// written in their default case (the titled form of a well-known name, as `Content-Type`,
+/// else lowercase, as `x-request-id`), which is what [header_to_h1_wire] writes without a
+/// map. So the map is made only when a name comes whose case differs from its default, from
+/// the names already there (in their default case, in the value map's order), and kept from
+/// then on as before.
+struct CaseNames<'a> {
+    preserve: bool,
+    map: &'a mut Option<CaseMap>,
+}
+
+impl<'a> CaseNames<'a> {
+    fn new(preserve: bool, map: &'a mut Option<CaseMap>) -> Self {
+        CaseNames { preserve, map }
+    }
+
+    /// The map to record `case` of `name` in, made now if this is the first name that needs it.
+    /// Called before `name` goes into `values`.
+    fn map_for<T>(
+        self,
+        values: &HMap<T>,
+        name: &HeaderName,
+        case: &CaseHeaderName,
+    ) -> Option<&'a mut CaseMap> {
+        if self.map.is_none() {
+            if !self.preserve || case.as_slice() == default_case(name).as_bytes() {
+                return None;
+            }
+            let mut map = CaseMap::with_capacity(values.capacity());
+            for (name, _) in values.iter() {
+                let default = match case_header_name::titled_header_name_str(name) {
+                    Some(titled) => CaseHeaderName::from_static(titled),
+                    None => CaseHeaderName::from_slice(name.as_str().as_bytes()),
+                };
+                // At most as many as `values` holds, which is under `MAX_SIZE`.
+                let _ = map.try_append(name.clone(), default);
+            }
+            *self.map = Some(map);
+        }
+        self.map.as_mut()
+    }
+}
+
+/// How [header_to_h1_wire] writes `name` without a case map.
+fn default_case(name: &HeaderName) -> &str {
+    case_header_name::titled_header_name_str(name).unwrap_or(name.as_str())
+}
+
 #[inline]
 fn append_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    name_map: CaseNames<'_>,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -869,7 +936,7 @@ fn append_header_value<T>(
             .or_err(InvalidHTTPHeader, "invalid header name")?,
     };
     // store the original case in the map
-    if let Some(name_map) = name_map {
+    if let Some(name_map) = name_map.map_for(value_map, &header_name, &case_header_name) {
         // Use the non-panicking `try_append`: the infallible `append` calls
         // `.expect("size overflows MAX_SIZE")` internally, which would abort the
         // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
@@ -887,7 +954,7 @@ fn append_header_value<T>(
 
 #[inline]
 fn insert_header_value<T>(
-    name_map: Option<&mut CaseMap>,
+    name_map: CaseNames<'_>,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
@@ -902,7 +969,7 @@ fn insert_header_value<T>(
             .try_into()
             .or_err(InvalidHTTPHeader, "invalid header name")?,
     };
-    if let Some(name_map) = name_map {
+    if let Some(name_map) = name_map.map_for(value_map, &header_name, &case_header_name) {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
     }

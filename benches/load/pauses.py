@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""`make bench-pauses`: tail latency at a fixed rate, and what the proxy core did meanwhile.
+
+nginx and Portico (passthrough, and the full chain) run pinned to the proxy core as in
+`make bench`; the upstream and the load generator run on the other core. Each target gets
+the same fixed rate (`--rate`, default half of nginx's peak measured first) in alternating
+rounds, and every round of a Portico target is recorded with `perf sched` on the proxy
+core. For each round the script prints p50/p99/p99.9, and from the scheduler trace: the
+longest time a Portico thread was runnable but not running (and which task ran instead),
+how much of the core other tasks took, and Portico's threads ranked by CPU time. Run it
+alone on the machine.
+
+Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico]
+"""
+
+import argparse
+import collections
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench import (FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM, Procs,  # noqa: E402
+                   hs256_token, nginx_conf, rate_load, start_portico, wrk)
+
+NGINX = 18001
+TARGETS = {"nginx": NGINX, "portico": 18010, "portico-full-chain": 18034}
+
+
+def sched_summary(data, pids):
+    """What `perf sched timehist` says of the proxy core during one round."""
+    out = subprocess.run(["perf", "sched", "timehist", "-i", data, "-C", PROXY_CORE],
+                         capture_output=True, text=True).stdout
+    worst = (0.0, "", "")  # (sched delay ms, portico thread, the task before it)
+    others = collections.Counter()
+    ours = collections.Counter()
+    previous = ""
+    # time  cpu  task[tid]  wait  sch-delay  run
+    row = re.compile(r"^\s*[\d.]+\s+\[\d+\]\s+(.+?)\[(\d+)(?:/(\d+))?\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)")
+    for line in out.splitlines():
+        m = row.match(line)
+        if not m:
+            continue
+        comm, tid, pid, _wait, delay, run = m.groups()
+        pid = int(pid or tid)
+        if pid in pids:
+            ours[comm] += float(run)
+            if float(delay) > worst[0]:
+                worst = (float(delay), comm, previous)
+        elif comm != "<idle>":
+            others[comm] += float(run)
+        previous = comm
+    return worst, others, ours
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=0, help="req/s; default half of nginx's peak")
+    ap.add_argument("--targets", default="nginx,portico,portico-full-chain")
+    args = ap.parse_args()
+    names = args.targets.split(",")
+    tmp = tempfile.mkdtemp(prefix="portico-pauses-")
+    os.chmod(tmp, 0o755)
+    procs = Procs()
+    token = f"Authorization: Bearer {hs256_token(JWT_SECRET)}"
+    headers = {"portico-full-chain": token}
+    pids = {}
+    try:
+        procs.start(nginx_conf(tmp, "upstream", f"""
+  server {{ listen 127.0.0.1:{UPSTREAM} backlog=4096; location / {{ return 200 "hello world\\n"; }} }}"""),
+                    LOAD_CORE, port=UPSTREAM)
+        procs.start(nginx_conf(tmp, "proxy", f"""
+  upstream backend {{ server 127.0.0.1:{UPSTREAM}; keepalive 128; keepalive_requests 100000000; }}
+  server {{ listen 127.0.0.1:{NGINX} backlog=4096;
+    location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""),
+                    PROXY_CORE, port=NGINX)
+        if "portico" in names:
+            pids["portico"] = start_portico(procs, tmp, "passthrough", 18010, 18011)[0].pid
+        if "portico-full-chain" in names:
+            pids["portico-full-chain"] = start_portico(procs, tmp, "full-chain", 18034, 18035,
+                                                       plugin=FULL_CHAIN)[0].pid
+        for name in names:
+            wrk(TARGETS[name], 1, header=headers.get(name))  # warm-up
+        rate = args.rate or wrk(NGINX, 5)["rps"] / 2
+        print(f"rate: {rate:.0f} req/s", file=sys.stderr)
+        results = {name: [] for name in names}
+        for r in range(args.rounds):
+            for name in (names if r % 2 == 0 else list(reversed(names))):
+                trace = None
+                if name in pids:
+                    data = os.path.join(tmp, f"{name}-{r}.sched")
+                    trace = subprocess.Popen(["perf", "sched", "record", "-C", PROXY_CORE, "-o", data,
+                                              "--", "sleep", str(args.seconds + 1)],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                res = rate_load(TARGETS[name], rate, args.seconds, header=headers.get(name))
+                line = (f"round {r + 1} {name:20s} p50 {res['p50_ms']:8.3f} ms  p99 {res['p99_ms']:8.3f} ms  "
+                        f"p99.9 {res['p999_ms']:8.3f} ms  achieved {res['achieved_rps']:.0f}  errors {res['errors']}")
+                if trace:
+                    trace.wait()
+                    threads = {int(t) for t in os.listdir(f"/proc/{pids[name]}/task")}
+                    (delay, thread, before), others, ours = sched_summary(data, threads | {pids[name]})
+                    top_others = ", ".join(f"{c} {ms:.0f} ms" for c, ms in others.most_common(3))
+                    top_ours = ", ".join(f"{c} {ms:.0f} ms" for c, ms in ours.most_common(4))
+                    line += (f"\n    longest wait to run: {delay:.2f} ms ({thread}, after {before or '-'}); "
+                             f"others on the core: {top_others or '-'}; portico threads: {top_ours}")
+                results[name].append(res)
+                print(line, file=sys.stderr)
+    finally:
+        procs.stop_all()
+    print(f"\nAt {rate:.0f} req/s, {args.rounds} rounds (median, worst p99):")
+    for name, rs in results.items():
+        p99s = [x["p99_ms"] for x in rs]
+        print(f"  {name:20s} p50 {statistics.median(x['p50_ms'] for x in rs):8.3f} ms  "
+              f"p99 {statistics.median(p99s):8.3f} ms  worst p99 {max(p99s):8.3f} ms  "
+              f"all p99: {', '.join(f'{p:.2f}' for p in p99s)}")
+
+
+if __name__ == "__main__":
+    main()
