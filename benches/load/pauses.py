@@ -7,7 +7,8 @@ the same fixed rate (`--rate`, default half of nginx's peak measured first) in a
 rounds, and every round of a Portico target is recorded with `perf sched` on the proxy
 core. For each round the script prints p50/p99/p99.9, and from the scheduler trace: the
 longest time a Portico thread was runnable but not running (and which task ran instead),
-how much of the core other tasks took, and Portico's threads ranked by CPU time. Run it
+how much of the core other tasks took, and Portico's threads ranked by CPU time.
+`--rate` below Portico's own peak shows pauses rather than a queue. Run it
 alone on the machine.
 
 Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico]
@@ -35,7 +36,7 @@ def sched_summary(data, pids):
     """What `perf sched timehist` says of the proxy core during one round."""
     out = subprocess.run(["perf", "sched", "timehist", "-i", data, "-C", PROXY_CORE],
                          capture_output=True, text=True).stdout
-    worst = (0.0, "", "")  # (sched delay ms, portico thread, the task before it)
+    worst = {}  # portico thread -> (longest sched delay ms, the task that ran before it)
     others = collections.Counter()
     ours = collections.Counter()
     previous = ""
@@ -49,8 +50,8 @@ def sched_summary(data, pids):
         pid = int(pid or tid)
         if pid in pids:
             ours[comm] += float(run)
-            if float(delay) > worst[0]:
-                worst = (float(delay), comm, previous)
+            if float(delay) > worst.get(comm, (0.0, ""))[0]:
+                worst[comm] = (float(delay), previous)
         elif comm != "<idle>":
             others[comm] += float(run)
         previous = comm
@@ -104,11 +105,13 @@ def main():
                 if trace:
                     trace.wait()
                     threads = {int(t) for t in os.listdir(f"/proc/{pids[name]}/task")}
-                    (delay, thread, before), others, ours = sched_summary(data, threads | {pids[name]})
+                    worst, others, ours = sched_summary(data, threads | {pids[name]})
                     top_others = ", ".join(f"{c} {ms:.0f} ms" for c, ms in others.most_common(3))
                     top_ours = ", ".join(f"{c} {ms:.0f} ms" for c, ms in ours.most_common(4))
-                    line += (f"\n    longest wait to run: {delay:.2f} ms ({thread}, after {before or '-'}); "
-                             f"others on the core: {top_others or '-'}; portico threads: {top_ours}")
+                    waits = ", ".join(f"{c} {d:.2f} ms (after {b or '-'})" for c, (d, b)
+                                      in sorted(worst.items(), key=lambda w: -w[1][0])[:3])
+                    line += (f"\n    longest waits to run: {waits}\n    CPU on the core: portico threads "
+                             f"{top_ours}; others {top_others or '-'}")
                 results[name].append(res)
                 print(line, file=sys.stderr)
     finally:
