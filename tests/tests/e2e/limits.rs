@@ -236,20 +236,13 @@ async fn host_rules_of_rfc_9112() {
 #[tokio::test]
 async fn the_gateway_answers_with_its_own_http_version() {
     // An HTTP/1.0 upstream that answers with Content-Length, then closes.
-    let upstream = loopback_listener();
-    upstream.set_nonblocking(true).unwrap();
-    let upstream = tokio::net::TcpListener::from_std(upstream).unwrap();
+    let upstream = tokio_loopback_listener();
     let addr = upstream.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = upstream.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = 0;
-                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf[got..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got += n,
-                    }
+                if read_head(&mut conn, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let _ = conn
                     .write_all(
@@ -272,9 +265,7 @@ async fn the_gateway_answers_with_its_own_http_version() {
 async fn header_names_keep_the_case_they_came_with_in_both_directions() {
     // An upstream that hands over each request head it reads, and answers with names in
     // their default case, in an unusual case, and lowercase.
-    let upstream = loopback_listener();
-    upstream.set_nonblocking(true).unwrap();
-    let upstream = tokio::net::TcpListener::from_std(upstream).unwrap();
+    let upstream = tokio_loopback_listener();
     let addr = upstream.local_addr().unwrap();
     let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
@@ -282,17 +273,8 @@ async fn header_names_keep_the_case_they_came_with_in_both_directions() {
             let heads_tx = heads_tx.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let _ = heads_tx.send(String::from_utf8_lossy(&buf[..end]).into_owned());
-                    buf.drain(..end + 4);
+                while let Some(head) = read_head(&mut conn, &mut buf).await {
+                    let _ = heads_tx.send(head);
                     let _ = conn
                         .write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-UpStream-CASE: a\r\ncontent-type: text/plain\r\n\r\nok",
@@ -320,14 +302,21 @@ async fn header_names_keep_the_case_they_came_with_in_both_directions() {
     ] {
         let text = exchange(&gw, request).await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        for name in ["\r\nX-UpStream-CASE: a\r\n", "\r\ncontent-type: text/plain\r\n", "\r\nx-request-id: "] {
+        for name in [
+            "\r\nX-UpStream-CASE: a\r\n",
+            "\r\ncontent-type: text/plain\r\n",
+            "\r\nx-request-id: ",
+        ] {
             assert!(text.contains(name), "{name:?} not in the answer: {text}");
         }
         let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
             .await
             .expect("the request reached the upstream")
             .unwrap();
-        for line in sent_names.iter().chain(&["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"]) {
+        for line in sent_names
+            .iter()
+            .chain(&["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http"])
+        {
             assert!(
                 head.split("\r\n").any(|l| l == *line),
                 "{line:?} not in the upstream request: {head}"

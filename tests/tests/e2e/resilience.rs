@@ -162,10 +162,8 @@ async fn reporting_upstream() -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<ConnEvent>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = loopback_listener();
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio_loopback_listener();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -176,20 +174,11 @@ async fn reporting_upstream() -> (
             let _ = tx.send(ConnEvent::Accepted(id));
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => {
-                                let _ = tx.send(ConnEvent::Closed(id));
-                                return;
-                            }
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                        continue;
+                    let Some(head) = read_head(&mut conn, &mut buf).await else {
+                        let _ = tx.send(ConnEvent::Closed(id));
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
                     let _ = conn
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                         .await;

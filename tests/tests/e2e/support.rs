@@ -58,6 +58,33 @@ pub fn loopback_listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("bind a loopback port")
 }
 
+/// A loopback listener for a hand-written upstream in the test's own runtime.
+pub fn tokio_loopback_listener() -> tokio::net::TcpListener {
+    let listener = loopback_listener();
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    tokio::net::TcpListener::from_std(listener).expect("listener into tokio")
+}
+
+/// Reads one request head (up to its blank line) from `conn`, leaving what follows in `buf`;
+/// `None` when the connection ends first.
+pub async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// Hands `listeners` to the process `cmd` starts, systemd's way: as descriptors 3, 4, …
 /// with `LISTEN_FDS`. The test never chooses a port that it binds later.
 pub fn hand_listeners(cmd: &mut Command, listeners: &[TcpListener]) {
