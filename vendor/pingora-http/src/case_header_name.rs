@@ -172,6 +172,23 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
         header::HOST => "Host",
         header::SERVER => "Server",
         header::SET_COOKIE => "Set-Cookie",
+        // Portico patch 0020 (vendor/patches/): the names HTTP/1 clients and servers send
+        // most, in the case they send them, so that such heads need no case map (patch 0018).
+        header::ACCEPT => "Accept",
+        header::ACCEPT_ENCODING => "Accept-Encoding",
+        header::ACCEPT_LANGUAGE => "Accept-Language",
+        header::AUTHORIZATION => "Authorization",
+        header::COOKIE => "Cookie",
+        header::ETAG => "ETag",
+        header::EXPIRES => "Expires",
+        header::IF_MODIFIED_SINCE => "If-Modified-Since",
+        header::IF_NONE_MATCH => "If-None-Match",
+        header::LAST_MODIFIED => "Last-Modified",
+        header::LOCATION => "Location",
+        header::ORIGIN => "Origin",
+        header::REFERER => "Referer",
+        header::USER_AGENT => "User-Agent",
+        header::VARY => "Vary",
         // TODO: add more const header here to map to their titled case
         // TODO: automatically upper case the first letter?
         _ => {
