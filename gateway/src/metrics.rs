@@ -16,6 +16,7 @@ use std::time::Duration;
 /// A route's metric series, looked up once (see [`Metrics::route_series`]) rather than by
 /// label on every request.
 pub struct RouteSeries {
+    route: String,
     duration: prometheus::Histogram,
     request_bytes: IntCounter,
     response_bytes: IntCounter,
@@ -369,6 +370,7 @@ impl Metrics {
     /// The series of a route (and of its pool) whose labels do not change per request.
     pub fn route_series(&self, route: &str, pool: Option<&str>) -> RouteSeries {
         RouteSeries {
+            route: route.to_string(),
             duration: self.request_duration.with_label_values(&[route]),
             request_bytes: self.request_bytes.with_label_values(&[route]),
             response_bytes: self.response_bytes.with_label_values(&[route]),
@@ -376,12 +378,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a request when its response is done; `upstream`: the pool's time to the
-    /// response header; `bytes`: body bytes received and sent.
-    #[allow(clippy::too_many_arguments)]
+    /// Counts a request of `series`' route when its response is done; `upstream`: the pool's
+    /// time to the response header; `bytes`: body bytes received and sent.
     pub fn record_request(
         &self,
-        route: &str,
         series: &RouteSeries,
         method: &http::Method,
         status: u16,
@@ -396,7 +396,7 @@ impl Metrics {
         }
         let status = StatusLabel::new(status);
         self.requests
-            .with_label_values(&[route, method_label(method), status.as_str()])
+            .with_label_values(&[&series.route, method_label(method), status.as_str()])
             .inc();
         series.duration.observe(elapsed.as_secs_f64());
     }

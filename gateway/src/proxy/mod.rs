@@ -79,9 +79,6 @@ pub struct RequestState {
     grpc: bool,
     /// The gRPC call's deadline (`grpc-timeout`).
     deadline: Option<Instant>,
-    /// `plugin.request_id` as a header value, made once for the upstream request and the
-    /// response.
-    request_id_value: Option<http::HeaderValue>,
 }
 
 impl RequestState {
@@ -98,14 +95,6 @@ impl RequestState {
     /// A rejection with the code's default message.
     fn refuse(&mut self, code: ErrorCode) -> Rejection {
         self.reject(code, code.default_message())
-    }
-
-    /// The request id as a header value; a clone shares its bytes.
-    fn request_id_value(&mut self) -> Option<http::HeaderValue> {
-        if self.request_id_value.is_none() {
-            self.request_id_value = http::HeaderValue::from_str(&self.plugin.request_id).ok();
-        }
-        self.request_id_value.clone()
     }
 
     /// Whether the request can be sent again: idempotent, and its body still buffered.
@@ -228,7 +217,6 @@ impl ProxyHttp for Gateway {
             trace: None,
             grpc: false,
             deadline: None,
-            request_id_value: None,
         }
     }
 
@@ -475,9 +463,7 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri.clone());
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
-        if let Some(id) = ctx.request_id_value() {
-            upstream.insert_header(request_id::HEADER, id)?;
-        }
+        upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
         if let Some(trace) = &ctx.trace {
             trace.inject(upstream);
         }
@@ -552,9 +538,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        if let Some(id) = ctx.request_id_value() {
-            response.insert_header(request_id::HEADER, id)?;
-        }
+        response.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
         add_plugin_headers(response, &ctx.plugin.response_headers)?;
         if let Some(route) = &ctx.route {
             route
@@ -615,17 +599,14 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let upstream_elapsed = ctx.attempts.upstream_elapsed();
         let pool = route.and_then(|r| r.pool.as_deref());
-        let route_name = route.map_or("", |r| &r.name);
         let bytes = (ctx.body_bytes, session.body_bytes_sent() as u64);
         let series = match route {
-            Some(r) => r.series.get_or_init(|| {
-                self.metrics
-                    .route_series(&r.name, r.pool.as_deref().map(|p| &*p.name))
-            }),
+            Some(r) => r
+                .series
+                .get_or_init(|| self.metrics.route_series(&r.name, pool.map(|p| &*p.name))),
             None => &self.no_route,
         };
         self.metrics.record_request(
-            route_name,
             series,
             &req.method,
             status,
