@@ -13,6 +13,7 @@
 //!
 //! HTTP/2 connections go to Pingora unchanged.
 
+use super::connection_timer::ConnectionTimer;
 use super::Gateway;
 use crate::drain::Drain;
 use crate::snapshot::SnapshotStore;
@@ -25,7 +26,9 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use prometheus::IntGauge;
 use std::cell::Cell;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 tokio::task_local! {
@@ -119,13 +122,13 @@ enum Start {
 /// once it is, the request may take as long as its own timeouts allow. A stream that waits
 /// for its next request inside Pingora (`waits_inside`: TLS) is closed when a termination
 /// begins before its head has arrived: it may be idle, and nothing tells idle from slow.
-async fn serve_one(
+async fn serve_one<T: Future<Output = ()>>(
     app: &EdgeApp,
     stream: Stream,
     start: Start,
     shutdown: &ShutdownWatch,
-    deadline: Duration,
-    waits_inside: bool,
+    timer: &mut ConnectionTimer<'_, T>,
+    (deadline, waits_inside): (Duration, bool),
 ) -> Option<ReusedHttpStream> {
     let mut session = ServerSession::new_http1(stream);
     session.set_error_responder(app.error_responder.clone());
@@ -141,13 +144,21 @@ async fn serve_one(
         .scope(Cell::new(false), async move {
             let serve = app.proxy.process_new_http(session, shutdown);
             tokio::pin!(serve);
-            let timer = tokio::time::sleep(deadline);
-            tokio::pin!(timer);
-            tokio::select! {
-                biased;
-                done = &mut serve => return done,
-                _ = &mut timer => {}
-                _ = app.drain.terminated(shutdown), if waits_inside => {}
+            timer.set_deadline(deadline);
+            let served = std::future::poll_fn(|cx| {
+                if let Poll::Ready(done) = serve.as_mut().poll(cx) {
+                    return Poll::Ready(Some(done));
+                }
+                if timer.poll_deadline(cx).is_ready()
+                    || (waits_inside && timer.poll_terminated(cx).is_ready())
+                {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(done) = served {
+                return done;
             }
             if HEAD_RECEIVED.with(Cell::get) {
                 serve.await
@@ -162,18 +173,22 @@ async fn serve_one(
 /// Waits until the client sends the first byte of a request, or `idle` passes, or a
 /// termination begins. Nothing is read here, so no buffer is held while waiting. Streams
 /// that cannot wait this way (TLS) return at once and wait inside Pingora instead.
-async fn wait_for_request(
+async fn wait_for_request<T: Future<Output = ()>>(
     stream: &mut Stream,
     idle: Duration,
-    drain: &Drain,
-    shutdown: &ShutdownWatch,
+    timer: &mut ConnectionTimer<'_, T>,
 ) -> bool {
-    let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
-    tokio::select! {
-        biased;
-        ready = tokio::time::timeout(idle, ready) => matches!(ready, Ok(Ok(_))),
-        _ = drain.terminated(shutdown) => false,
-    }
+    timer.set_deadline(idle);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+            return Poll::Ready(ready.is_ok());
+        }
+        if timer.poll_deadline(cx).is_ready() || timer.poll_terminated(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 #[async_trait]
@@ -199,7 +214,11 @@ impl ServerApp for EdgeApp {
             )
         };
         // A new connection must start its request within the head deadline.
-        if !wait_for_request(&mut stream, header_timeout, &self.drain, shutdown).await {
+        let sleep = tokio::time::sleep(header_timeout);
+        let terminated = self.drain.terminated(shutdown);
+        tokio::pin!(sleep, terminated);
+        let mut timer = ConnectionTimer::new(sleep, terminated);
+        if !wait_for_request(&mut stream, header_timeout, &mut timer).await {
             return None;
         }
         let keepalive = if *shutdown.borrow() {
@@ -216,12 +235,19 @@ impl ServerApp for EdgeApp {
             let slot = Box::new_uninit();
             let serving = Box::write(
                 slot,
-                serve_one(self, stream, start, shutdown, header_timeout, waits_inside),
+                serve_one(
+                    self,
+                    stream,
+                    start,
+                    shutdown,
+                    &mut timer,
+                    (header_timeout, waits_inside),
+                ),
             );
             let reused = Box::into_pin(serving).await?;
             let (next, settings) = reused.consume();
             stream = next;
-            if !wait_for_request(&mut stream, idle, &self.drain, shutdown).await {
+            if !wait_for_request(&mut stream, idle, &mut timer).await {
                 return None;
             }
             start = Start::Reused(settings);

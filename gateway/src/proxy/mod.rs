@@ -1,6 +1,7 @@
 //! The request path: one `ProxyHttp` implementation that reads top to bottom through
 //! Pingora's phases and delegates route-specific work to the route's plugin pipeline.
 
+mod connection_timer;
 mod edge;
 pub mod errors;
 mod forwarded;

@@ -107,27 +107,46 @@ async fn every_limit_answers_with_its_status_and_json() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
 }
 
+/// Trickles a request head a byte every 200 ms (each read is quick, the head never
+/// completes) and returns how long the gateway took to close the connection.
+async fn time_until_trickled_head_is_cut_off(s: &mut tokio::net::TcpStream) -> Duration {
+    let start = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
+        if s.write_all(&[*b]).await.is_err() {
+            return start.elapsed();
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+        {
+            return start.elapsed();
+        }
+    }
+    panic!("the gateway kept a trickling connection open");
+}
+
 #[tokio::test]
 async fn slow_request_head_is_cut_off() {
     let up = Witness::start("w").await.unwrap();
     let gw = gateway(&up, SMALL_LIMITS).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let start = Instant::now();
-    // Trickle a byte every 200ms: each read is quick, the head never completes.
-    let mut closed_after = None;
-    for b in b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter() {
-        if s.write_all(&[*b]).await.is_err() {
-            closed_after = Some(start.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
-        {
-            closed_after = Some(start.elapsed());
-            break;
-        }
-    }
-    let t = closed_after.expect("the gateway kept a trickling connection open");
+    let t = time_until_trickled_head_is_cut_off(&mut s).await;
+    assert!(t < Duration::from_millis(2500), "closed only after {t:?}");
+    assert!(t >= Duration::from_millis(900), "closed too early: {t:?}");
+}
+
+/// The head deadline also holds for a later request on a kept-alive connection, although
+/// the keep-alive timeout the connection waited under before is longer.
+#[tokio::test]
+async fn slow_request_head_after_a_kept_alive_request_is_cut_off() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = gateway(&up, &format!("{SMALL_LIMITS}\n  keepalive_timeout: 30s")).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: slow\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut s).await.expect("first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let t = time_until_trickled_head_is_cut_off(&mut s).await;
     assert!(t < Duration::from_millis(2500), "closed only after {t:?}");
     assert!(t >= Duration::from_millis(900), "closed too early: {t:?}");
 }
