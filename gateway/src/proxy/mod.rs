@@ -18,7 +18,6 @@ use crate::otel::{RequestTrace, Tracing};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot, SnapshotStore};
 use crate::upstream::{is_idempotent, Attempts, KeySource, Member, Pool, ProxyFailure, Transition};
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use opentelemetry::context::FutureExt as _;
@@ -190,7 +189,6 @@ async fn decided(
     }
 }
 
-#[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestState;
 
