@@ -253,3 +253,72 @@ routes:
         2.0
     );
 }
+
+/// The upstream's answer decides whether its connection is used again: `Connection: close`
+/// and an HTTP/1.0 answer without `Connection: keep-alive` end it (on the gateway's side: this
+/// upstream never closes), an HTTP/1.0 answer with it keeps it. Each answer names the
+/// connection it came on.
+#[tokio::test]
+async fn the_upstreams_keep_alive_verdict_decides_whether_its_connection_is_reused() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio_loopback_listener();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
+            let id = n;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_head(&mut conn, &mut buf).await {
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (version, connection) = match path.as_str() {
+                        "/close" => ("1.1", "Connection: close\r\n"),
+                        "/old" => ("1.0", ""),
+                        "/old-kept" => ("1.0", "Connection: keep-alive\r\n"),
+                        _ => ("1.1", ""),
+                    };
+                    let answer = format!(
+                        "HTTP/{version} 200 OK\r\nContent-Length: 2\r\n{connection}\r\nc{id}"
+                    );
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    let mut served_on = Vec::new();
+    for path in [
+        "/a",
+        "/b",
+        "/close",
+        "/c",
+        "/old",
+        "/d",
+        "/old-kept",
+        "/e",
+    ] {
+        let r = c.get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        served_on.push(format!("{path} {}", r.text().await.unwrap()));
+    }
+    assert_eq!(
+        served_on,
+        [
+            "/a c1",
+            "/b c1",
+            "/close c1",
+            "/c c2",
+            "/old c2",
+            "/d c3",
+            "/old-kept c3",
+            "/e c3"
+        ]
+    );
+}

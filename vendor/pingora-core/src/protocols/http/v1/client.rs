@@ -53,6 +53,9 @@ pub struct HttpSession {
     keepalive_timeout: KeepaliveStatus,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
+    // Portico patch 0023 (vendor/patches/): what the session still needs of a response head
+    // it has handed to the caller (`read_response_task`).
+    handed_over: Option<HandedOverResponse>,
     request_written: Option<Box<RequestHeader>>,
     bytes_sent: usize,
     /// Total response body payload bytes received from upstream
@@ -68,6 +71,17 @@ pub struct HttpSession {
     // (treats as close-delimited response).
     allow_h1_response_invalid_content_length: bool,
 }
+
+/// What a session keeps of a response head it has handed over (Portico patch 0023).
+struct HandedOverResponse {
+    status: StatusCode,
+    version: Version,
+    connection: Option<HeaderValue>,
+    keep_alive: Option<HeaderValue>,
+    transfer_encoding: bool,
+}
+
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
 
 /// HTTP 1.x client session
 impl HttpSession {
@@ -90,6 +104,7 @@ impl HttpSession {
             body_writer: BodyWriter::new(),
             keepalive_timeout: KeepaliveStatus::Off,
             response_header: None,
+            handed_over: None,
             request_written: None,
             read_timeout: None,
             write_timeout: None,
@@ -441,7 +456,9 @@ impl HttpSession {
         Ok(Box::new(self.resp_header().unwrap().clone()))
     }
 
-    /// Return a reference of the [`ResponseHeader`] if the response is read
+    /// Return a reference of the [`ResponseHeader`] if the response is read and has not been
+    /// handed over by [`Self::read_response_task()`] (which gives the caller the head itself,
+    /// not a copy).
     pub fn resp_header(&self) -> Option<&ResponseHeader> {
         self.response_header.as_deref()
     }
@@ -449,7 +466,8 @@ impl HttpSession {
     /// Get the header value for the given header name from the response header
     /// If there are multiple headers under the same name, the first one will be returned
     /// Use `self.resp_header().header.get_all(name)` to get all the headers under the same name
-    /// Always return `None` if the response is not read yet.
+    /// Always return `None` if the response is not read yet, or its head has been handed over
+    /// by [`Self::read_response_task()`].
     pub fn get_header(&self, name: impl AsHeaderName) -> Option<&HeaderValue> {
         self.response_header
             .as_ref()
@@ -463,7 +481,61 @@ impl HttpSession {
 
     /// Return the status code of the response if read
     pub fn get_status(&self) -> Option<StatusCode> {
-        self.response_header.as_ref().map(|h| h.status)
+        match &self.response_header {
+            Some(h) => Some(h.status),
+            None => self.handed_over.as_ref().map(|h| h.status),
+        }
+    }
+
+    /// The HTTP version of the response, if read.
+    fn resp_version(&self) -> Option<Version> {
+        match &self.response_header {
+            Some(h) => Some(h.version),
+            None => self.handed_over.as_ref().map(|h| h.version),
+        }
+    }
+
+    /// The response's `Connection` field, if read (a head handed over included).
+    fn resp_connection(&self) -> Option<&HeaderValue> {
+        match &self.response_header {
+            Some(h) => h.headers.get(header::CONNECTION),
+            None => self.handed_over.as_ref()?.connection.as_ref(),
+        }
+    }
+
+    /// The response's `Keep-Alive` field, if read (a head handed over included).
+    fn resp_keep_alive(&self) -> Option<&HeaderValue> {
+        match &self.response_header {
+            Some(h) => h.headers.get(KEEP_ALIVE),
+            None => self.handed_over.as_ref()?.keep_alive.as_ref(),
+        }
+    }
+
+    /// Whether the response has a `Transfer-Encoding` field (a head handed over included).
+    fn resp_has_transfer_encoding(&self) -> bool {
+        match &self.response_header {
+            Some(h) => h.headers.contains_key(header::TRANSFER_ENCODING),
+            None => self
+                .handed_over
+                .as_ref()
+                .is_some_and(|h| h.transfer_encoding),
+        }
+    }
+
+    /// Gives the caller the response head just read, keeping only what the session still
+    /// needs of it: the status (whether another head follows), and what decides keep-alive.
+    fn hand_over_response_header(&mut self) -> Result<Box<ResponseHeader>> {
+        let Some(head) = self.response_header.take() else {
+            return Error::e_explain(InternalError, "no response header to hand over");
+        };
+        self.handed_over = Some(HandedOverResponse {
+            status: head.status,
+            version: head.version,
+            connection: head.headers.get(header::CONNECTION).cloned(),
+            keep_alive: head.headers.get(KEEP_ALIVE).cloned(),
+            transfer_encoding: head.headers.contains_key(header::TRANSFER_ENCODING),
+        });
+        Ok(head)
     }
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
@@ -573,12 +645,7 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
-        if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
-        {
+        if self.resp_version() == Some(Version::HTTP_10) && self.resp_has_transfer_encoding() {
             self.set_keepalive(None);
             return;
         }
@@ -593,7 +660,7 @@ impl HttpSession {
             } else {
                 self.set_keepalive(None);
             }
-        } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
+        } else if self.resp_version() == Some(Version::HTTP_11) {
             self.set_keepalive(Some(0)); // on by default for http 1.1
         } else {
             self.set_keepalive(None); // off by default for http 1.0
@@ -614,7 +681,7 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            _ => is_buf_keepalive(self.resp_connection()),
         }
     }
 
@@ -623,7 +690,7 @@ impl HttpSession {
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
+        let Some(keep_alive_header) = self.resp_keep_alive() else {
             return (None, None);
         };
 
@@ -810,7 +877,9 @@ impl HttpSession {
 
     pub async fn read_response_task(&mut self) -> Result<HttpTask> {
         if self.should_read_resp_header() {
-            let resp_header = self.read_resp_header_parts().await?;
+            // Portico patch 0023: the head itself, not a copy of it.
+            self.read_response().await?;
+            let resp_header = self.hand_over_response_header()?;
             let end_of_body = self.is_body_done();
             debug!("Response header: {resp_header:?}");
             trace!(
