@@ -1,6 +1,7 @@
 //! Compression of upstream responses (a route's `compression`), with Pingora's encoders, as
-//! a downstream module: modules see the end of a response body that arrives as a separate
-//! "done" step, which the proxy's body hook does not (the stream would end unfinished).
+//! a downstream module added to the requests of routes that compress: modules see the end of
+//! a response body that arrives as a separate "done" step, which the proxy's body hook does
+//! not (the stream would end unfinished).
 //!
 //! The decision is made here, not by Pingora's compression module, because an edge must be
 //! stricter: the client's `Accept-Encoding` is read with its q-values (`gzip;q=0` refuses
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module};
+use pingora::modules::http::HttpModule;
 use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
 use std::sync::Arc;
 
@@ -119,39 +120,35 @@ impl Compression {
 }
 
 /// What the request said that compression needs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Asked {
     accept: Option<HeaderValue>,
     head: bool,
 }
 
-/// The per-request module: idle unless the route compresses ([`CompressionModule::enable`]).
-#[derive(Default)]
+/// The module a compressing route's request gets ([`CompressionModule::enable_for`]).
 pub struct CompressionModule {
-    settings: Option<Arc<Compression>>,
+    settings: Arc<Compression>,
     asked: Asked,
     encoder: Option<ResponseCompressionCtx>,
 }
 
 impl CompressionModule {
-    /// The route compresses: decide when the response header comes.
-    pub fn enable(&mut self, settings: Arc<Compression>, req: &RequestHeader) {
-        self.settings = Some(settings);
-        self.asked = Asked {
-            accept: req.headers.get(header::ACCEPT_ENCODING).cloned(),
-            head: req.method == http::Method::HEAD,
-        };
-    }
-
-    /// [`CompressionModule::enable`] on a session's own module.
+    /// Adds the module to this request's downstream modules. Only requests of routes that
+    /// compress get one, so the others pay nothing for compression (a module built, called
+    /// and dropped on every request cost ~700 instructions).
     pub fn enable_for(session: &mut pingora::proxy::Session, settings: &Arc<Compression>) {
-        let (modules, req) = (
-            &mut session.downstream_modules_ctx,
-            session.downstream_session.req_header(),
-        );
-        if let Some(module) = modules.get_mut::<CompressionModule>() {
-            module.enable(settings.clone(), req);
-        }
+        let req = session.downstream_session.req_header();
+        let module = CompressionModule {
+            settings: settings.clone(),
+            asked: Asked {
+                accept: req.headers.get(header::ACCEPT_ENCODING).cloned(),
+                head: req.method == http::Method::HEAD,
+            },
+            encoder: None,
+        };
+        // `false` only if this request already has one; it keeps that one.
+        session.downstream_modules_ctx.add_module(Box::new(module));
     }
 }
 
@@ -162,10 +159,8 @@ impl HttpModule for CompressionModule {
         resp: &mut ResponseHeader,
         end_of_stream: bool,
     ) -> pingora::Result<()> {
-        if let Some(settings) = &self.settings {
-            if !end_of_stream && !resp.status.is_informational() {
-                self.encoder = settings.start(&self.asked, resp);
-            }
+        if !end_of_stream && !resp.status.is_informational() {
+            self.encoder = self.settings.start(&self.asked, resp);
         }
         Ok(())
     }
@@ -200,21 +195,6 @@ impl HttpModule for CompressionModule {
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
-    }
-}
-
-/// Builds a [`CompressionModule`] per request; it takes the place of Pingora's own
-/// (disabled) compression module.
-pub struct CompressionModuleBuilder;
-
-impl HttpModuleBuilder for CompressionModuleBuilder {
-    fn init(&self) -> Module {
-        Box::new(CompressionModule::default())
-    }
-
-    fn order(&self) -> i16 {
-        // Late among response filters, as Pingora's compression module: after edits.
-        i16::MIN / 2
     }
 }
 

@@ -548,9 +548,10 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
-        // In place of Pingora's own (disabled) compression module: no added cost per request.
-        modules.add_module(Box::new(crate::compression::CompressionModuleBuilder));
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No module on every request (Pingora's default adds its own, disabled, compression
+        // module): a route that compresses adds one to its requests
+        // (`CompressionModule::enable_for`).
     }
 
     async fn fail_to_proxy(

@@ -176,6 +176,22 @@ impl HttpModuleCtx {
         }
     }
 
+    /// Add a module to this request only, after the modules built from [HttpModules]. A module
+    /// that only some requests need (a route's response compression, say) is then made for
+    /// those requests alone, instead of being built, called and dropped on every request.
+    ///
+    /// Returns `false`, and adds nothing, when a module of the same type is already there.
+    // Portico patch 0024 (vendor/patches/).
+    pub fn add_module(&mut self, module: Module) -> bool {
+        let type_id = module.as_any().type_id();
+        if self.module_index.contains_key(&type_id) {
+            return false;
+        }
+        Arc::make_mut(&mut self.module_index).insert(type_id, self.module_ctx.len());
+        self.module_ctx.push(module);
+        true
+    }
+
     /// Get a ref to [HttpModule] if any.
     pub fn get<T: 'static>(&self) -> Option<&T> {
         let idx = self.module_index.get(&TypeId::of::<T>())?;
