@@ -294,16 +294,7 @@ async fn the_upstreams_keep_alive_verdict_decides_whether_its_connection_is_reus
     let gw = Gateway::start(&yaml).await;
     let c = reqwest::Client::new();
     let mut served_on = Vec::new();
-    for path in [
-        "/a",
-        "/b",
-        "/close",
-        "/c",
-        "/old",
-        "/d",
-        "/old-kept",
-        "/e",
-    ] {
+    for path in ["/a", "/b", "/close", "/c", "/old", "/d", "/old-kept", "/e"] {
         let r = c.get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         served_on.push(format!("{path} {}", r.text().await.unwrap()));
