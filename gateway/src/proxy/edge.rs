@@ -118,17 +118,27 @@ enum Start {
     Reused(Option<HttpPersistentSettings>),
 }
 
+/// How a connection waits for a request head.
+#[derive(Clone, Copy)]
+struct HeadWait {
+    /// From the head's first byte to its end.
+    deadline: Duration,
+    /// The stream waits for its next request inside Pingora (TLS), so a termination must
+    /// end that wait too.
+    waits_inside: bool,
+}
+
 /// Runs one request on a connection. Before the head is complete, the deadline applies;
 /// once it is, the request may take as long as its own timeouts allow. A stream that waits
-/// for its next request inside Pingora (`waits_inside`: TLS) is closed when a termination
-/// begins before its head has arrived: it may be idle, and nothing tells idle from slow.
+/// for its next request inside Pingora is closed when a termination begins before its head
+/// has arrived: it may be idle, and nothing tells idle from slow.
 async fn serve_one<T: Future<Output = ()>>(
     app: &EdgeApp,
     stream: Stream,
     start: Start,
     shutdown: &ShutdownWatch,
     timer: &mut ConnectionTimer<'_, T>,
-    (deadline, waits_inside): (Duration, bool),
+    head: HeadWait,
 ) -> Option<ReusedHttpStream> {
     let mut session = ServerSession::new_http1(stream);
     session.set_error_responder(app.error_responder.clone());
@@ -144,13 +154,13 @@ async fn serve_one<T: Future<Output = ()>>(
         .scope(Cell::new(false), async move {
             let serve = app.proxy.process_new_http(session, shutdown);
             tokio::pin!(serve);
-            timer.set_deadline(deadline);
+            timer.set_deadline(head.deadline);
             let served = std::future::poll_fn(|cx| {
                 if let Poll::Ready(done) = serve.as_mut().poll(cx) {
                     return Poll::Ready(Some(done));
                 }
                 if timer.poll_deadline(cx).is_ready()
-                    || (waits_inside && timer.poll_terminated(cx).is_ready())
+                    || (head.waits_inside && timer.poll_terminated(cx).is_ready())
                 {
                     return Poll::Ready(None);
                 }
@@ -203,22 +213,21 @@ impl ServerApp for EdgeApp {
         if self.is_h2(&mut stream).await {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let waits_inside = stream.get_ssl_digest().is_some();
-        let (header_timeout, idle, reuses) = {
+        let (head, idle, reuses) = {
             let snapshot = self.store.load();
             let e = &snapshot.edge;
-            (
-                e.request_header_timeout,
-                e.keepalive_timeout,
-                e.keepalive_reuses,
-            )
+            let head = HeadWait {
+                deadline: e.request_header_timeout,
+                waits_inside: stream.get_ssl_digest().is_some(),
+            };
+            (head, e.keepalive_timeout, e.keepalive_reuses)
         };
         // A new connection must start its request within the head deadline.
-        let sleep = tokio::time::sleep(header_timeout);
+        let sleep = tokio::time::sleep(head.deadline);
         let terminated = self.drain.terminated(shutdown);
         tokio::pin!(sleep, terminated);
         let mut timer = ConnectionTimer::new(sleep, terminated);
-        if !wait_for_request(&mut stream, header_timeout, &mut timer).await {
+        if !wait_for_request(&mut stream, head.deadline, &mut timer).await {
             return None;
         }
         let keepalive = if *shutdown.borrow() {
@@ -235,14 +244,7 @@ impl ServerApp for EdgeApp {
             let slot = Box::new_uninit();
             let serving = Box::write(
                 slot,
-                serve_one(
-                    self,
-                    stream,
-                    start,
-                    shutdown,
-                    &mut timer,
-                    (header_timeout, waits_inside),
-                ),
+                serve_one(self, stream, start, shutdown, &mut timer, head),
             );
             let reused = Box::into_pin(serving).await?;
             let (next, settings) = reused.consume();
