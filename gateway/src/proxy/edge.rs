@@ -226,7 +226,7 @@ impl ServerApp for EdgeApp {
         let sleep = tokio::time::sleep(head.deadline);
         let terminated = self.drain.terminated(shutdown);
         tokio::pin!(sleep, terminated);
-        let mut timer = ConnectionTimer::new(sleep, terminated);
+        let mut timer = ConnectionTimer::new(sleep, terminated, shutdown);
         if !wait_for_request(&mut stream, head.deadline, &mut timer).await {
             return None;
         }
