@@ -258,25 +258,11 @@ async fn host_rules_of_rfc_9112() {
 #[tokio::test]
 async fn the_gateway_answers_with_its_own_http_version() {
     // An HTTP/1.0 upstream that answers with Content-Length, then closes.
-    let upstream = tokio_loopback_listener();
-    let addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                if read_head(&mut conn, &mut Vec::new()).await.is_none() {
-                    return;
-                }
-                let _ = conn
-                    .write_all(
-                        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
-                    )
-                    .await;
-            });
-        }
+    let addr = raw_upstream(|_, _| RawAnswer {
+        bytes: b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok".to_vec(),
+        then_close: true,
     });
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  old:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: old\n"
-    );
+    let yaml = api_config(addr, EVERYTHING_TO_API);
     let gw = Gateway::start(&yaml).await;
     let text = exchange(&gw, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -287,28 +273,15 @@ async fn the_gateway_answers_with_its_own_http_version() {
 async fn header_names_keep_the_case_they_came_with_in_both_directions() {
     // An upstream that hands over each request head it reads, and answers with names in
     // their default case, in an unusual case, and lowercase.
-    let upstream = tokio_loopback_listener();
-    let addr = upstream.local_addr().unwrap();
     let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = upstream.accept().await {
-            let heads_tx = heads_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) = read_head(&mut conn, &mut buf).await {
-                    let _ = heads_tx.send(head);
-                    let _ = conn
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-UpStream-CASE: a\r\ncontent-type: text/plain\r\n\r\nok",
-                        )
-                        .await;
-                }
-            });
+    let addr = raw_upstream(move |_, head| {
+        let _ = heads_tx.send(head.to_string());
+        RawAnswer {
+            bytes: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-UpStream-CASE: a\r\ncontent-type: text/plain\r\n\r\nok".to_vec(),
+            then_close: false,
         }
     });
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  u:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: u\n"
-    );
+    let yaml = api_config(addr, EVERYTHING_TO_API);
     let gw = Gateway::start(&yaml).await;
 
     // Names in their default case only, then names in other cases.

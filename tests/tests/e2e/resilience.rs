@@ -260,37 +260,20 @@ routes:
 /// connection it came on.
 #[tokio::test]
 async fn the_upstreams_keep_alive_verdict_decides_whether_its_connection_is_reused() {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio_loopback_listener();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut n = 0;
-        while let Ok((mut conn, _)) = listener.accept().await {
-            n += 1;
-            let id = n;
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) = read_head(&mut conn, &mut buf).await {
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    let (version, connection) = match path.as_str() {
-                        "/close" => ("1.1", "Connection: close\r\n"),
-                        "/old" => ("1.0", ""),
-                        "/old-kept" => ("1.0", "Connection: keep-alive\r\n"),
-                        _ => ("1.1", ""),
-                    };
-                    let answer = format!(
-                        "HTTP/{version} 200 OK\r\nContent-Length: 2\r\n{connection}\r\nc{id}"
-                    );
-                    if conn.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let addr = raw_upstream(|id, head| {
+        let (version, connection) = match head.split(' ').nth(1).unwrap_or("") {
+            "/close" => ("1.1", "Connection: close\r\n"),
+            "/old" => ("1.0", ""),
+            "/old-kept" => ("1.0", "Connection: keep-alive\r\n"),
+            _ => ("1.1", ""),
+        };
+        RawAnswer {
+            bytes: format!("HTTP/{version} 200 OK\r\nContent-Length: 2\r\n{connection}\r\nc{id}")
+                .into_bytes(),
+            then_close: false,
         }
     });
-    let yaml = format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {addr} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
-    );
+    let yaml = api_config(addr, EVERYTHING_TO_API);
     let gw = Gateway::start(&yaml).await;
     let c = reqwest::Client::new();
     let mut served_on = Vec::new();

@@ -85,6 +85,41 @@ pub async fn read_head(conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> O
     }
 }
 
+/// What a hand-written upstream sends for a request head: the bytes, and whether it then
+/// closes the connection.
+pub struct RawAnswer {
+    pub bytes: Vec<u8>,
+    pub then_close: bool,
+}
+
+/// A hand-written HTTP/1 upstream on a loopback port: for each request head on each
+/// connection it writes what `answer(connection number from 1, head)` says.
+pub fn raw_upstream(
+    answer: impl Fn(usize, &str) -> RawAnswer + Send + Sync + 'static,
+) -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio_loopback_listener();
+    let addr = listener.local_addr().expect("listener address");
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
+            let (id, answer) = (n, answer.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_head(&mut conn, &mut buf).await {
+                    let RawAnswer { bytes, then_close } = answer(id, &head);
+                    if conn.write_all(&bytes).await.is_err() || then_close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Hands `listeners` to the process `cmd` starts, systemd's way: as descriptors 3, 4, …
 /// with `LISTEN_FDS`. The test never chooses a port that it binds later.
 pub fn hand_listeners(cmd: &mut Command, listeners: &[TcpListener]) {
@@ -359,6 +394,9 @@ impl Drop for UpstreamProcess {
         self.kill();
     }
 }
+
+/// The `routes` for [`api_config`] that send every request to `api`.
+pub const EVERYTHING_TO_API: &str = "  - { name: all, match: { prefix: / }, upstream: api }\n";
 
 /// A config with one listener, no access log and one upstream `api` at `up`, then `routes`
 /// (the YAML list under `routes:`).
