@@ -1,18 +1,19 @@
 //! `portico`: a programmable API gateway built on Pingora.
 
+#[cfg(not(feature = "system-allocator"))]
+mod allocator;
+
 use clap::{Parser, Subcommand};
 use portico::{config, server};
 use std::io::Write;
-
-/// mimalloc: glibc's malloc and free were a fifth of the instructions per proxied request
-/// (callgrind), and glibc keeps freed per-request memory resident. The `system-allocator`
-/// feature leaves it out so heap profilers that hook malloc (heaptrack, massif) see every
-/// allocation.
-#[cfg(not(feature = "system-allocator"))]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// mimalloc (see `allocator`). The `system-allocator` feature leaves it out so heap
+/// profilers that hook malloc (heaptrack, massif) see every allocation.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 #[derive(Parser)]
 #[command(
