@@ -296,3 +296,116 @@ async fn the_upstreams_keep_alive_verdict_decides_whether_its_connection_is_reus
         ]
     );
 }
+
+/// A client that closes its connection while the upstream has not answered yet: the gateway
+/// lets go of the upstream request (closes that connection) instead of waiting out the
+/// upstream's read timeout, as nginx does by default.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_makes_the_gateway_let_go_of_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reports each request head it reads, never answers, and reports when the gateway
+    // closes the connection.
+    let listener = tokio_loopback_listener();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                if let Some(head) = read_head(&mut conn, &mut buf).await {
+                    let _ = tx.send(format!("asked {}", head.lines().next().unwrap_or("")));
+                    let mut rest = [0u8; 64];
+                    while matches!(conn.read(&mut rest).await, Ok(n) if n > 0) {}
+                    let _ = tx.send("closed".to_string());
+                }
+            });
+        }
+    });
+    // The upstream read timeout is the default 30 s, far beyond the wait below.
+    let gw = Gateway::start(&api_config(addr, EVERYTHING_TO_API)).await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    client
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        events.recv().await.as_deref(),
+        Some("asked GET /slow HTTP/1.1")
+    );
+    drop(client);
+    let next = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert_eq!(
+        next.ok().flatten().as_deref(),
+        Some("closed"),
+        "the gateway kept the upstream request after its client had gone"
+    );
+}
+
+/// Every way an HTTP/1 upstream can frame its answer reaches the client whole: no body for
+/// HEAD and 204, chunked, close-delimited (HTTP/1.0), a body that takes many reads; one cut
+/// short by the upstream reaches the client as an error, and the next request is served on
+/// a new upstream connection.
+#[tokio::test]
+async fn every_response_framing_passes_through_and_a_cut_short_body_is_not_passed_off_as_whole() {
+    const BIG: usize = 1 << 20;
+    let addr = raw_upstream(|id, head| {
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        let (bytes, then_close) = match path.as_str() {
+            "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_vec(), false),
+            "/empty" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+            "/chunked" => (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                    .to_vec(),
+                false,
+            ),
+            "/until-close" => (b"HTTP/1.0 200 OK\r\n\r\nuntil close".to_vec(), true),
+            "/big" => {
+                let mut b = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+                b.extend((0..BIG).map(|i| (i % 251) as u8));
+                (b, false)
+            }
+            // Stalls after ten bytes, until the gateway's read timeout gives up.
+            "/cut" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..".to_vec(), false),
+            _ => (format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc{id}").into_bytes(), false),
+        };
+        RawAnswer { bytes, then_close }
+    });
+    let yaml =
+        api_config(addr, EVERYTHING_TO_API).replace(" } ] }", " } ], timeouts: { read: 1s } }");
+    assert!(yaml.contains("read: 1s"), "{yaml}");
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+
+    let r = c.head(gw.url("/head")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "5");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    let r = c.get(gw.url("/empty")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+
+    let r = c.get(gw.url("/chunked")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello world");
+
+    let r = c.get(gw.url("/until-close")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "until close");
+
+    let r = c.get(gw.url("/big")).send().await.unwrap();
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), BIG);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+
+    let r = c.get(gw.url("/cut")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the head came whole");
+    assert!(
+        r.bytes().await.is_err(),
+        "a body cut short must not look whole"
+    );
+
+    // Upstream connection 1 served /head to /until-close, which ended it; 2 served /big and
+    // /cut, whose unread rest makes it unfit for another request though still open.
+    let r = c.get(gw.url("/next")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "c3");
+}

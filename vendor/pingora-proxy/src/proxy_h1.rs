@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_is_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_is_upgrade);
 
         session.upstream_compression.request_filter(&req);
 
@@ -139,10 +140,34 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        // Portico patch 0025 (vendor/patches/): a request that has no body left to send and
+        // cannot turn into a tunnel is proxied in turn, by one loop, instead of by two halves
+        // joined by two channels. Only the downstream's close has to be watched while the
+        // response is awaited, and a select does that.
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && !upstream_is_upgrade
+            && session.downstream_session.as_http1().is_some()
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && session.as_mut().is_body_empty()
+            && session.as_mut().is_body_done()
+        {
+            return match self
+                .proxy_1to1_without_request_body(session, client_session, ctx)
+                .await
+            {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
@@ -365,6 +390,101 @@ where
         Ok(upstream_can_reuse)
     }
 
+    /// Portico patch 0025: the request's end and the response, in turn, for a request with
+    /// no body left to send (see `proxy_1to1`). Does what `proxy_handle_downstream` and
+    /// `proxy_handle_upstream` do together for such a request: the same filters in the same
+    /// order, the response written in the same batches, the downstream's close watched while
+    /// the upstream is awaited. Returns whether the downstream and the upstream connection can
+    /// be reused.
+    async fn proxy_1to1_without_request_body(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        let buffer = session.as_ref().get_retry_buffer();
+        let (task, _) = self.filter_request_body(session, buffer, true, ctx).await?;
+        if let Err(e) = send_body_to1(client_session, task).await {
+            // As in `proxy_handle_upstream`: the response can still be forwarded, but the
+            // partly written request leaves the connection unfit for reuse.
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut response_state = ResponseStateMachine::new();
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut upstream_done = false;
+        while !response_state.is_done() {
+            let first = tokio::select! {
+                biased;
+                task = client_session.read_response_task() => task,
+                // With no body expected this only returns when the downstream closes or sends
+                // what it must not.
+                res = session.downstream_session.read_body_or_idle(true) => {
+                    res.map_err(|e| e.into_down())?;
+                    continue;
+                }
+            };
+            // Batch what the upstream has already sent, as the task pipe would.
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut next = Some(first);
+            while let Some(res) = next.take() {
+                match res {
+                    Ok(task) => {
+                        upstream_done = task.is_end();
+                        tasks.push(task);
+                        if !upstream_done {
+                            // unconstrained: a ready read must not be refused by the budget
+                            next = tokio::task::unconstrained(client_session.read_response_task())
+                                .now_or_never();
+                        }
+                    }
+                    Err(e) => {
+                        // A read error ends the response and the connection's reuse; the
+                        // downstream hears of it through the filters like any other task.
+                        upstream_can_reuse = false;
+                        upstream_done = true;
+                        tasks.push(HttpTask::Failed(send_error.take().unwrap_or(e).into_up()));
+                    }
+                }
+            }
+            let written = self
+                .filter_and_write_upstream_tasks(
+                    session,
+                    ctx,
+                    tasks,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?;
+            // An upstream that has ended ends the response, as its closed pipe would.
+            response_state.maybe_set_upstream_done(upstream_done || written == Some(true));
+        }
+        if !upstream_done {
+            // The downstream's response ended before the upstream's: what is left unread
+            // makes the connection unfit for reuse.
+            upstream_can_reuse = false;
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        Ok((reuse_downstream, upstream_can_reuse))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn process_upstream_tasks(
         &self,
@@ -400,6 +520,32 @@ where
             }
         }
 
+        self.filter_and_write_upstream_tasks(
+            session,
+            ctx,
+            tasks,
+            serve_from_cache,
+            range_body_filter,
+            response_state,
+        )
+        .await
+    }
+
+    /// Run a batch of upstream tasks through the response filters and write what they leave
+    /// to downstream. `Ok(None)`: nothing was written (the response comes from cache).
+    async fn filter_and_write_upstream_tasks(
+        &self,
+        session: &mut Session,
+        ctx: &mut SV::CTX,
+        tasks: Vec<HttpTask>,
+        serve_from_cache: &mut ServeFromCache,
+        range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
+        response_state: &mut ResponseStateMachine,
+    ) -> Result<Option<bool>>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
         /* run filters before sending to downstream */
         let mut filtered_tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         for mut t in tasks {
@@ -1026,11 +1172,34 @@ where
     async fn send_body_to_pipe(
         &self,
         session: &mut Session,
-        mut data: Option<Bytes>,
+        data: Option<Bytes>,
         end_of_body: bool,
         tx: mpsc::Permit<'_, HttpTask>,
         ctx: &mut SV::CTX,
     ) -> Result<bool>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let (task, end_of_body) = self
+            .filter_request_body(session, data, end_of_body, ctx)
+            .await?;
+        if let Some(task) = task {
+            tx.send(task);
+        }
+        Ok(end_of_body)
+    }
+
+    /// Run a piece of the downstream's request body through the request-body filters: the
+    /// task for upstream (`None` when there is nothing to write yet), and whether the
+    /// downstream has finished sending the body.
+    async fn filter_request_body(
+        &self,
+        session: &mut Session,
+        mut data: Option<Bytes>,
+        end_of_body: bool,
+        ctx: &mut SV::CTX,
+    ) -> Result<(Option<HttpTask>, bool)>
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
@@ -1059,7 +1228,7 @@ where
          * Don't write 0 bytes to the network since it will be
          * treated as the terminating chunk */
         if !upstream_end_of_body && data.as_ref().is_some_and(|d| d.is_empty()) {
-            return Ok(false);
+            return Ok((None, false));
         }
 
         debug!(
@@ -1068,13 +1237,13 @@ where
         );
 
         // upgraded body needs to be marked
-        if session.was_upgraded() {
-            tx.send(HttpTask::UpgradedBody(data, upstream_end_of_body));
+        let task = if session.was_upgraded() {
+            HttpTask::UpgradedBody(data, upstream_end_of_body)
         } else {
-            tx.send(HttpTask::Body(data, upstream_end_of_body));
-        }
+            HttpTask::Body(data, upstream_end_of_body)
+        };
 
-        Ok(end_of_body)
+        Ok((Some(task), end_of_body))
     }
 }
 
