@@ -22,9 +22,11 @@ use super::{custom::client::Session, v1::client::HttpSession as Http1Session};
 use crate::protocols::{Digest, SocketAddr, Stream};
 
 /// A type for Http client session. It can be either an Http1 connection or an Http2 stream.
+// Portico patch 0027 (vendor/patches/): the sessions are boxed, so moving the enum between
+// the connector and the proxy no longer copies ~560 bytes each time.
 pub enum HttpSession<S = ()> {
-    H1(Http1Session),
-    H2(Http2Session),
+    H1(Box<Http1Session>),
+    H2(Box<Http2Session>),
     Custom(S),
 }
 
