@@ -4,11 +4,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 pub const HEADER: &str = "x-request-id";
+/// For lookups, which parse a `&str` key on every call.
+const HEADER_KEY: http::HeaderName = http::HeaderName::from_static(HEADER);
 const MAX_LEN: usize = 128;
 
 /// The request's id: the client's when valid, else a new one.
 pub fn of(req: &pingora::http::RequestHeader) -> String {
-    match req.headers.get(HEADER) {
+    match req.headers.get(&HEADER_KEY) {
         Some(v) if is_valid(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
         _ => generate(),
     }
