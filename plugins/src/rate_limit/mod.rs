@@ -176,10 +176,10 @@ enum Counter {
 struct Limit {
     name: Arc<str>,
     parts: Vec<KeyPart>,
-    count: u32,
-    period: Duration,
-    capacity: u32,
     counter: Counter,
+    /// `RateLimit-Limit` and `RateLimit-Policy`, the same for every request: made once.
+    limit_header: HeaderValue,
+    policy_header: HeaderValue,
 }
 
 impl Limit {
@@ -312,13 +312,14 @@ impl RateLimitPlugin {
                     }))
                 }
             };
+            let policy = format!("{count};w={};burst={capacity}", period.as_secs().max(1));
             limits.push(Limit {
                 name,
                 parts,
-                count,
-                period,
-                capacity,
                 counter,
+                limit_header: HeaderValue::from(capacity),
+                policy_header: HeaderValue::from_str(&policy)
+                    .map_err(|e| at("rate")(format!("limit policy `{policy}`: {e}")))?,
             });
         }
         Ok(RateLimitPlugin { limits })
@@ -329,30 +330,17 @@ fn secs_ceil(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 fn headers_for(limit: &Limit, d: &Decision) -> [(HeaderName, HeaderValue); 4] {
     [
-        (
-            HeaderName::from_static("ratelimit-limit"),
-            HeaderValue::from(limit.capacity),
-        ),
-        (
-            HeaderName::from_static("ratelimit-remaining"),
-            HeaderValue::from(d.remaining),
-        ),
-        (
-            HeaderName::from_static("ratelimit-reset"),
-            HeaderValue::from(secs_ceil(d.reset_after)),
-        ),
-        (
-            HeaderName::from_static("ratelimit-policy"),
-            HeaderValue::from_str(&format!(
-                "{};w={};burst={}",
-                limit.count,
-                limit.period.as_secs().max(1),
-                limit.capacity
-            ))
-            .unwrap_or(HeaderValue::from_static("")),
-        ),
+        (RATELIMIT_LIMIT, limit.limit_header.clone()),
+        (RATELIMIT_REMAINING, HeaderValue::from(d.remaining)),
+        (RATELIMIT_RESET, HeaderValue::from(secs_ceil(d.reset_after))),
+        (RATELIMIT_POLICY, limit.policy_header.clone()),
     ]
 }
 

@@ -110,6 +110,10 @@ async fn local_limit_admits_rate_times_time_plus_burst_and_keys_are_apart() {
             break;
         }
         assert_eq!(r.headers().get("ratelimit-limit").unwrap(), "2");
+        assert_eq!(
+            r.headers().get("ratelimit-policy").unwrap(),
+            "2;w=1;burst=2"
+        );
         assert!(r.headers().get("ratelimit-remaining").is_some());
     }
     let r = last.expect("the third request within a second is limited");
