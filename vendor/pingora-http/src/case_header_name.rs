@@ -49,6 +49,19 @@ pub trait IntoCaseHeaderName {
     fn static_header_name(&self) -> Option<HeaderName> {
         None
     }
+
+    /// Portico patch 0028 (vendor/patches/): whether the name is spelled the way a head
+    /// without a case map writes it (its titled form, else lowercase), so that its case needs
+    /// recording only in a head that already keeps a case map. True of a `HeaderName`, whose
+    /// case name is made from exactly that form.
+    fn has_default_case(&self) -> bool {
+        false
+    }
+}
+
+/// Portico patch 0028: the case name a head without a case map writes `name` with.
+pub(crate) fn default_case_name(name: &HeaderName) -> CaseHeaderName {
+    CaseHeaderName(titled_header_name(name))
 }
 
 impl IntoCaseHeaderName for CaseHeaderName {
@@ -133,6 +146,10 @@ impl IntoCaseHeaderName for HeaderName {
     fn static_header_name(&self) -> Option<HeaderName> {
         Some(self.clone())
     }
+
+    fn has_default_case(&self) -> bool {
+        true
+    }
 }
 
 impl IntoCaseHeaderName for &HeaderName {
@@ -142,6 +159,10 @@ impl IntoCaseHeaderName for &HeaderName {
 
     fn static_header_name(&self) -> Option<HeaderName> {
         Some((*self).clone())
+    }
+
+    fn has_default_case(&self) -> bool {
+        true
     }
 }
 

@@ -887,14 +887,18 @@ impl<'a> CaseNames<'a> {
     }
 
     /// The map to record `case` of `name` in, made now if this is the first name that needs it.
-    /// Called before `name` goes into `values`.
+    /// Called before `name` goes into `values`. `case`: `None` when the name comes in its
+    /// default case (Portico patch 0028).
     fn map_for<T>(
         self,
         values: &HMap<T>,
         name: &HeaderName,
-        case: &CaseHeaderName,
+        case: Option<&CaseHeaderName>,
     ) -> Option<&'a mut CaseMap> {
         if self.map.is_none() {
+            let Some(case) = case else {
+                return None;
+            };
             if !self.preserve || case.as_slice() == default_case(name).as_bytes() {
                 return None;
             }
@@ -925,18 +929,11 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    // Portico patch 0013: a static lowercase name is not parsed again.
-    let static_name = name.static_header_name();
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = match static_name {
-        Some(n) => n,
-        None => case_header_name
-            .as_slice()
-            .try_into()
-            .or_err(InvalidHTTPHeader, "invalid header name")?,
-    };
+    let (header_name, case_header_name) = header_and_case_name(name)?;
     // store the original case in the map
-    if let Some(name_map) = name_map.map_for(value_map, &header_name, &case_header_name) {
+    if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
+        let case_header_name = case_header_name
+            .unwrap_or_else(|| case_header_name::default_case_name(&header_name));
         // Use the non-panicking `try_append`: the infallible `append` calls
         // `.expect("size overflows MAX_SIZE")` internally, which would abort the
         // process if the case map ever exceeded `http`'s `MAX_SIZE` (1 << 15).
@@ -959,22 +956,36 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    // Portico patch 0013: a static lowercase name is not parsed again.
-    let static_name = name.static_header_name();
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = match static_name {
-        Some(n) => n,
-        None => case_header_name
-            .as_slice()
-            .try_into()
-            .or_err(InvalidHTTPHeader, "invalid header name")?,
-    };
-    if let Some(name_map) = name_map.map_for(value_map, &header_name, &case_header_name) {
+    let (header_name, case_header_name) = header_and_case_name(name)?;
+    if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
+        let case_header_name = case_header_name
+            .unwrap_or_else(|| case_header_name::default_case_name(&header_name));
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
     }
     value_map.insert(header_name, value);
     Ok(())
+}
+
+/// The `HeaderName` of `name`, and the case it came in: `None` when that is its default case
+/// (Portico patch 0028: a `HeaderName`'s case name, a copy for names not written titled, is
+/// then made only if the head keeps a case map).
+fn header_and_case_name(
+    name: impl IntoCaseHeaderName,
+) -> Result<(HeaderName, Option<CaseHeaderName>)> {
+    // Portico patch 0013: a static lowercase name is not parsed again.
+    match name.static_header_name() {
+        Some(header_name) if name.has_default_case() => Ok((header_name, None)),
+        Some(header_name) => Ok((header_name, Some(name.into_case_header_name()))),
+        None => {
+            let case_header_name = name.into_case_header_name();
+            let header_name = case_header_name
+                .as_slice()
+                .try_into()
+                .or_err(InvalidHTTPHeader, "invalid header name")?;
+            Ok((header_name, Some(case_header_name)))
+        }
+    }
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName
