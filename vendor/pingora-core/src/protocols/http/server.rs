@@ -280,7 +280,7 @@ impl Session {
             Self::H1(mut s) => {
                 // need to flush body due to buffering
                 s.finish_body().await?;
-                s.reuse().await
+                s.reuse_boxed().await
             }
             Self::H2(mut s) => {
                 s.finish()?;
