@@ -142,6 +142,9 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
     // wheel, per worker, does the same job for less: every timeout of a second or more goes
     // there.
     conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
+    // Nothing here reads how long a stream's reads and writes waited, and accounting it costs
+    // two clock reads per wait, four per proxied request (~35 ns each on a virtual machine).
+    pingora::protocols::l4::stream::set_pending_time_accounting(false);
     let opt = Opt {
         upgrade,
         ..Opt::default()

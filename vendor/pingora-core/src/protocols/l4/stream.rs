@@ -26,6 +26,7 @@ use std::os::unix::io::AsRawFd;
 #[cfg(windows)]
 use std::os::windows::io::AsRawSocket;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -936,6 +937,18 @@ impl AsyncWrite for Stream {
     }
 }
 
+// Portico patch 0031 (vendor/patches/): the pending-time accounting can be turned off.
+static PENDING_TIME_ACCOUNTING: AtomicBool = AtomicBool::new(true);
+
+/// Turns on or off, for every stream of the process, the accounting of how long reads and
+/// writes wait ([`GetTimingDigest::get_read_pending_time`] and
+/// [`GetTimingDigest::get_write_pending_time`]). It is on by default. Each wait costs two clock
+/// reads, and a proxied request waits for the upstream's answer, for the client's next request
+/// and in the keep-alive pool's readiness checks; with the accounting off, those times stay zero.
+pub fn set_pending_time_accounting(enabled: bool) {
+    PENDING_TIME_ACCOUNTING.store(enabled, Ordering::Relaxed);
+}
+
 #[derive(Debug)]
 struct AccumulatedDuration {
     total: Duration,
@@ -951,7 +964,7 @@ impl AccumulatedDuration {
     }
 
     fn start(&mut self) {
-        if self.last_start.is_none() {
+        if self.last_start.is_none() && PENDING_TIME_ACCOUNTING.load(Ordering::Relaxed) {
             self.last_start = Some(Instant::now());
         }
     }
