@@ -260,14 +260,17 @@ impl ProxyHttp for Gateway {
         let snapshot = ctx.snapshot.clone();
         let req = session.req_header();
 
-        let refused = request::exceeded_limit(req, &snapshot.edge)
-            .or_else(|| request::malformed(req).map(|m| (ErrorCode::BadRequest, m)));
-        if let Some((code, message)) = refused {
-            let r = ctx.reject(code, message);
-            return reject(session, ctx, &r).await;
-        }
-
-        let host = request::host(req);
+        let checked = match request::exceeded_limit(req, &snapshot.edge) {
+            Some(refused) => Err(refused),
+            None => request::checked_host(req).map_err(|m| (ErrorCode::BadRequest, m)),
+        };
+        let host = match checked {
+            Ok(host) => host,
+            Err((code, message)) => {
+                let r = ctx.reject(code, message);
+                return reject(session, ctx, &r).await;
+            }
+        };
         // A CORS preflight is routed as the request it asks about, so it reaches the route
         // (and the `cors` plugin) that request would.
         let preflight = portico_plugins::cors::is_preflight(req)
@@ -441,9 +444,11 @@ impl ProxyHttp for Gateway {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        if let (false, Some(pool), Some(took)) =
-            (reused, ctx.pool(), ctx.attempts.since_try_started())
-        {
+        // A reused connection took no connect; the clock is read only for a new one.
+        if reused {
+            return Ok(());
+        }
+        if let (Some(pool), Some(took)) = (ctx.pool(), ctx.attempts.since_try_started()) {
             self.metrics
                 .upstream_connect
                 .with_label_values(&[&pool.name])

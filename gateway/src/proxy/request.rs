@@ -8,11 +8,36 @@ use std::borrow::Cow;
 
 /// The request's host, lower case and without port, borrowed when it already is.
 pub fn host(req: &RequestHeader) -> Cow<'_, str> {
-    let raw = req
-        .uri
-        .host()
-        .or_else(|| req.headers.get(http::header::HOST)?.to_str().ok())
-        .unwrap_or("");
+    let field = req.headers.get(http::header::HOST);
+    normalized(
+        req.uri
+            .host()
+            .or_else(|| field?.to_str().ok())
+            .unwrap_or(""),
+    )
+}
+
+/// [`host`], for a request whose `Host` fields have not been checked yet; or why they make it
+/// malformed in a way the parser lets through: an HTTP/1.1 request needs exactly one `Host`
+/// (RFC 9112 §3.2), and several are refused at any version. One lookup answers both.
+pub fn checked_host(req: &RequestHeader) -> Result<Cow<'_, str>, &'static str> {
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    let field = match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err("The request has more than one Host header"),
+        (None, None) if req.version == http::Version::HTTP_11 => {
+            return Err("An HTTP/1.1 request needs a Host header")
+        }
+        (field, _) => field,
+    };
+    Ok(normalized(
+        req.uri
+            .host()
+            .or_else(|| field?.to_str().ok())
+            .unwrap_or(""),
+    ))
+}
+
+fn normalized(raw: &str) -> Cow<'_, str> {
     let host = match raw.rfind(':') {
         // Keep IPv6 literals (`[::1]`) intact; strip a trailing `:port`.
         Some(i) if !raw.ends_with(']') => &raw[..i],
@@ -22,19 +47,6 @@ pub fn host(req: &RequestHeader) -> Cow<'_, str> {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
         Cow::Borrowed(host)
-    }
-}
-
-/// Why the head is malformed in a way the parser lets through: an HTTP/1.1 request needs
-/// exactly one `Host` (RFC 9112 §3.2); several are refused at any version.
-pub fn malformed(req: &RequestHeader) -> Option<&'static str> {
-    let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => Some("The request has more than one Host header"),
-        (None, None) if req.version == http::Version::HTTP_11 => {
-            Some("An HTTP/1.1 request needs a Host header")
-        }
-        _ => None,
     }
 }
 
@@ -103,5 +115,23 @@ mod tests {
         assert_eq!(host(&req), "example.com");
         req.insert_header("host", "[::1]").unwrap();
         assert_eq!(host(&req), "[::1]");
+    }
+
+    #[test]
+    fn checked_host_needs_one_host_field_on_http_1_1_and_at_most_one_on_http_1_0() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(
+            checked_host(&req),
+            Err("An HTTP/1.1 request needs a Host header")
+        );
+        req.set_version(http::Version::HTTP_10);
+        assert_eq!(checked_host(&req), Ok(Cow::Borrowed("")));
+        req.append_header("host", "Example.com").unwrap();
+        assert_eq!(checked_host(&req).as_deref(), Ok("example.com"));
+        req.append_header("host", "other.example").unwrap();
+        assert_eq!(
+            checked_host(&req),
+            Err("The request has more than one Host header")
+        );
     }
 }
