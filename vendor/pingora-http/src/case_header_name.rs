@@ -57,6 +57,65 @@ pub trait IntoCaseHeaderName {
     fn has_default_case(&self) -> bool {
         false
     }
+
+    /// The `HeaderName`, and the case the name came in: `None` when that is its default case
+    /// (Portico patch 0028: a `HeaderName`'s case name, a copy for names not written titled,
+    /// is then made only if the head keeps a case map). Portico patch 0032 (vendor/patches/):
+    /// a trait method, so that a type can answer both at once.
+    fn header_and_case_name(self) -> Result<(HeaderName, Option<CaseHeaderName>)>
+    where
+        Self: Sized,
+    {
+        // Portico patch 0013: a static lowercase name is not parsed again.
+        match self.static_header_name() {
+            Some(header_name) if self.has_default_case() => Ok((header_name, None)),
+            Some(header_name) => Ok((header_name, Some(self.into_case_header_name()))),
+            None => {
+                let case_header_name = self.into_case_header_name();
+                let header_name = case_header_name
+                    .as_slice()
+                    .try_into()
+                    .or_err(InvalidHTTPHeader, "invalid header name")?;
+                Ok((header_name, Some(case_header_name)))
+            }
+        }
+    }
+}
+
+/// Portico patch 0032 (vendor/patches/): a field name as parsed off the wire, a range of the
+/// buffer the head was read into. Its `HeaderName` is parsed from those bytes, and they are
+/// shared out of the buffer (a reference count taken and, most often, dropped again) only
+/// when the name is not in its default case, the one case a head may need to record.
+pub struct WireHeaderName<'a> {
+    buf: &'a Bytes,
+    range: std::ops::Range<usize>,
+}
+
+impl<'a> WireHeaderName<'a> {
+    /// The name at `range` of `buf`; panics if `range` is not inside `buf`.
+    pub fn new(buf: &'a Bytes, range: std::ops::Range<usize>) -> Self {
+        let _ = &buf[range.clone()];
+        WireHeaderName { buf, range }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl IntoCaseHeaderName for WireHeaderName<'_> {
+    fn into_case_header_name(self) -> CaseHeaderName {
+        CaseHeaderName(self.buf.slice(self.range))
+    }
+
+    fn header_and_case_name(self) -> Result<(HeaderName, Option<CaseHeaderName>)> {
+        let header_name = HeaderName::from_bytes(self.as_slice())
+            .or_err(InvalidHTTPHeader, "invalid header name")?;
+        if self.as_slice() == default_case(&header_name).as_bytes() {
+            return Ok((header_name, None));
+        }
+        Ok((header_name, Some(self.into_case_header_name())))
+    }
 }
 
 /// Portico patch 0028: the case name a head without a case map writes `name` with.
@@ -243,5 +302,45 @@ mod static_name_tests {
         assert_eq!(name("X-Request-Id"), None);
         assert_eq!(name("bad name"), None);
         assert_eq!(name(""), None);
+    }
+}
+
+// Portico patch 0032.
+#[cfg(test)]
+mod wire_name_tests {
+    use super::*;
+
+    fn head_from_wire(wire: &'static [u8], names: &[std::ops::Range<usize>]) -> ResponseHeader {
+        let buf = Bytes::from_static(wire);
+        let mut head = ResponseHeader::build(200, None).unwrap();
+        for name in names {
+            head.append_header(WireHeaderName::new(&buf, name.clone()), "v")
+                .unwrap();
+        }
+        head
+    }
+
+    fn written(head: &ResponseHeader) -> Vec<u8> {
+        let mut out = Vec::new();
+        head.header_to_h1_wire(&mut out);
+        out
+    }
+
+    #[test]
+    fn wire_names_in_their_default_case_keep_no_case_map_and_others_keep_their_case() {
+        let head = head_from_wire(b"Content-Type x-custom", &[0..12, 13..21]);
+        assert_eq!(head.case_header_iter().count(), 0);
+        assert_eq!(written(&head), b"Content-Type: v\r\nx-custom: v\r\n");
+
+        let head = head_from_wire(b"content-type X-Custom", &[0..12, 13..21]);
+        assert_eq!(head.headers.get("content-type").unwrap(), "v");
+        assert_eq!(written(&head), b"content-type: v\r\nX-Custom: v\r\n");
+    }
+
+    #[test]
+    fn an_invalid_wire_name_is_refused() {
+        let buf = Bytes::from_static(b"bad name");
+        let mut head = ResponseHeader::build(200, None).unwrap();
+        assert!(head.append_header(WireHeaderName::new(&buf, 0..8), "v").is_err());
     }
 }

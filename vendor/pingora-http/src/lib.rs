@@ -43,7 +43,7 @@ use authority::{raw_target_authority, RawTargetAuthority};
 
 mod case_header_name;
 use case_header_name::CaseHeaderName;
-pub use case_header_name::IntoCaseHeaderName;
+pub use case_header_name::{IntoCaseHeaderName, WireHeaderName};
 
 pub mod prelude {
     pub use crate::RequestHeader;
@@ -918,7 +918,7 @@ impl<'a> CaseNames<'a> {
 }
 
 /// How [header_to_h1_wire] writes `name` without a case map.
-fn default_case(name: &HeaderName) -> &str {
+pub(crate) fn default_case(name: &HeaderName) -> &str {
     case_header_name::titled_header_name_str(name).unwrap_or(name.as_str())
 }
 
@@ -929,7 +929,7 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let (header_name, case_header_name) = header_and_case_name(name)?;
+    let (header_name, case_header_name) = name.header_and_case_name()?;
     // store the original case in the map
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
@@ -956,7 +956,7 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let (header_name, case_header_name) = header_and_case_name(name)?;
+    let (header_name, case_header_name) = name.header_and_case_name()?;
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
             .unwrap_or_else(|| case_header_name::default_case_name(&header_name));
@@ -965,27 +965,6 @@ fn insert_header_value<T>(
     }
     value_map.insert(header_name, value);
     Ok(())
-}
-
-/// The `HeaderName` of `name`, and the case it came in: `None` when that is its default case
-/// (Portico patch 0028: a `HeaderName`'s case name, a copy for names not written titled, is
-/// then made only if the head keeps a case map).
-fn header_and_case_name(
-    name: impl IntoCaseHeaderName,
-) -> Result<(HeaderName, Option<CaseHeaderName>)> {
-    // Portico patch 0013: a static lowercase name is not parsed again.
-    match name.static_header_name() {
-        Some(header_name) if name.has_default_case() => Ok((header_name, None)),
-        Some(header_name) => Ok((header_name, Some(name.into_case_header_name()))),
-        None => {
-            let case_header_name = name.into_case_header_name();
-            let header_name = case_header_name
-                .as_slice()
-                .try_into()
-                .or_err(InvalidHTTPHeader, "invalid header name")?;
-            Ok((header_name, Some(case_header_name)))
-        }
-    }
 }
 
 // the &N here is to avoid clone(). None Copy type like String can impl AsHeaderName

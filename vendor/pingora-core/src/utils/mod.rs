@@ -85,6 +85,12 @@ impl KVRef {
         self.name.get_bytes(buf)
     }
 
+    /// The name, to add to a head parsed from `buf` (Portico patch 0032: shared out of `buf`
+    /// only if the head records its case).
+    pub fn get_wire_name<'a>(&self, buf: &'a Bytes) -> pingora_http::WireHeaderName<'a> {
+        pingora_http::WireHeaderName::new(buf, self.name.0..self.name.1)
+    }
+
     /// Like [BufRef::get_bytes] for the value.
     pub fn get_value_bytes(&self, buf: &Bytes) -> Bytes {
         self.value.get_bytes(buf)
