@@ -8,13 +8,7 @@ use std::borrow::Cow;
 
 /// The request's host, lower case and without port, borrowed when it already is.
 pub fn host(req: &RequestHeader) -> Cow<'_, str> {
-    let field = req.headers.get(http::header::HOST);
-    normalized(
-        req.uri
-            .host()
-            .or_else(|| field?.to_str().ok())
-            .unwrap_or(""),
-    )
+    host_of(req, req.headers.get(http::header::HOST))
 }
 
 /// [`host`], for a request whose `Host` fields have not been checked yet; or why they make it
@@ -22,22 +16,22 @@ pub fn host(req: &RequestHeader) -> Cow<'_, str> {
 /// (RFC 9112 §3.2), and several are refused at any version. One lookup answers both.
 pub fn checked_host(req: &RequestHeader) -> Result<Cow<'_, str>, &'static str> {
     let mut hosts = req.headers.get_all(http::header::HOST).iter();
-    let field = match (hosts.next(), hosts.next()) {
-        (_, Some(_)) => return Err("The request has more than one Host header"),
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err("The request has more than one Host header"),
         (None, None) if req.version == http::Version::HTTP_11 => {
-            return Err("An HTTP/1.1 request needs a Host header")
+            Err("An HTTP/1.1 request needs a Host header")
         }
-        (field, _) => field,
-    };
-    Ok(normalized(
-        req.uri
-            .host()
-            .or_else(|| field?.to_str().ok())
-            .unwrap_or(""),
-    ))
+        (field, _) => Ok(host_of(req, field)),
+    }
 }
 
-fn normalized(raw: &str) -> Cow<'_, str> {
+/// The host of the request's target, else of its `Host` field.
+fn host_of<'a>(req: &'a RequestHeader, field: Option<&'a http::HeaderValue>) -> Cow<'a, str> {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| field?.to_str().ok())
+        .unwrap_or("");
     let host = match raw.rfind(':') {
         // Keep IPv6 literals (`[::1]`) intact; strip a trailing `:port`.
         Some(i) if !raw.ends_with(']') => &raw[..i],
