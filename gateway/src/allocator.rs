@@ -27,6 +27,24 @@ fn plain_is_aligned(size: usize, align: usize) -> bool {
 
 pub struct Mimalloc;
 
+/// `plain(size)` when that is aligned enough for `layout`, else `aligned(size, align)`.
+/// Inlined, the two are direct calls.
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: the caller passes mimalloc's entry points, which take any size and alignment.
+    unsafe {
+        if plain_is_aligned(layout.size(), layout.align()) {
+            plain(layout.size()) as *mut u8
+        } else {
+            aligned(layout.size(), layout.align()) as *mut u8
+        }
+    }
+}
+
 // SAFETY: every pointer returned comes from mimalloc, with the layout's alignment (either
 // by `plain_is_aligned` or from the aligned entry points), and `mi_free`/`mi_realloc*`
 // accept any pointer mimalloc returned, however it was allocated.
@@ -34,25 +52,13 @@ unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: plain FFI calls into mimalloc; a null return is passed on as failure.
-        unsafe {
-            if plain_is_aligned(layout.size(), layout.align()) {
-                mi::mi_malloc(layout.size()) as *mut u8
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()) as *mut u8
-            }
-        }
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe {
-            if plain_is_aligned(layout.size(), layout.align()) {
-                mi::mi_zalloc(layout.size()) as *mut u8
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()) as *mut u8
-            }
-        }
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]

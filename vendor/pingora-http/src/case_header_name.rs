@@ -88,30 +88,28 @@ pub trait IntoCaseHeaderName {
 /// when the name is not in its default case, the one case a head may need to record.
 pub struct WireHeaderName<'a> {
     buf: &'a Bytes,
-    range: std::ops::Range<usize>,
+    name: &'a [u8],
 }
 
 impl<'a> WireHeaderName<'a> {
     /// The name at `range` of `buf`; panics if `range` is not inside `buf`.
     pub fn new(buf: &'a Bytes, range: std::ops::Range<usize>) -> Self {
-        let _ = &buf[range.clone()];
-        WireHeaderName { buf, range }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[self.range.clone()]
+        WireHeaderName {
+            buf,
+            name: &buf[range],
+        }
     }
 }
 
 impl IntoCaseHeaderName for WireHeaderName<'_> {
     fn into_case_header_name(self) -> CaseHeaderName {
-        CaseHeaderName(self.buf.slice(self.range))
+        CaseHeaderName(self.buf.slice_ref(self.name))
     }
 
     fn header_and_case_name(self) -> Result<(HeaderName, Option<CaseHeaderName>)> {
-        let header_name = HeaderName::from_bytes(self.as_slice())
-            .or_err(InvalidHTTPHeader, "invalid header name")?;
-        if self.as_slice() == default_case(&header_name).as_bytes() {
+        let header_name =
+            HeaderName::from_bytes(self.name).or_err(InvalidHTTPHeader, "invalid header name")?;
+        if self.name == default_case(&header_name).as_bytes() {
             return Ok((header_name, None));
         }
         Ok((header_name, Some(self.into_case_header_name())))
@@ -341,6 +339,8 @@ mod wire_name_tests {
     fn an_invalid_wire_name_is_refused() {
         let buf = Bytes::from_static(b"bad name");
         let mut head = ResponseHeader::build(200, None).unwrap();
-        assert!(head.append_header(WireHeaderName::new(&buf, 0..8), "v").is_err());
+        assert!(head
+            .append_header(WireHeaderName::new(&buf, 0..8), "v")
+            .is_err());
     }
 }
