@@ -105,9 +105,14 @@ def main():
         # The traced row exports to the upstream nginx, which accepts and discards OTLP.
         traced = (f"tracing: {{ endpoint: 'http://127.0.0.1:{up_port}/v1/traces', "
                   "sampler: traceidratio, sample_ratio: 0.01 }\n")
-        for name, plugins, header, extra in [("portico passthrough", None, None, ""),
-                                             ("portico full chain", FULL_CHAIN, token, ""),
-                                             ("portico traced 1 %", FULL_CHAIN, token, traced)]:
+        # The access log is on only in its own row: it costs a thread of its own, and the rows
+        # above it are the request path alone.
+        logged = f"{{ enabled: true, path: '{os.path.join(tmp, 'access.log')}' }}"
+        for name, plugins, header, extra, access_log in [
+                ("portico passthrough", None, None, "", "{ enabled: false }"),
+                ("portico access log", None, None, "", logged),
+                ("portico full chain", FULL_CHAIN, token, "", "{ enabled: false }"),
+                ("portico traced 1 %", FULL_CHAIN, token, traced, "{ enabled: false }")]:
             if not wanted(name):
                 continue
             port = free_port()
@@ -116,7 +121,7 @@ def main():
                 f.write(f"""server: {{ threads: 1, watch_config: false }}
 listeners: [ {{ address: 127.0.0.1:{port} }} ]
 admin: {{ address: "" }}
-access_log: {{ enabled: false }}
+access_log: {access_log}
 upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{up_port} }} ] }} }}
 routes: [ {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }} ]
 {extra}""")

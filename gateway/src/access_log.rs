@@ -4,17 +4,18 @@
 //! core in the load benchmark. When the queue is full, lines are dropped and counted rather
 //! than slowing requests down. SIGUSR1 reopens the file (after logrotate moved it).
 
-use crate::json::push_string as js;
+use crate::json::{push_ip, push_millis, push_string as js, push_three_digits, push_u64};
 use opentelemetry::trace::{SpanId, TraceId};
 use portico_plugins::ErrorCode;
 use prometheus::IntCounter;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// Lines queued between two flushes at most (100 ms at 600k requests/s).
 const QUEUE: usize = 64 * 1024;
@@ -208,20 +209,13 @@ impl AccessRecord<'_> {
     /// The record as one JSON object (no newline).
     pub fn to_json_line(&self) -> String {
         let mut out = String::with_capacity(448);
-        let _ = write!(
-            out,
-            "{{\"time\":\"{}\"",
-            humantime::format_rfc3339_millis(
-                std::time::UNIX_EPOCH + portico_plugins::clock::since_unix_epoch()
-            )
-        );
-        out.push_str(",\"request_id\":");
+        out.push_str("{\"time\":\"");
+        push_rfc3339_millis(&mut out, portico_plugins::clock::since_unix_epoch());
+        out.push_str("\",\"request_id\":");
         js(&mut out, self.request_id);
         out.push_str(",\"client_ip\":");
         match self.client_ip {
-            Some(ip) => {
-                let _ = write!(out, "\"{ip}\"");
-            }
+            Some(ip) => push_ip(&mut out, ip),
             None => out.push_str("null"),
         }
         out.push_str(",\"method\":");
@@ -232,12 +226,10 @@ impl AccessRecord<'_> {
         js(&mut out, self.path);
         out.push_str(",\"protocol\":");
         js(&mut out, self.protocol);
-        let _ = write!(
-            out,
-            ",\"status\":{},\"duration_ms\":{:.3}",
-            self.status,
-            self.duration.as_secs_f64() * 1000.0
-        );
+        out.push_str(",\"status\":");
+        push_u64(&mut out, self.status.into());
+        out.push_str(",\"duration_ms\":");
+        push_millis(&mut out, self.duration);
         out.push_str(",\"route\":");
         optional(&mut out, self.route);
         out.push_str(",\"upstream\":");
@@ -245,7 +237,8 @@ impl AccessRecord<'_> {
         out.push_str(",\"member\":");
         optional(&mut out, self.upstream.map(|u| u.1));
         if let Some(up) = self.upstream_duration {
-            let _ = write!(out, ",\"upstream_ms\":{:.3}", up.as_secs_f64() * 1000.0);
+            out.push_str(",\"upstream_ms\":");
+            push_millis(&mut out, up);
         }
         if let Some(code) = self.error {
             out.push_str(",\"error\":");
@@ -259,11 +252,10 @@ impl AccessRecord<'_> {
             out.push_str(",\"auth_method\":");
             js(&mut out, method);
         }
-        let _ = write!(
-            out,
-            ",\"bytes_in\":{},\"bytes_out\":{}",
-            self.bytes_in, self.bytes_out
-        );
+        out.push_str(",\"bytes_in\":");
+        push_u64(&mut out, self.bytes_in);
+        out.push_str(",\"bytes_out\":");
+        push_u64(&mut out, self.bytes_out);
         if let Some((trace, span)) = self.trace {
             let _ = write!(out, ",\"trace_id\":\"{trace}\",\"span_id\":\"{span}\"");
         }
@@ -278,6 +270,27 @@ impl AccessRecord<'_> {
         out.push('}');
         out
     }
+}
+
+/// Appends `since_epoch` as RFC 3339 in UTC with milliseconds (`2026-01-01T00:00:00.000Z`).
+/// The calendar part changes once a second, so each thread keeps the last one it wrote.
+fn push_rfc3339_millis(out: &mut String, since_epoch: Duration) {
+    /// `2026-01-01T00:00:00`
+    const SECOND_LEN: usize = 19;
+    thread_local! {
+        static LAST_SECOND: Cell<(u64, [u8; SECOND_LEN])> = const { Cell::new((u64::MAX, [0; SECOND_LEN])) };
+    }
+    let secs = since_epoch.as_secs();
+    let (cached, mut text) = LAST_SECOND.get();
+    if cached != secs {
+        let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+        text.copy_from_slice(&whole.to_string().as_bytes()[..SECOND_LEN]);
+        LAST_SECOND.set((secs, text));
+    }
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+    out.push('.');
+    push_three_digits(out, since_epoch.subsec_millis() as u16);
+    out.push('Z');
 }
 
 fn optional(out: &mut String, value: Option<&str>) {
@@ -338,5 +351,24 @@ mod tests {
         let time = v["time"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
         assert_eq!(time.len(), "2026-01-01T00:00:00.000Z".len(), "{time}");
+    }
+
+    #[test]
+    fn times_read_as_humantime_writes_them_across_seconds_and_days() {
+        // The second cached by the thread must not leak into the next second or day.
+        for nanos in [
+            1_764_547_199_999_000_000u64,
+            1_764_547_200_000_000_000,
+            1_764_547_200_045_000_000,
+            1_764_547_201_500_000_000,
+            951_782_400_007_000_000,
+            0,
+        ] {
+            let at = Duration::from_nanos(nanos);
+            let mut out = String::new();
+            push_rfc3339_millis(&mut out, at);
+            let expected = humantime::format_rfc3339_millis(UNIX_EPOCH + at).to_string();
+            assert_eq!(out, expected);
+        }
     }
 }

@@ -38,16 +38,21 @@ pub fn generate() -> String {
         portico_plugins::hash::stable_hash(&seed)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut out = String::with_capacity(32);
-    push_hex(&mut out, prefix);
-    push_hex(&mut out, (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    out
+    let mut digits = [0u8; 32];
+    write_hex(&mut digits[..16], prefix);
+    write_hex(
+        &mut digits[16..],
+        (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    // Filled into an array and copied once: pushing 32 chars one by one checked the
+    // string's room 32 times.
+    String::from_utf8_lossy(&digits).into_owned()
 }
 
-fn push_hex(out: &mut String, v: u64) {
+fn write_hex(out: &mut [u8], v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..16).rev() {
-        out.push(DIGITS[((v >> (i * 4)) & 0xf) as usize] as char);
+    for (i, digit) in out.iter_mut().rev().enumerate() {
+        *digit = DIGITS[((v >> (i * 4)) & 0xf) as usize];
     }
 }
 
@@ -64,5 +69,17 @@ mod tests {
         assert!(is_valid(a.as_bytes()));
         assert!(!is_valid(b"has space"));
         assert!(!is_valid(&[b'a'; 129]));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // The counter half of consecutive ids differs; the process half does not.
+        assert_eq!(a[..16], b[..16]);
+    }
+
+    #[test]
+    fn hex_digits_are_written_most_significant_first() {
+        let mut out = [0u8; 16];
+        write_hex(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
     }
 }

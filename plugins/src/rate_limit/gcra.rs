@@ -55,11 +55,13 @@ impl LocalBuckets {
         if shard.len() >= self.max_keys_per_shard && !shard.contains_key(&key) {
             evict(&mut shard, now, self.max_keys_per_shard);
         }
-        let tat = shard.get(&key).copied().unwrap_or(now).max(now);
+        // One lookup for the read and the write: a new key starts full (its TAT is now).
+        let slot = shard.entry(key).or_insert(now);
+        let tat = (*slot).max(now);
         let available = (now + tolerance - tat) / self.interval_us;
         if available >= 1 {
             let tat = tat + self.interval_us;
-            shard.insert(key, tat);
+            *slot = tat;
             Decision {
                 allowed: true,
                 remaining: (available - 1) as u32,
