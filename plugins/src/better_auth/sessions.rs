@@ -3,24 +3,17 @@
 
 use super::signed::{cookie_encode, SignedToken};
 use crate::api::Identity;
+use crate::digest_cache::DigestCache;
 use crate::trace::Outbound;
 use opentelemetry::KeyValue;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
-const SHARDS: usize = 16;
-
 /// What the auth service said about a token (`None`: no such session).
 type Answer = Result<Option<Identity>, &'static str>;
-
-#[derive(Debug)]
-struct Entry {
-    identity: Option<Identity>,
-    until: Instant,
-}
 
 #[derive(Debug)]
 pub(crate) struct SessionLookup {
@@ -29,8 +22,8 @@ pub(crate) struct SessionLookup {
     cookie_name: String,
     ttl: Duration,
     negative_ttl: Duration,
-    shard_capacity: usize,
-    shards: Vec<RwLock<HashMap<[u8; 32], Entry>>>,
+    /// What the auth service said of each token (`None`: no such session), until when.
+    cache: DigestCache<Option<Identity>, Instant>,
     inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Answer>>>>,
 }
 
@@ -67,36 +60,9 @@ impl SessionLookup {
             cookie_name: s.cookie_name,
             ttl: s.ttl,
             negative_ttl: s.negative_ttl,
-            shard_capacity: s.capacity.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            cache: DigestCache::new(s.capacity.max(1)),
             inflight: Mutex::default(),
         })
-    }
-
-    fn shard(&self, key: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Entry>> {
-        &self.shards[key[0] as usize % SHARDS]
-    }
-
-    fn cached(&self, key: &[u8; 32], now: Instant) -> Option<Option<Identity>> {
-        let shard = self.shard(key).read().ok()?;
-        shard
-            .get(key)
-            .filter(|e| e.until > now)
-            .map(|e| e.identity.clone())
-    }
-
-    fn store(&self, key: [u8; 32], identity: Option<Identity>, until: Instant) {
-        let Ok(mut shard) = self.shard(&key).write() else {
-            return;
-        };
-        if shard.len() >= self.shard_capacity {
-            let now = Instant::now();
-            shard.retain(|_, e| e.until > now);
-            if shard.len() >= self.shard_capacity {
-                shard.clear();
-            }
-        }
-        shard.insert(key, Entry { identity, until });
     }
 
     /// The identity of `token`'s session (`None`: no such session), from the cache or the
@@ -106,7 +72,7 @@ impl SessionLookup {
         token: &SignedToken,
         identity: impl Fn(&Value, &Value) -> Option<Identity>,
     ) -> Answer {
-        if let Some(hit) = self.cached(&token.digest, Instant::now()) {
+        if let Some(hit) = self.cache.get(&token.digest, Instant::now()) {
             return Ok(hit);
         }
         let cell = match self.inflight.lock() {
@@ -119,7 +85,9 @@ impl SessionLookup {
             .get_or_init(|| async {
                 let answer = self.fetch(token, &identity).await;
                 if let Ok((identity, until)) = &answer {
-                    self.store(token.digest, identity.clone(), *until);
+                    let now = Instant::now();
+                    self.cache
+                        .insert(token.digest, identity.clone(), *until, now);
                 }
                 answer.map(|(identity, _)| identity)
             })

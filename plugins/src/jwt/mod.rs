@@ -21,6 +21,7 @@ use crate::api::{
 };
 use crate::claims::{HeaderMap, Path};
 use crate::credential;
+use crate::digest_cache::DigestCache;
 use crate::units::Duration;
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -30,8 +31,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub const NAME: &str = "jwt";
 
@@ -316,23 +317,15 @@ impl Source {
     }
 }
 
-/// A verified token's identity, remembered until its `exp`.
-#[derive(Debug, Clone)]
-struct Verified {
-    identity: Identity,
-    exp: u64,
-}
-
 #[derive(Debug)]
 pub struct JwtPlugin {
     providers: Vec<Provider>,
     sources: Vec<Source>,
     roles_claim: Option<Path>,
     claim_headers: HeaderMap,
-    /// Verified tokens by the SHA-256 of their text: a 64-bit hash could let a forged token
-    /// collide with a verified one.
-    cache: Mutex<HashMap<[u8; 32], Verified>>,
-    cache_size: usize,
+    /// Verified tokens by the SHA-256 of their text, until their `exp`: a 64-bit hash could
+    /// let a forged token collide with a verified one.
+    cache: DigestCache<Identity, u64>,
     revocations: Arc<crate::revocation::Revocations>,
 }
 
@@ -383,8 +376,7 @@ impl JwtPlugin {
             sources,
             roles_claim: config.roles_claim.as_deref().map(Path::parse),
             claim_headers,
-            cache: Mutex::new(HashMap::new()),
-            cache_size: config.cache_size,
+            cache: DigestCache::new(config.cache_size),
             revocations: ctx.revocations.clone(),
         })
     }
@@ -445,7 +437,7 @@ impl JwtPlugin {
     pub async fn verify_token(&self, token: &str) -> Result<Identity, &'static str> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = unix_now();
-        if let Some(identity) = self.cached(&key, now) {
+        if let Some(identity) = self.cache.get(&key, now) {
             return Ok(identity);
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
@@ -465,7 +457,7 @@ impl JwtPlugin {
         let claims = outcome?;
         let identity = self.identity(&claims)?;
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(now);
-        self.remember(key, &identity, exp);
+        self.cache.insert(key, identity.clone(), exp, now);
         Ok(identity)
     }
 
@@ -488,36 +480,6 @@ impl JwtPlugin {
             },
             crate::clock::unix_ms(),
         )
-    }
-
-    fn cached(&self, key: &[u8; 32], now: u64) -> Option<Identity> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(key)
-            .filter(|v| v.exp > now)
-            .map(|v| v.identity.clone())
-    }
-
-    fn remember(&self, key: [u8; 32], identity: &Identity, exp: u64) {
-        if self.cache_size == 0 {
-            return;
-        }
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= self.cache_size {
-                let now = unix_now();
-                cache.retain(|_, v| v.exp > now);
-                if cache.len() >= self.cache_size {
-                    cache.clear();
-                }
-            }
-            cache.insert(
-                key,
-                Verified {
-                    identity: identity.clone(),
-                    exp,
-                },
-            );
-        }
     }
 }
 
