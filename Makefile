@@ -26,7 +26,8 @@ bench:
 	@scripts/setup.sh bench
 	benches/load/run.sh
 
-## Instructions per proxied request under callgrind: nginx, Portico passthrough and full chain.
+## Instructions per proxied request under callgrind: nginx; Portico passthrough (without and with
+## its access log), full chain, and full chain traced.
 bench-ir:
 	@scripts/setup.sh bench
 	cargo build --release -p portico

@@ -283,8 +283,13 @@ fn push_rfc3339_millis(out: &mut String, since_epoch: Duration) {
     let secs = since_epoch.as_secs();
     let (cached, mut text) = LAST_SECOND.get();
     if cached != secs {
-        let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
-        text.copy_from_slice(&whole.to_string().as_bytes()[..SECOND_LEN]);
+        let whole =
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+        match whole.as_bytes().get(..SECOND_LEN) {
+            Some(calendar) => text.copy_from_slice(calendar),
+            // Only a year past 9999 could be longer or shorter: written as it comes.
+            None => return out.push_str(&whole),
+        }
         LAST_SECOND.set((secs, text));
     }
     out.push_str(std::str::from_utf8(&text).unwrap_or_default());

@@ -6,9 +6,7 @@ use pingora::http::RequestHeader;
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive), if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    // A token is ASCII, and UTF-8 validation checks a word at a time where `to_str` checks
-    // every byte for visibility; anything else in it fails its own verification.
-    let value = std::str::from_utf8(headers.get(http::header::AUTHORIZATION)?.as_bytes()).ok()?;
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
