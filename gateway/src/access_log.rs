@@ -4,7 +4,10 @@
 //! core in the load benchmark. When the queue is full, lines are dropped and counted rather
 //! than slowing requests down. SIGUSR1 reopens the file (after logrotate moved it).
 
-use crate::json::{push_ip, push_millis, push_string as js, push_three_digits, push_u64};
+use crate::json::{
+    push_ip, push_millis, push_plain_string as plain, push_string as js, push_three_digits,
+    push_u64,
+};
 use opentelemetry::trace::{SpanId, TraceId};
 use portico_plugins::ErrorCode;
 use prometheus::IntCounter;
@@ -175,8 +178,10 @@ fn write_batches(
 /// What the access log says of one request; the proxy fills it in its logging phase.
 #[derive(Debug, Default)]
 pub struct AccessRecord<'a> {
+    /// Valid by `request_id::is_valid` (it is written without escaping).
     pub request_id: &'a str,
     pub client_ip: Option<IpAddr>,
+    /// An HTTP method: a token, written without escaping.
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -192,7 +197,7 @@ pub struct AccessRecord<'a> {
     pub bytes_in: u64,
     /// Body bytes sent to the client.
     pub bytes_out: u64,
-    /// `HTTP/1.1`, `HTTP/2`, …
+    /// `HTTP/1.1`, `HTTP/2`, … (written without escaping)
     pub protocol: &'a str,
     pub referer: Option<&'a str>,
     /// How the identity was verified (`jwt`, `session`).
@@ -212,20 +217,20 @@ impl AccessRecord<'_> {
         out.push_str("{\"time\":\"");
         push_rfc3339_millis(&mut out, portico_plugins::clock::since_unix_epoch());
         out.push_str("\",\"request_id\":");
-        js(&mut out, self.request_id);
+        plain(&mut out, self.request_id);
         out.push_str(",\"client_ip\":");
         match self.client_ip {
             Some(ip) => push_ip(&mut out, ip),
             None => out.push_str("null"),
         }
         out.push_str(",\"method\":");
-        js(&mut out, self.method);
+        plain(&mut out, self.method);
         out.push_str(",\"host\":");
         js(&mut out, self.host);
         out.push_str(",\"path\":");
         js(&mut out, self.path);
         out.push_str(",\"protocol\":");
-        js(&mut out, self.protocol);
+        plain(&mut out, self.protocol);
         out.push_str(",\"status\":");
         push_u64(&mut out, self.status.into());
         out.push_str(",\"duration_ms\":");

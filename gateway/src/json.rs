@@ -11,7 +11,7 @@ pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
-        if !NEEDS_ESCAPE[usize::from(b)] {
+        if !needs_escape(b) {
             continue;
         }
         let escaped = match b {
@@ -35,6 +35,21 @@ pub fn push_string(out: &mut String, s: &str) {
     }
     out.push_str(&s[start..]);
     out.push('"');
+}
+
+/// Appends `s` quoted, without looking for bytes to escape: only for text whose alphabet has
+/// none (a request id that passed `request_id::is_valid`, an HTTP method, a protocol name).
+/// The look costs more than the copy on a short string.
+pub fn push_plain_string(out: &mut String, s: &str) {
+    debug_assert!(!s.bytes().any(needs_escape), "{s:?} needs escaping");
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+}
+
+/// Whether JSON strings cannot hold `b` as it is.
+pub fn needs_escape(b: u8) -> bool {
+    NEEDS_ESCAPE[usize::from(b)]
 }
 
 /// The bytes JSON strings cannot hold as they are: `"`, `\\` and the control characters.

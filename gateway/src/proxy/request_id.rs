@@ -77,6 +77,16 @@ mod tests {
     }
 
     #[test]
+    fn a_valid_id_never_needs_json_escaping() {
+        // The access log writes ids as they are.
+        for b in 0..=u8::MAX {
+            if is_valid(&[b]) {
+                assert!(!crate::json::needs_escape(b), "byte {b:#x}");
+            }
+        }
+    }
+
+    #[test]
     fn hex_digits_are_written_most_significant_first() {
         let mut out = [0u8; 16];
         write_hex(&mut out, 0x0123_4567_89ab_cdef);
