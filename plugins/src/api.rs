@@ -105,7 +105,7 @@ pub enum Presented {
 /// What the gateway knows about the request, shared by every plugin of the pipeline.
 #[derive(Debug)]
 pub struct RequestContext {
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The client's address as decided by the trusted-proxies list.
     pub client_ip: Option<IpAddr>,
     /// `http` or `https`, as the client sees it.
@@ -120,6 +120,48 @@ pub struct RequestContext {
     pub captured_body: Option<Vec<u8>>,
     /// What the route's rate limits decided, for the access log.
     pub rate_limit: Option<RateLimitOutcome>,
+}
+
+/// The request's id, kept as the header value it is sent as: the gateway sets it on the
+/// upstream request and on the response, and each of those is then a reference count rather
+/// than a copy, a validation and an allocation.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// An id that is already a header value (the client's, or one the gateway made).
+    pub fn new(value: HeaderValue) -> Self {
+        RequestId(value)
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Ids are ASCII (`X-Request-Id`'s alphabet); the check is for a value made elsewhere.
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static(""))
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A rate-limited route's verdict on a request.

@@ -29,7 +29,7 @@ pub mod units;
 
 pub use api::{
     identity_headers, Answer, AuthOutcome, AuthPolicy, BuildContext, Flow, GcraGrant, Identity,
-    Phases, Plugin, PluginError, Presented, RateLimitOutcome, Rejection, RequestContext,
+    Phases, Plugin, PluginError, Presented, RateLimitOutcome, Rejection, RequestContext, RequestId,
     SessionFacts, SharedBuckets, StateStore, CAPTURED_BODY_LIMIT,
 };
 pub use error_code::ErrorCode;

@@ -109,7 +109,7 @@ pub fn session_error_response(status: u16, head: Option<HeadError>) -> (Response
         Some(HeadError::UriTooLong) => ErrorCode::UriTooLong,
         _ => ErrorCode::for_status(status),
     };
-    let request_id = super::request_id::generate();
+    let request_id = portico_plugins::RequestId::new(super::request_id::generate());
     let body = body(code, code.default_message(), &request_id);
     match error_header(code.status(), body.len(), &request_id) {
         Ok(header) => (header, body),

@@ -25,7 +25,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
-use portico_plugins::{ErrorCode, Flow, Rejection, RequestContext};
+use portico_plugins::{ErrorCode, Flow, Rejection, RequestContext, RequestId};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
@@ -197,7 +197,7 @@ impl ProxyHttp for Gateway {
             snapshot: self.store.load_full(),
             route: None,
             plugin: RequestContext {
-                request_id: String::new(),
+                request_id: RequestId::default(),
                 client_ip: None,
                 scheme: "http",
                 route: NO_ROUTE.clone(),
@@ -467,7 +467,10 @@ impl ProxyHttp for Gateway {
             upstream.set_uri(uri.clone());
         }
         forwarded::apply(upstream, ctx.peer_ip, ctx.trusted_peer, ctx.plugin.scheme)?;
-        upstream.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        upstream.insert_header(
+            request_id::HEADER,
+            ctx.plugin.request_id.header_value().clone(),
+        )?;
         if let Some(trace) = &ctx.trace {
             trace.inject(upstream);
         }
@@ -542,7 +545,10 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestState,
     ) -> Result<()> {
-        response.insert_header(request_id::HEADER, ctx.plugin.request_id.as_str())?;
+        response.insert_header(
+            request_id::HEADER,
+            ctx.plugin.request_id.header_value().clone(),
+        )?;
         add_plugin_headers(response, &ctx.plugin.response_headers)?;
         if let Some(route) = &ctx.route {
             route

@@ -1,18 +1,21 @@
 //! `X-Request-Id`: a client's valid id is kept; otherwise one is generated.
 
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use portico_plugins::RequestId;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-pub const HEADER: &str = "x-request-id";
-/// For lookups, which parse a `&str` key on every call.
-const HEADER_KEY: http::HeaderName = http::HeaderName::from_static(HEADER);
+/// A constant rather than text: a `&str` name is parsed on every lookup and insert.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_LEN: usize = 128;
 
-/// The request's id: the client's when valid, else a new one.
-pub fn of(req: &pingora::http::RequestHeader) -> String {
-    match req.headers.get(&HEADER_KEY) {
-        Some(v) if is_valid(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        _ => generate(),
+/// The request's id: the client's when valid (shared with the request's head, not copied),
+/// else a new one.
+pub fn of(req: &pingora::http::RequestHeader) -> RequestId {
+    match req.headers.get(&HEADER) {
+        Some(v) if is_valid(v.as_bytes()) => RequestId::new(v.clone()),
+        _ => RequestId::new(generate()),
     }
 }
 
@@ -27,7 +30,7 @@ pub fn is_valid(id: &[u8]) -> bool {
 
 /// 32 hex digits: a per-process random prefix and a counter, unique across replicas without
 /// coordination.
-pub fn generate() -> String {
+pub fn generate() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| {
@@ -44,9 +47,10 @@ pub fn generate() -> String {
         &mut digits[16..],
         (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
-    // Filled into an array and copied once: pushing 32 chars one by one checked the
-    // string's room 32 times (and `from_utf8_lossy` costs more than the copy).
-    String::from_utf8(digits.to_vec()).unwrap_or_default()
+    // The array itself becomes the value's one shared buffer: a copy into a `Vec` would make
+    // `Bytes` allocate again on its first clone.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(digits))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn write_hex(out: &mut [u8], v: u64) {
@@ -62,8 +66,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_valid() {
-        let a = generate();
-        let b = generate();
+        let a = generate().to_str().unwrap().to_owned();
+        let b = generate().to_str().unwrap().to_owned();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(is_valid(a.as_bytes()));
@@ -74,6 +78,20 @@ mod tests {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         // The counter half of consecutive ids differs; the process half does not.
         assert_eq!(a[..16], b[..16]);
+    }
+
+    #[test]
+    fn a_clients_valid_id_is_kept_and_an_invalid_one_replaced() {
+        let mut req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(HEADER, "client-id.1").unwrap();
+        assert_eq!(of(&req).as_str(), "client-id.1");
+        assert_eq!(of(&req).header_value(), "client-id.1");
+        req.insert_header(HEADER, "no spaces").unwrap();
+        let replaced = of(&req);
+        assert_eq!(replaced.len(), 32);
+        assert!(is_valid(replaced.as_bytes()));
+        let req = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(of(&req).header_value().len(), 32);
     }
 
     #[test]

@@ -107,6 +107,9 @@ impl IntoCaseHeaderName for WireHeaderName<'_> {
     }
 
     fn header_and_case_name(self) -> Result<(HeaderName, Option<CaseHeaderName>)> {
+        if let Some(header_name) = titled_wire_name(self.name) {
+            return Ok((header_name, None));
+        }
         let header_name =
             HeaderName::from_bytes(self.name).or_err(InvalidHTTPHeader, "invalid header name")?;
         if self.name == default_case(&header_name).as_bytes() {
@@ -275,9 +278,112 @@ pub(crate) fn titled_header_name_str(header_name: &HeaderName) -> Option<&'stati
     })
 }
 
+/// Portico patch 0035 (vendor/patches/): the inverse of [`titled_header_name_str`], for a name
+/// read from the wire. A field named exactly as a head without a case map writes it, which is
+/// how most clients and servers send the names above, is known by its length, its first byte
+/// and one comparison, instead of validated, lowercased into a buffer and looked up by
+/// `HeaderName::from_bytes` (~110 instructions a field).
+fn titled_wire_name(name: &[u8]) -> Option<HeaderName> {
+    let (titled, header_name): (&str, HeaderName) = match (name.len(), name.first()) {
+        (3, _) => ("Age", header::AGE),
+        (4, Some(b'D')) => ("Date", header::DATE),
+        (4, Some(b'H')) => ("Host", header::HOST),
+        (4, Some(b'E')) => ("ETag", header::ETAG),
+        (4, Some(b'V')) => ("Vary", header::VARY),
+        (6, Some(b'S')) => ("Server", header::SERVER),
+        (6, Some(b'A')) => ("Accept", header::ACCEPT),
+        (6, Some(b'C')) => ("Cookie", header::COOKIE),
+        (6, Some(b'O')) => ("Origin", header::ORIGIN),
+        (7, Some(b'E')) => ("Expires", header::EXPIRES),
+        (7, Some(b'R')) => ("Referer", header::REFERER),
+        (8, _) => ("Location", header::LOCATION),
+        (10, Some(b'C')) => ("Connection", header::CONNECTION),
+        (10, Some(b'S')) => ("Set-Cookie", header::SET_COOKIE),
+        (10, Some(b'U')) => ("User-Agent", header::USER_AGENT),
+        (12, _) => ("Content-Type", header::CONTENT_TYPE),
+        (13, Some(b'A')) if name[1] == b'c' => ("Accept-Ranges", header::ACCEPT_RANGES),
+        (13, Some(b'A')) => ("Authorization", header::AUTHORIZATION),
+        (13, Some(b'C')) => ("Cache-Control", header::CACHE_CONTROL),
+        (13, Some(b'I')) => ("If-None-Match", header::IF_NONE_MATCH),
+        (13, Some(b'L')) => ("Last-Modified", header::LAST_MODIFIED),
+        (14, _) => ("Content-Length", header::CONTENT_LENGTH),
+        (15, _) if name[7] == b'E' => ("Accept-Encoding", header::ACCEPT_ENCODING),
+        (15, _) => ("Accept-Language", header::ACCEPT_LANGUAGE),
+        (16, _) => ("Content-Encoding", header::CONTENT_ENCODING),
+        (17, Some(b'T')) => ("Transfer-Encoding", header::TRANSFER_ENCODING),
+        (17, Some(b'I')) => ("If-Modified-Since", header::IF_MODIFIED_SINCE),
+        _ => return None,
+    };
+    (name == titled.as_bytes()).then_some(header_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn titled_wire_names_are_the_titled_names_read_back() {
+        let titled = [
+            header::ACCEPT_RANGES,
+            header::AGE,
+            header::CACHE_CONTROL,
+            header::CONNECTION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::CONTENT_LENGTH,
+            header::DATE,
+            header::TRANSFER_ENCODING,
+            header::HOST,
+            header::SERVER,
+            header::SET_COOKIE,
+            header::ACCEPT,
+            header::ACCEPT_ENCODING,
+            header::ACCEPT_LANGUAGE,
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::ETAG,
+            header::EXPIRES,
+            header::IF_MODIFIED_SINCE,
+            header::IF_NONE_MATCH,
+            header::LAST_MODIFIED,
+            header::LOCATION,
+            header::ORIGIN,
+            header::REFERER,
+            header::USER_AGENT,
+            header::VARY,
+        ];
+        for name in titled {
+            let text = titled_header_name_str(&name).unwrap();
+            assert_eq!(
+                titled_wire_name(text.as_bytes()),
+                Some(name.clone()),
+                "{text}"
+            );
+            // Any other spelling takes the general parse (and keeps its case).
+            assert_eq!(titled_wire_name(name.as_str().as_bytes()), None, "{name}");
+            assert_eq!(
+                titled_wire_name(text.to_ascii_uppercase().as_bytes()),
+                None,
+                "{text}"
+            );
+        }
+        // Names of the same lengths and first bytes that are not in the list.
+        for other in [
+            "Dnt",
+            "Xxxx",
+            "Sec-Fetch-Mode",
+            "Accept-Charset",
+            "Keep-Alive",
+            "X-Foo",
+        ] {
+            assert_eq!(titled_wire_name(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(titled_wire_name(b""), None);
+        assert_eq!(
+            titled_header_name_str(&HeaderName::from_static("x-foo")),
+            None
+        );
+    }
 
     #[test]
     fn test_case_header_name() {

@@ -1023,6 +1023,33 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
     header_value_from_raw(bytes::Bytes::copy_from_slice(raw))
 }
 
+/// Portico patch 0034 (vendor/patches/): every field value of every response passes through
+/// [`normalize_field_value`], nearly always to find nothing. Eight bytes are looked at per step
+/// (a zero byte in `v`, `v ^ CR` or `v ^ LF` is a match) instead of one: about half the
+/// instructions on a typical value. (`memchr3` costs more than the plain loop on values this
+/// short.)
+fn has_cr_lf_or_nul(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CRS: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    const LFS: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    // Exact as a yes/no: the subtraction's borrow only reaches past a byte that is zero.
+    let has_zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        // `chunks_exact` makes every word eight bytes; were one not, the zero taken
+        // instead would send the value the exact way below.
+        let v = word.try_into().map_or(0, u64::from_ne_bytes);
+        if has_zero_byte(v) | has_zero_byte(v ^ CRS) | has_zero_byte(v ^ LFS) {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+}
+
 /// Normalize a header field value per RFC 9110 section 5.5 and RFC 9112
 /// section 5.2:
 ///
@@ -1039,7 +1066,7 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
 /// [RFC 9110 section 5.5]: https://datatracker.ietf.org/doc/html/rfc9110#section-5.5
 fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
     // Fast path: no CR/LF/NUL, nothing to do.
-    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+    if !has_cr_lf_or_nul(&raw) {
         return raw;
     }
 
@@ -1807,6 +1834,27 @@ mod tests {
                 .map(|d| d.as_bytes())
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn cr_lf_and_nul_are_found_at_every_position_and_nothing_else_is() {
+        for len in 0..40 {
+            let clean: Vec<u8> = (0..len)
+                .map(|i| b"ab\t~ \x7f\x80\xff\x0b\x0c\x0e\x09"[i % 12])
+                .collect();
+            assert!(!has_cr_lf_or_nul(&clean), "{clean:?}");
+            for at in 0..len {
+                for b in [b'\r', b'\n', b'\0'] {
+                    let mut v = clean.clone();
+                    v[at] = b;
+                    assert!(has_cr_lf_or_nul(&v), "{v:?}");
+                }
+            }
+        }
+        // Bytes one off the targets (a borrow or a xor could confuse them).
+        assert!(!has_cr_lf_or_nul(
+            b"\x01\x0c\x0e\x09\x0b\x8d\x8a\x80\x01\x0c"
+        ));
     }
 
     #[test]
