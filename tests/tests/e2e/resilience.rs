@@ -409,3 +409,56 @@ async fn every_response_framing_passes_through_and_a_cut_short_body_is_not_passe
     let r = c.get(gw.url("/next")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "c3");
 }
+
+/// How an upstream's `Content-Length` and `Transfer-Encoding` decide its answer's framing:
+/// chunked wins over a length beside it (which is not passed on), identical duplicate lengths
+/// are one length, and conflicting or unreadable lengths make the answer a 502.
+#[tokio::test]
+async fn response_framing_fields_are_reconciled_or_refused() {
+    let addr = raw_upstream(|_, head| {
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        let bytes: &[u8] = match path.as_str() {
+            "/chunked-beside-length" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            }
+            "/same-length-twice" => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"
+            }
+            "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+            "/unreadable-length" => b"HTTP/1.1 200 OK\r\nContent-Length: two\r\n\r\nok",
+            _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+        };
+        // Each answer on a connection of its own: a refused one leaves the connection unusable.
+        RawAnswer {
+            bytes: bytes.to_vec(),
+            then_close: true,
+        }
+    });
+    let gw = Gateway::start(&api_config(addr, EVERYTHING_TO_API)).await;
+    let c = reqwest::Client::new();
+
+    let r = c
+        .get(gw.url("/chunked-beside-length"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.text().await.unwrap(), "hello");
+
+    let r = c.get(gw.url("/same-length-twice")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok");
+
+    for path in ["/two-lengths", "/unreadable-length"] {
+        let r = c.get(gw.url(path)).send().await.unwrap();
+        assert_error(r, 502, "bad_gateway").await;
+    }
+
+    let r = c.get(gw.url("/fine")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hi");
+}

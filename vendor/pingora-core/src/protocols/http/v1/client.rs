@@ -218,7 +218,10 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    // Portico patch 0036: given the head's `content_length_for_framing` (taken after a
+    // `Content-Length` beside `Transfer-Encoding` was removed), and answers the length the
+    // body reader frames the response by.
+    fn validate_response(&self, content_length: Result<Option<usize>>) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -230,20 +233,22 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        match content_length {
+            Ok(content_length) => Ok(content_length),
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
-
-        Ok(())
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -334,26 +339,32 @@ impl HttpSession {
                             }
                         }
 
-                        let contains_transfer_encoding = response_header
-                            .headers
-                            .contains_key(header::TRANSFER_ENCODING);
-                        let contains_content_length =
-                            response_header.headers.contains_key(header::CONTENT_LENGTH);
+                        // Portico patch 0036 (vendor/patches/): the framing fields are looked
+                        // up once here, for the reconciliation below, the validation and the
+                        // body reader, instead of six times across them.
+                        let transfer_encoding =
+                            transfer_encoding_framing(&response_header.headers);
+                        let mut content_length =
+                            content_length_for_framing(&response_header.headers);
+                        let contains_transfer_encoding = transfer_encoding.present;
+                        let contains_content_length = !matches!(content_length, Ok(None));
 
                         // Transfer encoding overrides content length, so when
                         // both are present, we MUST remove content length. This is
                         // https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.3
                         if contains_content_length && contains_transfer_encoding {
                             response_header.remove_header(&header::CONTENT_LENGTH);
+                            content_length = Ok(None);
                         }
 
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
-                        }
+                        let content_length = match self.validate_response(content_length) {
+                            Ok(content_length) => content_length,
+                            Err(e) => return self.fail_response_header_read(e),
+                        };
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
@@ -363,7 +374,10 @@ impl HttpSession {
                         // init body reader if upgrade status has changed body mode
                         // (read_response_task will immediately try to init body afterwards anyways)
                         // informational headers will automatically avoid initializing body reader
-                        self.init_body_reader();
+                        self.init_body_reader_framed(Some((
+                            transfer_encoding.chunked,
+                            content_length,
+                        )));
                         // note that the (request) body writer is converted to close delimit
                         // when the upgraded body tasks are received
                         return Ok(s);
@@ -741,6 +755,12 @@ impl HttpSession {
     }
 
     fn init_body_reader(&mut self) {
+        self.init_body_reader_framed(None)
+    }
+
+    /// Portico patch 0036: `framing`, when the caller has it, is the response's
+    /// `(chunked, Content-Length)`, which is otherwise looked up here.
+    fn init_body_reader_framed(&mut self, framing: Option<(bool, Option<usize>)>) {
         if self.body_reader.need_init() {
             // follow https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
             let preread_body = self.preread_body.as_ref().unwrap().get(&self.buf[..]);
@@ -770,13 +790,21 @@ impl HttpSession {
                 }
             }
 
+            let (chunked, content_length) = match framing {
+                Some(framing) => framing,
+                None if upgraded => (false, None),
+                None => (
+                    self.is_chunked_encoding(),
+                    self.get_content_length().unwrap_or(None),
+                ),
+            };
             if upgraded {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
-            } else if self.is_chunked_encoding() {
+            } else if chunked {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = content_length {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);

@@ -166,6 +166,19 @@ fn find_last_te_token(bytes: &[u8]) -> &[u8] {
 
 /// Check if chunked encoding is the final encoding across all transfer-encoding headers
 pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
+    transfer_encoding_framing(headers).chunked
+}
+
+/// Portico patch 0036 (vendor/patches/): what a message's `Transfer-Encoding` fields say
+/// about its framing, from one lookup.
+pub(crate) struct TransferEncodingFraming {
+    /// Whether the message has a `Transfer-Encoding` field at all.
+    pub present: bool,
+    /// Whether chunked is the final encoding across all of them.
+    pub chunked: bool,
+}
+
+pub(crate) fn transfer_encoding_framing(headers: &HMap) -> TransferEncodingFraming {
     // Get the last Transfer-Encoding header value
     let last_te = headers
         .get_all(http::header::TRANSFER_ENCODING)
@@ -173,18 +186,22 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
         .next_back();
 
     let Some(last_header_value) = last_te else {
-        return false;
+        return TransferEncodingFraming {
+            present: false,
+            chunked: false,
+        };
     };
 
     let bytes = last_header_value.as_bytes();
 
     // Fast path: exact match for "chunked"
-    if bytes.eq_ignore_ascii_case(b"chunked") {
-        return true;
-    }
-
     // Slow path: parse comma-separated values
-    find_last_te_token(bytes).eq_ignore_ascii_case(b"chunked")
+    let chunked = bytes.eq_ignore_ascii_case(b"chunked")
+        || find_last_te_token(bytes).eq_ignore_ascii_case(b"chunked");
+    TransferEncodingFraming {
+        present: true,
+        chunked,
+    }
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
