@@ -109,6 +109,24 @@ mod tests {
         assert_eq!(host(&req), "example.com");
         req.insert_header("host", "[::1]").unwrap();
         assert_eq!(host(&req), "[::1]");
+        req.insert_header("host", "[::1]:8080").unwrap();
+        assert_eq!(host(&req), "[::1]");
+        req.insert_header("host", "api.example.com").unwrap();
+        assert!(matches!(host(&req), Cow::Borrowed("api.example.com")));
+        req.insert_header("host", "api.example.com:").unwrap();
+        assert_eq!(host(&req), "api.example.com");
+        // A value `to_str` refuses is no host at all.
+        req.insert_header(
+            "host",
+            http::HeaderValue::from_bytes(b"caf\xc3\xa9.example").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(host(&req), "");
+        // The request target's host comes first.
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.set_uri(http::Uri::from_static("http://Target.Example:81/x"));
+        req.insert_header("host", "other.example").unwrap();
+        assert_eq!(host(&req), "target.example");
     }
 
     #[test]
