@@ -10,7 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// A route's metric series, looked up once (see [`Metrics::route_series`]) rather than by
@@ -21,6 +21,49 @@ pub struct RouteSeries {
     request_bytes: IntCounter,
     response_bytes: IntCounter,
     upstream: Option<prometheus::Histogram>,
+    /// The route's `portico_requests_total` series for the common methods and statuses, each
+    /// made on its first request: found by label values, a series cost three label hashes,
+    /// the vector's read lock and a reference count on every request. The table itself is
+    /// made on the route's first request, so routes without traffic hold none.
+    requests: OnceLock<Box<[OnceLock<IntCounter>]>>,
+}
+
+/// The statuses and methods whose request counters a route keeps at hand; others are found
+/// by label.
+const KEPT_STATUSES: [u16; 15] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+const KEPT_METHODS: usize = 7;
+
+fn kept_method(m: &http::Method) -> Option<usize> {
+    Some(match *m {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        _ => return None,
+    })
+}
+
+impl RouteSeries {
+    /// Where the counter of `method` and `status` is kept, if it is one of the common ones.
+    fn kept_request_counter(
+        &self,
+        method: &http::Method,
+        status: u16,
+    ) -> Option<&OnceLock<IntCounter>> {
+        let m = kept_method(method)?;
+        let s = KEPT_STATUSES.iter().position(|&kept| kept == status)?;
+        let table = self.requests.get_or_init(|| {
+            (0..KEPT_METHODS * KEPT_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        table.get(m * KEPT_STATUSES.len() + s)
+    }
 }
 
 pub struct Metrics {
@@ -375,6 +418,7 @@ impl Metrics {
             request_bytes: self.request_bytes.with_label_values(&[route]),
             response_bytes: self.response_bytes.with_label_values(&[route]),
             upstream: pool.map(|p| self.upstream_duration.with_label_values(&[p])),
+            requests: OnceLock::new(),
         }
     }
 
@@ -394,10 +438,15 @@ impl Metrics {
         if let (Some(h), Some(took)) = (&series.upstream, upstream) {
             h.observe(took.as_secs_f64());
         }
-        let status = StatusLabel::new(status);
-        self.requests
-            .with_label_values(&[&series.route, method_label(method), status.as_str()])
-            .inc();
+        let labelled = || {
+            let status = StatusLabel::new(status);
+            self.requests
+                .with_label_values(&[&series.route, method_label(method), status.as_str()])
+        };
+        match series.kept_request_counter(method, status) {
+            Some(kept) => kept.get_or_init(labelled).inc(),
+            None => labelled().inc(),
+        }
         series.duration.observe(elapsed.as_secs_f64());
     }
 
@@ -502,6 +551,45 @@ mod tests {
         metrics.forget_pool(&pool);
         let t = text(&metrics);
         assert!(!t.contains("upstream=\"p\""), "{t}");
+    }
+
+    #[test]
+    fn kept_and_labelled_request_counters_count_in_the_same_series() {
+        let metrics = Metrics::new().unwrap();
+        let series = metrics.route_series("r", None);
+        let record = |method: http::Method, status: u16| {
+            metrics.record_request(&series, &method, status, Duration::ZERO, None, (0, 0));
+        };
+        record(http::Method::GET, 200);
+        record(http::Method::GET, 200);
+        record(http::Method::HEAD, 504);
+        record(http::Method::GET, 418);
+        record(http::Method::from_bytes(b"PURGE").unwrap(), 200);
+        // A second handle on the route (as after a reload) counts on in the same series.
+        let again = metrics.route_series("r", None);
+        metrics.record_request(
+            &again,
+            &http::Method::GET,
+            200,
+            Duration::ZERO,
+            None,
+            (0, 0),
+        );
+        let t = String::from_utf8(metrics.render()).unwrap();
+        for line in [
+            r#"portico_requests_total{method="GET",route="r",status="200"} 3"#,
+            r#"portico_requests_total{method="HEAD",route="r",status="504"} 1"#,
+            r#"portico_requests_total{method="GET",route="r",status="418"} 1"#,
+            r#"portico_requests_total{method="OTHER",route="r",status="200"} 1"#,
+        ] {
+            assert!(t.contains(line), "{line} in\n{t}");
+        }
+        assert!(series
+            .kept_request_counter(&http::Method::PATCH, 429)
+            .is_some());
+        assert!(series
+            .kept_request_counter(&http::Method::GET, 418)
+            .is_none());
     }
 
     #[test]
