@@ -28,25 +28,11 @@ pub struct RouteSeries {
     requests: OnceLock<Box<[OnceLock<IntCounter>]>>,
 }
 
-/// The statuses and methods whose request counters a route keeps at hand; others are found
-/// by label.
+/// The statuses whose request counters a route keeps at hand (for each method of
+/// [`METHOD_LABELS`]); others are found by label.
 const KEPT_STATUSES: [u16; 15] = [
     200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
 ];
-const KEPT_METHODS: usize = 7;
-
-fn kept_method(m: &http::Method) -> Option<usize> {
-    Some(match *m {
-        http::Method::GET => 0,
-        http::Method::POST => 1,
-        http::Method::PUT => 2,
-        http::Method::DELETE => 3,
-        http::Method::PATCH => 4,
-        http::Method::HEAD => 5,
-        http::Method::OPTIONS => 6,
-        _ => return None,
-    })
-}
 
 impl RouteSeries {
     /// Where the counter of `method` and `status` is kept, if it is one of the common ones.
@@ -55,10 +41,10 @@ impl RouteSeries {
         method: &http::Method,
         status: u16,
     ) -> Option<&OnceLock<IntCounter>> {
-        let m = kept_method(method)?;
+        let m = method_index(method)?;
         let s = KEPT_STATUSES.iter().position(|&kept| kept == status)?;
         let table = self.requests.get_or_init(|| {
-            (0..KEPT_METHODS * KEPT_STATUSES.len())
+            (0..METHOD_LABELS.len() * KEPT_STATUSES.len())
                 .map(|_| OnceLock::new())
                 .collect()
         });
@@ -499,18 +485,29 @@ impl StatusLabel {
     }
 }
 
-/// The method as a metric label: only standard methods, so clients cannot mint series.
+/// The methods that are metric labels of their own; any other is `OTHER`, so clients cannot
+/// mint series.
+const METHOD_LABELS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+
+/// `m`'s place in [`METHOD_LABELS`].
+fn method_index(m: &http::Method) -> Option<usize> {
+    Some(match *m {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        _ => return None,
+    })
+}
+
+/// The method as a metric label.
 fn method_label(m: &http::Method) -> &'static str {
-    match *m {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
-    }
+    method_index(m)
+        .and_then(|i| METHOD_LABELS.get(i).copied())
+        .unwrap_or("OTHER")
 }
 
 #[cfg(test)]

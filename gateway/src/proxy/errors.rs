@@ -6,7 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::error_resp::{gen_error_response, HeadError};
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
-use portico_plugins::{ErrorCode, Rejection};
+use portico_plugins::{ErrorCode, Rejection, RequestId};
 
 /// `{"error":{"code":…,"message":…,"request_id":…}}`
 pub fn body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
@@ -24,9 +24,9 @@ pub fn body(code: ErrorCode, message: &str, request_id: &str) -> Bytes {
 /// The head and body of the JSON error answer for `rejection`.
 pub fn error_answer(
     rejection: &Rejection,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> pingora::Result<(ResponseHeader, Bytes)> {
-    let body = body(rejection.code, &rejection.message, request_id);
+    let body = body(rejection.code, &rejection.message, request_id.as_str());
     let mut header = error_header(rejection.status, body.len(), request_id)?;
     for (name, value) in &rejection.headers {
         header.append_header(name.clone(), value.clone())?;
@@ -37,7 +37,7 @@ pub fn error_answer(
 /// The head and body of an answer a plugin gave (a preflight, a redirect, a static page).
 pub fn plugin_answer(
     answer: &portico_plugins::Answer,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> pingora::Result<(ResponseHeader, Bytes)> {
     let mut header = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
     for (name, value) in &answer.headers {
@@ -45,7 +45,7 @@ pub fn plugin_answer(
     }
     header.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     if !request_id.is_empty() {
-        header.insert_header(super::request_id::HEADER, request_id)?;
+        header.insert_header(super::request_id::HEADER, request_id.header_value().clone())?;
     }
     Ok((header, answer.body.clone()))
 }
@@ -87,13 +87,17 @@ pub async fn write(
 }
 
 /// The head of a JSON error answer.
-fn error_header(status: u16, body_len: usize, request_id: &str) -> pingora::Result<ResponseHeader> {
+fn error_header(
+    status: u16,
+    body_len: usize,
+    request_id: &RequestId,
+) -> pingora::Result<ResponseHeader> {
     let mut header = ResponseHeader::build(status, Some(6))?;
     header.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     header.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     if !request_id.is_empty() {
-        header.insert_header(super::request_id::HEADER, request_id)?;
+        header.insert_header(super::request_id::HEADER, request_id.header_value().clone())?;
     }
     Ok(header)
 }
@@ -109,8 +113,8 @@ pub fn session_error_response(status: u16, head: Option<HeadError>) -> (Response
         Some(HeadError::UriTooLong) => ErrorCode::UriTooLong,
         _ => ErrorCode::for_status(status),
     };
-    let request_id = portico_plugins::RequestId::new(super::request_id::generate());
-    let body = body(code, code.default_message(), &request_id);
+    let request_id = RequestId::new(super::request_id::generate());
+    let body = body(code, code.default_message(), request_id.as_str());
     match error_header(code.status(), body.len(), &request_id) {
         Ok(header) => (header, body),
         // Not reached for the fixed statuses above; Pingora's own answer is the fallback.

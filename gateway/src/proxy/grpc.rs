@@ -5,7 +5,7 @@
 
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use portico_plugins::{ErrorCode, Rejection};
+use portico_plugins::{ErrorCode, Rejection, RequestId};
 use std::time::Duration;
 
 pub fn is_grpc(req: &RequestHeader) -> bool {
@@ -30,14 +30,14 @@ pub fn status_for(code: ErrorCode) -> u8 {
 
 /// The trailers-only answer to a gRPC request the gateway refuses. The rejection's own
 /// headers (`Retry-After`, `WWW-Authenticate`) go with it.
-pub fn answer(rejection: &Rejection, request_id: &str) -> pingora::Result<ResponseHeader> {
+pub fn answer(rejection: &Rejection, request_id: &RequestId) -> pingora::Result<ResponseHeader> {
     let mut h = ResponseHeader::build(200, Some(6))?;
     h.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
     // No body: over HTTP/1 (gRPC-Web) the connection stays usable.
     h.insert_header(http::header::CONTENT_LENGTH, "0")?;
     h.insert_header("grpc-status", status_for(rejection.code).to_string())?;
     h.insert_header("grpc-message", percent_encode(&rejection.message))?;
-    h.insert_header(super::request_id::HEADER, request_id)?;
+    h.insert_header(super::request_id::HEADER, request_id.header_value().clone())?;
     for (name, value) in &rejection.headers {
         h.append_header(name.clone(), value.clone())?;
     }
@@ -105,7 +105,7 @@ mod tests {
         let mut r = Rejection::new(ErrorCode::RateLimited, "Too many requests; retry after 3 s");
         r.headers
             .push((http::header::RETRY_AFTER, HeaderValue::from(3)));
-        let h = answer(&r, "req-1").unwrap();
+        let h = answer(&r, &RequestId::new(HeaderValue::from_static("req-1"))).unwrap();
         assert_eq!(h.status, 200);
         assert_eq!(h.headers["grpc-status"], "8");
         assert_eq!(h.headers["content-type"], "application/grpc");
@@ -113,7 +113,9 @@ mod tests {
         assert_eq!(h.headers["x-request-id"], "req-1");
         let r = Rejection::new(ErrorCode::Unauthorized, "100% über");
         assert_eq!(
-            answer(&r, "x").unwrap().headers["grpc-message"],
+            answer(&r, &RequestId::new(HeaderValue::from_static("x")))
+                .unwrap()
+                .headers["grpc-message"],
             "100%25 %C3%BCber"
         );
         assert!(is_grpc(&with("content-type", "application/grpc+proto")));
