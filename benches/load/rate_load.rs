@@ -6,19 +6,34 @@
 //! `portico-rate-load HOST:PORT PATH RATE SECONDS [CONNECTIONS [HEADER...]]` prints one JSON
 //! line; each HEADER (`Name: value`) is sent with every request.
 //!
-//! Every connection (HTTP/1.1 keep-alive, one request at a time) has its own schedule of
+//! Request `k` is due at `k / RATE` seconds and goes to connection `k % CONNECTIONS` (HTTP/1.1
+//! keep-alive, one request at a time), so every connection has its own schedule of
 //! RATE/CONNECTIONS requests per second, the connections staggered evenly. A request's latency
-//! counts from when it was due if the connection was still busy then, so waiting behind a
-//! slow response is counted; otherwise from when it was sent, so the lateness of tokio's
-//! millisecond timer is not.
+//! counts from when it was due if its connection was still busy then, so waiting behind a slow
+//! response is counted; otherwise from when it was sent, so the pacer's own lateness is not.
+//!
+//! The pacer releases each request when it is due to within tens of microseconds (a `timerfd`
+//! ticking every 1/RATE seconds, at least 20 µs). tokio's timer would not do: it rounds every
+//! sleep up to the next millisecond, so the requests of all connections due within one
+//! millisecond would be sent together, a burst of RATE/1000 every millisecond that no
+//! population of clients makes, and whose queue at the proxy is what the tail measured.
 
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// The pacer's shortest tick: the requests due within one tick are released together.
+const SHORTEST_TICK: Duration = Duration::from_micros(20);
 
 struct Args {
     addr: SocketAddr,
@@ -123,19 +138,17 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> 
     Ok(())
 }
 
+/// Sends each request released to this connection and measures it.
 async fn drive(
     addr: SocketAddr,
     request: Arc<[u8]>,
-    mut due: Instant,
-    interval: Duration,
-    end: Instant,
+    mut released: mpsc::UnboundedReceiver<Instant>,
 ) -> Measured {
     let mut measured = Measured::default();
     let mut stream = None;
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut free_since = Instant::now();
-    while due < end {
-        tokio::time::sleep_until(due.into()).await;
+    while let Some(due) = released.recv().await {
         let sent = Instant::now();
         let start = if free_since > due { due } else { sent };
         let outcome = async {
@@ -163,9 +176,54 @@ async fn drive(
             }
         }
         free_since = done;
-        due += interval;
     }
     measured
+}
+
+/// A `timerfd` that tokio's reactor can wait on.
+struct Ticker(TimerFd);
+
+impl AsRawFd for Ticker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Releases requests `0..total`, each at its due time, to the connection whose turn it is.
+async fn pace(
+    rate: f64,
+    total: u64,
+    connections: &[mpsc::UnboundedSender<Instant>],
+) -> io::Result<()> {
+    let tick = Duration::from_secs_f64(1.0 / rate).max(SHORTEST_TICK);
+    let timer = TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )?;
+    timer.set(
+        Expiration::Interval(TimeSpec::from_duration(tick)),
+        TimerSetTimeFlags::empty(),
+    )?;
+    // SAFETY: the Ticker owns the timerfd and returns that same descriptor for as long as it
+    // lives, which is as long as the AsyncFd that owns it.
+    let timer = unsafe { AsyncFd::register_with_interest(Ticker(timer), Interest::READABLE) }?;
+    let start = Instant::now();
+    let mut released = 0u64;
+    while released < total {
+        // Request k is due at start + k / rate: release all that are due now.
+        let due_by_now = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        while released < due_by_now {
+            let due = start + Duration::from_secs_f64(released as f64 / rate);
+            let turn = (released % connections.len() as u64) as usize;
+            // A connection that has failed for good has gone; its requests are not sent.
+            let _ = connections[turn].send(due);
+            released += 1;
+        }
+        let mut ready = timer.readable().await?;
+        // Reading the expiry count re-arms readiness; a spurious wake-up reads nothing.
+        let _ = ready.try_io(|t| t.get_ref().0.wait().map_err(io::Error::from));
+    }
+    Ok(())
 }
 
 fn percentile_ms(sorted: &[u32], p: f64) -> f64 {
@@ -201,22 +259,31 @@ fn main() -> ExitCode {
     )
     .into_bytes()
     .into();
-    let interval = Duration::from_secs_f64(f64::from(args.connections) / args.rate);
-    let measured: Vec<Measured> = runtime.block_on(async {
-        let start = Instant::now() + Duration::from_millis(50);
-        let end = start + Duration::from_secs_f64(args.seconds);
-        let tasks: Vec<_> = (0..args.connections)
-            .map(|i| {
-                let first = start + interval * i / args.connections;
-                tokio::spawn(drive(args.addr, request.clone(), first, interval, end))
-            })
+    let total = (args.seconds * args.rate) as u64;
+    let paced: io::Result<Vec<Measured>> = runtime.block_on(async {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..args.connections)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        let tasks: Vec<_> = receivers
+            .into_iter()
+            .map(|released| tokio::spawn(drive(args.addr, request.clone(), released)))
             .collect();
+        pace(args.rate, total, &senders).await?;
+        // The connections end once they have sent what was released to them.
+        drop(senders);
         let mut all = Vec::new();
         for t in tasks {
             all.push(t.await.unwrap_or_default());
         }
-        all
+        Ok(all)
     });
+    let measured = match paced {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("portico-rate-load: pacing timer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let errors: u64 = measured.iter().map(|m| m.errors).sum();
     let mut latencies: Vec<u32> = measured.into_iter().flat_map(|m| m.latencies_us).collect();
     latencies.sort_unstable();
