@@ -33,7 +33,7 @@ bench-ir:
 	cargo build --release -p portico
 	benches/ir/ir.py
 
-## Tail latency at a fixed rate in alternating rounds, with the proxy core's scheduler trace.
+## Tail latency at a fixed rate in alternating rounds (the scheduler trace with `--sched`).
 bench-pauses:
 	@scripts/setup.sh bench
 	cargo build --release -p portico -p portico-e2e --bins
