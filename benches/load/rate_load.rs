@@ -215,7 +215,7 @@ async fn pace(
         while released < due_by_now {
             let due = start + Duration::from_secs_f64(released as f64 / rate);
             let turn = (released % connections.len() as u64) as usize;
-            // A connection that has failed for good has gone; its requests are not sent.
+            // Only a connection task that panicked has dropped its receiver; nothing to send.
             let _ = connections[turn].send(due);
             released += 1;
         }
