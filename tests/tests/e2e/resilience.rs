@@ -147,6 +147,59 @@ routes:
     );
 }
 
+/// A pooled upstream connection keeps one read timer for all its requests (vendor patch 0037),
+/// re-armed lazily: each request's wait for the response head still gets the whole read
+/// timeout, and one that runs out still ends its request.
+#[tokio::test]
+async fn each_request_on_a_pooled_connection_gets_the_whole_read_timeout() {
+    let up = Witness::start("w").await.unwrap();
+    let yaml = format!(
+        r#"listeners:
+  - address: 127.0.0.1:{{port}}
+access_log: {{ enabled: false }}
+upstreams:
+  p:
+    members: [ {{ address: {} }} ]
+    timeouts: {{ read: 1s }}
+routes:
+  - name: all
+    match: {{ prefix: / }}
+    upstream: p
+"#,
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = reqwest::Client::new();
+    // The first wait's timer is due 1 s after it began; the second wait begins 0.6 s later
+    // and outlasts that by 0.3 s on the same connection, so it passes only if the timer was
+    // moved to the second wait's own deadline.
+    for sleep in [600, 700] {
+        let r = c
+            .get(gw.url(&format!("/?sleep={sleep}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "sleep={sleep}");
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "both requests went over one pooled connection"
+    );
+    let start = Instant::now();
+    let r = c.get(gw.url("/?sleep=5000")).send().await.unwrap();
+    assert_error(r, 504, "gateway_timeout").await;
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(3000),
+        "{waited:?}"
+    );
+    assert_eq!(
+        c.get(gw.url("/?sleep=10")).send().await.unwrap().status(),
+        200
+    );
+}
+
 /// What an upstream saw of the gateway's connections.
 #[derive(Debug, PartialEq)]
 enum ConnEvent {

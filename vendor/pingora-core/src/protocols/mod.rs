@@ -114,6 +114,8 @@ pub trait IO:
     fn as_any(&self) -> &dyn Any;
     /// helper to cast back of the concrete type
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// helper to cast as the mutable reference of the concrete type (Portico patch 0037)
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 impl<
@@ -138,6 +140,9 @@ where
         self
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
 }

@@ -16,6 +16,8 @@
 
 pub mod ext;
 pub mod listener;
+// Portico patch 0037.
+pub mod read_timer;
 pub mod socket;
 pub mod stream;
 pub mod virt;

@@ -548,6 +548,8 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    /// Portico patch 0037: the HTTP/1 client's read timer, kept with the connection.
+    pub(crate) read_timer: super::read_timer::ReadTimer,
 }
 
 impl Stream {
@@ -668,6 +670,7 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            read_timer: Default::default(),
         }
     }
 }
@@ -691,6 +694,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            read_timer: Default::default(),
         }
     }
 }
@@ -715,6 +719,7 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            read_timer: Default::default(),
         }
     }
 }

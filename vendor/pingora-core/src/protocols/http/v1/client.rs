@@ -28,7 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::body::{BodyReader, BodyWriter};
 use super::common::*;
 use crate::protocols::http::HttpTask;
-use crate::protocols::{Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
+use crate::protocols::l4::read_timer::ReadTimer;
+use crate::protocols::{l4, Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
 use crate::utils::{BufRef, KVRef};
 
 /// The HTTP 1.x client session
@@ -51,6 +52,9 @@ pub struct HttpSession {
     /// request.
     pub write_timeout: Option<Duration>,
     keepalive_timeout: KeepaliveStatus,
+    /// Portico patch 0037: the connection's read timer while the session has it (a plain TCP
+    /// connection's; others time each read with a timer of its own).
+    read_timer: Option<ReadTimer>,
     pub(crate) digest: Box<Digest>,
     response_header: Option<Box<ResponseHeader>>,
     // Portico patch 0023 (vendor/patches/): what the session still needs of a response head
@@ -86,7 +90,7 @@ const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-ali
 /// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
-    pub fn new(stream: Stream) -> Self {
+    pub fn new(mut stream: Stream) -> Self {
         // TODO: maybe we should put digest in the connection itself
         let digest = Box::new(Digest {
             ssl_digest: stream.get_ssl_digest(),
@@ -94,8 +98,13 @@ impl HttpSession {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
+        let read_timer = stream
+            .as_any_mut()
+            .downcast_mut::<l4::stream::Stream>()
+            .map(|s| std::mem::take(&mut s.read_timer));
         HttpSession {
             underlying_stream: stream,
+            read_timer,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
             response_header_read_buf: BytesMut::new(),
             raw_header: None,
@@ -416,8 +425,20 @@ impl HttpSession {
             let read_fut = self
                 .underlying_stream
                 .read_buf(&mut self.response_header_read_buf);
-            let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
+            let read_result = match (self.read_timeout, self.read_timer.as_mut()) {
+                (Some(t), Some(timer)) => {
+                    timer.start(t);
+                    match timer.race(read_fut).await {
+                        Some(res) => res,
+                        None => {
+                            return self.fail_response_header_read(Error::explain(
+                                ReadTimedout,
+                                "while reading response headers",
+                            ));
+                        }
+                    }
+                }
+                (Some(t), None) => match timeout(t, read_fut).await {
                     Ok(res) => res,
                     Err(_) => {
                         return self.fail_response_header_read(Error::explain(
@@ -426,7 +447,7 @@ impl HttpSession {
                         ));
                     }
                 },
-                None => read_fut.await,
+                (None, _) => read_fut.await,
             };
 
             match read_result {
@@ -750,7 +771,7 @@ impl HttpSession {
                 self.shutdown().await;
                 None
             }
-            _ => Some(self.underlying_stream),
+            _ => Some(self.into_inner()),
         }
     }
 
@@ -974,7 +995,15 @@ impl HttpSession {
     /// directly, for example, in the case of HTTP upgrade. It is not flushed
     /// prior to being returned.
     pub fn into_inner(self) -> Stream {
-        self.underlying_stream
+        let mut stream = self.underlying_stream;
+        // Portico patch 0037: the read timer goes back to the connection it belongs to.
+        if let Some(mut timer) = self.read_timer {
+            timer.stop();
+            if let Some(s) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+                s.read_timer = timer;
+            }
+        }
+        stream
     }
 }
 
