@@ -4,8 +4,10 @@
 nginx and Portico (passthrough, and the full chain) run pinned to the proxy core as in
 `make bench`; the upstream and the load generator run on the other core. Each target gets
 the same fixed rate (`--rate`, default half of nginx's peak measured first) in alternating
-rounds; the script prints p50/p99/p99.9 per round and a summary with the worst p99 of each
-target and its ratio to nginx's in the same round.
+rounds; the script prints p50/p99/p99.9 per round, for Portico's rounds the share of
+requests that took over 0.5 and over 1 ms inside Portico (its `portico_request_duration_seconds`,
+head read to response written, read before and after the round), and a summary with the
+worst p99 of each target and its ratio to nginx's in the same round.
 
 `--sched` also records every Portico round with `perf sched` on the proxy core and prints,
 from the scheduler trace, the longest time a Portico thread was runnable but not running
@@ -28,11 +30,31 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import (FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM, Procs,  # noqa: E402
-                   hs256_token, nginx_conf, rate_load, start_portico, wrk)
+from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
+                   Procs, hs256_token, http_get, nginx_conf, rate_load, start_portico, wrk)
 
 NGINX = 18001
 TARGETS = {"nginx": NGINX, "portico": 18010, "portico-full-chain": 18034}
+
+
+def duration_buckets(admin_port):
+    """Portico's own `portico_request_duration_seconds` (head read to response written),
+    summed over its series: upper bound in seconds -> requests at or under it."""
+    text = http_get(f"http://127.0.0.1:{admin_port}/metrics", token=ADMIN_TOKEN)
+    buckets = collections.Counter()
+    for m in re.finditer(r'^portico_request_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)$',
+                         text, re.M):
+        buckets[float(m.group(1))] += int(m.group(2))  # float("+Inf") is inf
+    return buckets
+
+
+def in_portico(before, after):
+    """The share of a round's requests that took over 0.5 and over 1 ms inside Portico."""
+    total = after[float("inf")] - before[float("inf")]
+    if total <= 0:
+        return ""
+    over = {le: 100 * (1 - (after[le] - before[le]) / total) for le in (0.0005, 0.001)}
+    return f"\n    inside Portico: {over[0.0005]:.2f} % over 0.5 ms, {over[0.001]:.2f} % over 1 ms"
 
 
 def sched_summary(data, pids):
@@ -104,9 +126,13 @@ def main():
                     trace = subprocess.Popen(["perf", "sched", "record", "-C", PROXY_CORE, "-o", data,
                                               "--", "sleep", str(args.seconds + 1)],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                admin = TARGETS[name] + 1 if name in pids else None
+                before = duration_buckets(admin) if admin else None
                 res = rate_load(TARGETS[name], rate, args.seconds, header=headers.get(name))
                 line = (f"round {r + 1} {name:20s} p50 {res['p50_ms']:8.3f} ms  p99 {res['p99_ms']:8.3f} ms  "
                         f"p99.9 {res['p999_ms']:8.3f} ms  achieved {res['achieved_rps']:.0f}  errors {res['errors']}")
+                if admin:
+                    line += in_portico(before, duration_buckets(admin))
                 if trace:
                     trace.wait()
                     threads = {int(t) for t in os.listdir(f"/proc/{pids[name]}/task")}
