@@ -113,25 +113,28 @@ routes:
     );
 }
 
-#[tokio::test]
-async fn total_deadline_and_per_try_timeout_give_504() {
-    let slow = Witness::start("slow").await.unwrap();
-    let yaml = format!(
+/// Every request to one member, with the pool's `timeouts` set to `timeouts`.
+fn one_pool_with_timeouts(member: std::net::SocketAddr, timeouts: &str) -> String {
+    format!(
         r#"listeners:
   - address: 127.0.0.1:{{port}}
 access_log: {{ enabled: false }}
 upstreams:
   p:
-    members: [ {{ address: {} }} ]
-    timeouts: {{ total: 400ms }}
+    members: [ {{ address: {member} }} ]
+    timeouts: {{ {timeouts} }}
 routes:
   - name: all
     match: {{ prefix: / }}
     upstream: p
-"#,
-        slow.addr
-    );
-    let gw = Gateway::start(&yaml).await;
+"#
+    )
+}
+
+#[tokio::test]
+async fn total_deadline_and_per_try_timeout_give_504() {
+    let slow = Witness::start("slow").await.unwrap();
+    let gw = Gateway::start(&one_pool_with_timeouts(slow.addr, "total: 400ms")).await;
     let c = reqwest::Client::new();
     let start = Instant::now();
     let r = c.get(gw.url("/?sleep=2000")).send().await.unwrap();
@@ -153,22 +156,7 @@ routes:
 #[tokio::test]
 async fn each_request_on_a_pooled_connection_gets_the_whole_read_timeout() {
     let up = Witness::start("w").await.unwrap();
-    let yaml = format!(
-        r#"listeners:
-  - address: 127.0.0.1:{{port}}
-access_log: {{ enabled: false }}
-upstreams:
-  p:
-    members: [ {{ address: {} }} ]
-    timeouts: {{ read: 1s }}
-routes:
-  - name: all
-    match: {{ prefix: / }}
-    upstream: p
-"#,
-        up.addr
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Gateway::start(&one_pool_with_timeouts(up.addr, "read: 1s")).await;
     let c = reqwest::Client::new();
     // The first wait's timer is due 1 s after it began; the second wait begins 0.6 s later
     // and outlasts that by 0.3 s on the same connection, so it passes only if the timer was
