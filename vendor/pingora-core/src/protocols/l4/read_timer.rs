@@ -8,6 +8,11 @@
 //! that moves later is only recorded; the timer fires at the earlier one, finds the later one
 //! and re-arms for it, so a connection in steady use touches the wheel about once per timeout
 //! rather than once per request.
+//!
+//! A pooled connection can be taken by another thread, and with Pingora's runtimes without
+//! work stealing each thread is a runtime of its own, whose timer wheel the timer must not
+//! outlive (polling a timer whose runtime has shut down panics). So the timer is made again
+//! when the thread that uses it is not the one that made it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +24,19 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Default)]
 pub struct ReadTimer {
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The thread that made `sleep` (`this_thread`).
+    made_on: usize,
     /// When the current wait runs out; the timer fires at or before it.
     due: Option<Instant>,
+}
+
+thread_local! {
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+/// Tells threads apart: the address of a thread-local, cheaper than `thread::current().id()`.
+fn this_thread() -> usize {
+    THREAD_MARK.with(|mark| mark as *const u8 as usize)
 }
 
 impl ReadTimer {
@@ -28,6 +44,11 @@ impl ReadTimer {
     pub fn start(&mut self, after: Duration) {
         let due = Instant::now() + after;
         self.due = Some(due);
+        let here = this_thread();
+        if self.made_on != here {
+            self.sleep = None;
+            self.made_on = here;
+        }
         match &mut self.sleep {
             Some(sleep) if sleep.deadline() <= due => {}
             Some(sleep) => sleep.as_mut().reset(due),
@@ -69,6 +90,9 @@ impl ReadTimer {
     /// fires.
     pub fn stop(&mut self) {
         self.due = None;
+        if self.made_on != this_thread() {
+            self.sleep = None;
+        }
         if let Some(sleep) = &mut self.sleep {
             let _ = sleep.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         }
