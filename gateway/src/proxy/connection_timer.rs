@@ -4,23 +4,24 @@
 //! Both are made once per connection. A timer made per wait was registered in tokio's timer
 //! wheel and removed again twice per request, and the termination waiter was added to and
 //! removed from its notifier each time: about 2k instructions per proxied request together.
-//! Here a deadline that moves later is only recorded; the timer fires at the earlier one,
-//! finds the later one and re-arms (nginx's lazy timers, the same idea). A connection that
-//! keeps sending therefore touches the wheel about once per head deadline, not per request.
-//! The termination waiter is polled again only when the shutdown broadcast has moved or the
-//! task's waker has changed: re-polling it on every wait took a lock in tokio's notifier.
+//! The deadline is Pingora's `ReadTimer` (vendor patch 0037, which gives upstream connections
+//! the same): a deadline that moves later is only recorded; the timer fires at the earlier
+//! one, finds the later one and re-arms (nginx's lazy timers, the same idea). A connection
+//! that keeps sending therefore touches the wheel about once per head deadline, not per
+//! request. The termination waiter is polled again only when the shutdown broadcast has moved
+//! or the task's waker has changed: re-polling it on every wait took a lock in tokio's
+//! notifier.
 
+use pingora::protocols::l4::read_timer::ReadTimer;
 use pingora::server::ShutdownWatch;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
 
 pub struct ConnectionTimer<'a, T> {
-    timer: Pin<&'a mut Sleep>,
-    /// When the current wait really ends; the timer fires at or before it.
-    due: Instant,
+    /// When the current wait ends.
+    deadline: ReadTimer,
     /// `None` once the termination has been seen, so it is not polled again after it ended.
     terminated: Option<Pin<&'a mut T>>,
     /// The broadcast `terminated` waits on, to see whether it has moved since the last poll.
@@ -30,19 +31,15 @@ pub struct ConnectionTimer<'a, T> {
 }
 
 impl<'a, T: Future<Output = ()>> ConnectionTimer<'a, T> {
-    /// `timer` is a `tokio::time::sleep` made for the connection, its first deadline the one
-    /// it was made with; `terminated` is the connection's `Drain::terminated` on `shutdown`.
-    pub fn new(
-        timer: Pin<&'a mut Sleep>,
-        terminated: Pin<&'a mut T>,
-        shutdown: &ShutdownWatch,
-    ) -> Self {
-        let due = timer.deadline();
+    /// The first wait ends `first` from now; `terminated` is the connection's
+    /// `Drain::terminated` on `shutdown`.
+    pub fn new(first: Duration, terminated: Pin<&'a mut T>, shutdown: &ShutdownWatch) -> Self {
+        let mut deadline = ReadTimer::default();
+        deadline.start(first);
         let mut shutdown = shutdown.clone();
         shutdown.borrow_and_update();
         Self {
-            timer,
-            due,
+            deadline,
             terminated: Some(terminated),
             shutdown,
             registered: None,
@@ -51,25 +48,12 @@ impl<'a, T: Future<Output = ()>> ConnectionTimer<'a, T> {
 
     /// The current wait ends `after` from now.
     pub fn set_deadline(&mut self, after: Duration) {
-        self.due = Instant::now() + after;
-        if self.due < self.timer.deadline() {
-            self.timer.as_mut().reset(self.due);
-        }
+        self.deadline.start(after);
     }
 
     /// Ready once the deadline set last has passed.
     pub fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if self.timer.deadline() >= self.due {
-                return Poll::Ready(());
-            }
-            // Fired at an earlier deadline that has since moved: wait for the real one.
-            let due = self.due;
-            self.timer.as_mut().reset(due);
-        }
+        self.deadline.poll_expired(cx)
     }
 
     /// Ready once a termination has begun (and from then on).

@@ -223,10 +223,9 @@ impl ServerApp for EdgeApp {
             (head, e.keepalive_timeout, e.keepalive_reuses)
         };
         // A new connection must start its request within the head deadline.
-        let sleep = tokio::time::sleep(head.deadline);
         let terminated = self.drain.terminated(shutdown);
-        tokio::pin!(sleep, terminated);
-        let mut timer = ConnectionTimer::new(sleep, terminated, shutdown);
+        tokio::pin!(terminated);
+        let mut timer = ConnectionTimer::new(head.deadline, terminated, shutdown);
         if !wait_for_request(&mut stream, head.deadline, &mut timer).await {
             return None;
         }

@@ -1,6 +1,7 @@
 // Portico patch 0037 (vendor/patches/): one read timer per upstream connection.
 
-//! The read timeout of an HTTP/1 client connection, made once per connection.
+//! The read timeout of an HTTP/1 client connection, made once per connection (public: a
+//! server can time its wait for a client's next request the same way).
 //!
 //! The client session is made anew for every request, and its response-head read under
 //! `read_timeout` made a tokio timer, registered it in the timer wheel, removed it again and
@@ -41,6 +42,7 @@ fn this_thread() -> usize {
 
 impl ReadTimer {
     /// Starts a wait that runs out `after` from now.
+    #[inline]
     pub fn start(&mut self, after: Duration) {
         let due = Instant::now() + after;
         self.due = Some(due);
@@ -57,6 +59,7 @@ impl ReadTimer {
     }
 
     /// Ready once the wait started last has run out; never without a wait.
+    #[inline]
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (Some(sleep), Some(due)) = (self.sleep.as_mut(), self.due) else {
             return Poll::Pending;
