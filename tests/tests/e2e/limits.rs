@@ -236,6 +236,49 @@ async fn exchange(gw: &Gateway, request: &[u8]) -> String {
     read_response(&mut s).await.unwrap_or_default()
 }
 
+/// Bodies framed each way, one after another on one kept-alive connection, reach the upstream
+/// whole and framed as they came (a length given twice goes on once); a request without
+/// framing fields has no body.
+#[tokio::test]
+async fn request_bodies_reach_the_upstream_framed_as_sent() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = gateway(&up, SMALL_LIMITS).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let requests: [&[u8]; 4] = [
+        b"POST /length HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        b"POST /none HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PUT /twice HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    ];
+    for request in requests {
+        s.write_all(request).await.unwrap();
+        let answer = read_response(&mut s).await.expect("an answer on the same connection");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let seen: Vec<_> = up
+        .seen()
+        .iter()
+        .map(|r| {
+            (
+                r.path.clone(),
+                r.body_len,
+                r.header_values("content-length"),
+                r.header_values("transfer-encoding"),
+            )
+        })
+        .collect();
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        seen,
+        vec![
+            ("/length".to_string(), 5, strings(&["5"]), vec![]),
+            ("/chunked".to_string(), 11, vec![], strings(&["chunked"])),
+            ("/none".to_string(), 0, vec![], vec![]),
+            ("/twice".to_string(), 3, strings(&["3"]), vec![]),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn host_rules_of_rfc_9112() {
     let up = Witness::start("w").await.unwrap();
@@ -414,6 +457,16 @@ async fn malformed_requests_get_the_json_error_or_a_clean_close() {
         (
             "the same with bare LF",
             b"POST / HTTP/1.1\nHost: x\nContent-Length: 0\nTransfer-Encoding: chunked\n\n0\n\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "Transfer-Encoding on HTTP/1.0",
+            b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            Some(400),
+        ),
+        (
+            "a final transfer coding other than chunked",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n".to_vec(),
             Some(400),
         ),
         (

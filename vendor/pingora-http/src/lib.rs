@@ -90,6 +90,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // Portico patch 0038: how the body is framed, once a reader has worked it out.
+    body_framing: Option<BodyFraming>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -158,6 +160,7 @@ impl RequestHeader {
             preserve_case: false,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            body_framing: None,
         }
     }
 
@@ -207,6 +210,7 @@ impl RequestHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
+            &mut self.body_framing,
             &mut self.base.headers,
             name,
             header_value,
@@ -227,6 +231,7 @@ impl RequestHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
+            &mut self.body_framing,
             &mut self.base.headers,
             name,
             header_value,
@@ -238,7 +243,12 @@ impl RequestHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(
+            self.header_name_map.as_mut(),
+            &mut self.body_framing,
+            &mut self.base.headers,
+            name,
+        )
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -397,6 +407,20 @@ impl RequestHeader {
         self.base.version = version;
     }
 
+    /// Portico patch 0038: how the body is framed, if a reader of this head has worked it out
+    /// and kept it with [Self::keep_body_framing()]. Dropped when a `Content-Length` or
+    /// `Transfer-Encoding` field is set, and when a field is removed from a head framed by
+    /// either.
+    pub fn body_framing(&self) -> Option<BodyFraming> {
+        self.body_framing
+    }
+
+    /// Keep `framing`, worked out from this head's fields, for its later readers. A clone
+    /// keeps it too.
+    pub fn keep_body_framing(&mut self, framing: BodyFraming) {
+        self.body_framing = Some(framing);
+    }
+
     /// Clone `self` into [http::request::Parts].
     ///
     /// [ReqParts] has nowhere to keep a request-target that does not round-trip through the
@@ -416,6 +440,7 @@ impl Clone for RequestHeader {
             preserve_case: self.preserve_case,
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            body_framing: self.body_framing,
         }
     }
 }
@@ -433,6 +458,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            body_framing: None,
         }
     }
 }
@@ -465,6 +491,8 @@ pub struct ResponseHeader {
     preserve_case: bool,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // Portico patch 0038: how the body is framed, once a reader has worked it out.
+    body_framing: Option<BodyFraming>,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -488,6 +516,7 @@ impl Clone for ResponseHeader {
             header_name_map: self.header_name_map.clone(),
             preserve_case: self.preserve_case,
             reason_phrase: self.reason_phrase.clone(),
+            body_framing: self.body_framing,
         }
     }
 }
@@ -500,6 +529,7 @@ impl From<RespParts> for ResponseHeader {
             header_name_map: None,
             preserve_case: false,
             reason_phrase: None,
+            body_framing: None,
         }
     }
 }
@@ -532,6 +562,7 @@ impl ResponseHeader {
             header_name_map: None,
             preserve_case: false,
             reason_phrase: None,
+            body_framing: None,
         }
     }
 
@@ -571,6 +602,7 @@ impl ResponseHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
+            &mut self.body_framing,
             &mut self.base.headers,
             name,
             header_value,
@@ -591,6 +623,7 @@ impl ResponseHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
+            &mut self.body_framing,
             &mut self.base.headers,
             name,
             header_value,
@@ -602,7 +635,12 @@ impl ResponseHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        remove_header(
+            self.header_name_map.as_mut(),
+            &mut self.body_framing,
+            &mut self.base.headers,
+            name,
+        )
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -693,6 +731,20 @@ impl ResponseHeader {
         self.reason_phrase
             .as_deref()
             .or_else(|| self.base.status.canonical_reason())
+    }
+
+    /// Portico patch 0038: how the body is framed, if a reader of this head has worked it out
+    /// and kept it with [Self::keep_body_framing()]. Dropped when a `Content-Length` or
+    /// `Transfer-Encoding` field is set, and when a field is removed from a head framed by
+    /// either.
+    pub fn body_framing(&self) -> Option<BodyFraming> {
+        self.body_framing
+    }
+
+    /// Keep `framing`, worked out from this head's fields, for its later readers. A clone
+    /// keeps it too.
+    pub fn keep_body_framing(&mut self, framing: BodyFraming) {
+        self.body_framing = Some(framing);
     }
 
     /// Clone `self` into [http::response::Parts].
@@ -867,6 +919,24 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     )
 }
 
+/// Portico patch 0038: how a head frames its body over HTTP/1, from its `Transfer-Encoding`
+/// and `Content-Length` fields.
+///
+/// A proxied message's framing used to be worked out from its fields up to three times per
+/// head (on read, when its body reader or writer starts, when it is written), two hashed
+/// lookups each. The reader that first works it out keeps it on the head; setting either
+/// field drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyFraming {
+    /// Whether the head has a `Transfer-Encoding` field.
+    pub transfer_encoding: bool,
+    /// Whether its last transfer coding is `chunked`.
+    pub chunked: bool,
+    /// The length its `Content-Length` fields give (absent: `None`). A head whose
+    /// `Content-Length` is invalid keeps no framing.
+    pub content_length: Option<usize>,
+}
+
 /// Portico patch 0018 (vendor/patches/): where a head records the case of its names.
 ///
 /// A head that preserves case used to carry a second header map from its creation, with an
@@ -925,11 +995,13 @@ pub(crate) fn default_case(name: &HeaderName) -> &str {
 #[inline]
 fn append_header_value<T>(
     name_map: CaseNames<'_>,
+    framing: &mut Option<BodyFraming>,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
     let (header_name, case_header_name) = name.header_and_case_name()?;
+    forget_framing_set_by(framing, &header_name);
     // store the original case in the map
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
@@ -952,11 +1024,13 @@ fn append_header_value<T>(
 #[inline]
 fn insert_header_value<T>(
     name_map: CaseNames<'_>,
+    framing: &mut Option<BodyFraming>,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
     let (header_name, case_header_name) = name.header_and_case_name()?;
+    forget_framing_set_by(framing, &header_name);
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
             .unwrap_or_else(|| case_header_name::default_case_name(&header_name));
@@ -971,6 +1045,7 @@ fn insert_header_value<T>(
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
     name_map: Option<&mut CaseMap>,
+    framing: &mut Option<BodyFraming>,
     value_map: &mut HMap<T>,
     name: &'a N,
 ) -> Option<T>
@@ -982,8 +1057,24 @@ where
         if let Some(name_map) = name_map {
             name_map.remove(name);
         }
+        // The name is not readable here (`AsHeaderName` is sealed). A head framed by neither
+        // field keeps its framing: removing a field cannot add one.
+        if framing.is_some_and(|f| f.transfer_encoding || f.content_length.is_some()) {
+            *framing = None;
+        }
     }
     removed
+}
+
+/// Portico patch 0038: a `Content-Length` or `Transfer-Encoding` set on a head drops the
+/// framing kept on it.
+#[inline]
+fn forget_framing_set_by(framing: &mut Option<BodyFraming>, name: &HeaderName) {
+    if framing.is_some()
+        && (name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
+    {
+        *framing = None;
+    }
 }
 
 /// Build a [`HeaderValue`] from owned bytes, normalizing the value per RFC
@@ -1154,6 +1245,49 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Portico patch 0038.
+    #[test]
+    fn kept_body_framing_lasts_until_a_framing_field_changes() {
+        let by_length = BodyFraming {
+            transfer_encoding: false,
+            chunked: false,
+            content_length: Some(5),
+        };
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        req.insert_header("Content-Length", "5").unwrap();
+        req.keep_body_framing(by_length);
+        req.insert_header("X-Forwarded-For", "10.0.0.1").unwrap();
+        req.append_header("x-request-id", "1").unwrap();
+        assert_eq!(req.remove_header("x-absent"), None);
+        let upstream = req.clone();
+        assert_eq!(upstream.body_framing(), Some(by_length));
+        assert_eq!(req.body_framing(), Some(by_length));
+
+        let mut set = upstream.clone();
+        set.insert_header(http::header::CONTENT_LENGTH, "7").unwrap();
+        assert_eq!(set.body_framing(), None);
+        let mut appended = upstream.clone();
+        appended.append_header("transfer-encoding", "chunked").unwrap();
+        assert_eq!(appended.body_framing(), None);
+        let mut removed = upstream.clone();
+        removed.remove_header("x-request-id");
+        assert_eq!(removed.body_framing(), None);
+
+        let unframed = BodyFraming {
+            transfer_encoding: false,
+            chunked: false,
+            content_length: None,
+        };
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("Connection", "close").unwrap();
+        resp.keep_body_framing(unframed);
+        resp.remove_header("connection");
+        resp.insert_header(http::header::DATE, "now").unwrap();
+        assert_eq!(resp.clone().body_framing(), Some(unframed));
+        resp.set_content_length(3).unwrap();
+        assert_eq!(resp.body_framing(), None);
+    }
 
     #[test]
     fn header_map_upper_bound() {

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -364,6 +364,10 @@ impl HttpSession {
                         if contains_content_length && contains_transfer_encoding {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                             content_length = Ok(None);
+                        }
+                        // Portico patch 0038: kept on the head for the downstream writer.
+                        if let Some(framing) = body_framing(transfer_encoding, &content_length) {
+                            response_header.keep_body_framing(framing);
                         }
 
                         self.raw_header = Some(BufRef(0, s));
@@ -872,23 +876,23 @@ impl HttpSession {
 
     fn get_content_length(&self) -> Result<Option<usize>> {
         match self.resp_header() {
-            Some(h) => content_length_for_framing(&h.headers),
+            Some(h) => content_length(h.body_framing(), &h.headers),
             None => Ok(None),
         }
     }
 
     fn is_chunked_encoding(&self) -> bool {
         self.resp_header()
-            .map(|h| is_chunked_encoding_from_headers(&h.headers))
+            .map(|h| is_chunked(h.body_framing(), &h.headers))
             .unwrap_or(false)
     }
 
     fn init_req_body_writer(&mut self, header: &RequestHeader) {
-        self.init_body_writer_comm(&header.headers)
+        self.init_body_writer_comm(header.body_framing(), &header.headers)
     }
 
-    fn init_body_writer_comm(&mut self, headers: &HMap) {
-        if is_chunked_encoding_from_headers(headers) {
+    fn init_body_writer_comm(&mut self, kept: Option<BodyFraming>, headers: &HMap) {
+        if is_chunked(kept, headers) {
             // transfer-encoding takes priority over content-length
             self.body_writer.init_chunked();
             return;
@@ -898,7 +902,7 @@ impl HttpSession {
         // truncated. Per RFC 9112, requests are never close-delimited: an absent
         // or unusable Content-Length means a zero-length body. Headers are
         // expected to be validated on read.
-        match content_length_for_framing(headers) {
+        match content_length(kept, headers) {
             Ok(Some(length)) => self.body_writer.init_content_length(length),
             Ok(None) => self.body_writer.init_content_length(0),
             Err(e) => {

@@ -17,7 +17,7 @@
 use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
-use pingora_http::{HMap, RequestHeader, ResponseHeader};
+use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
 use std::str;
 use std::time::Duration;
 
@@ -122,8 +122,12 @@ fn parse_connection_header(value: &[u8]) -> ConnectionValue {
     }
 }
 
-pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap) {
-    if is_chunked_encoding_from_headers(headers) {
+pub(crate) fn init_body_writer_comm(
+    body_writer: &mut BodyWriter,
+    kept: Option<BodyFraming>,
+    headers: &HMap,
+) {
+    if is_chunked(kept, headers) {
         // transfer-encoding takes priority over content-length
         body_writer.init_chunked();
         return;
@@ -134,7 +138,7 @@ pub(crate) fn init_body_writer_comm(body_writer: &mut BodyWriter, headers: &HMap
     // An invalid value should have been rejected on read; if validation was
     // bypassed, log the anomaly and fall back to close-delimited rather than
     // risk misframing the body.
-    match content_length_for_framing(headers) {
+    match content_length(kept, headers) {
         Ok(Some(length)) => body_writer.init_content_length(length),
         Ok(None) => {
             /* TODO: 1. connection: keepalive cannot be used,
@@ -169,8 +173,39 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
     transfer_encoding_framing(headers).chunked
 }
 
+/// Portico patch 0038: how `headers` frame a body, to keep on their head; `None` when its
+/// `Content-Length` is invalid (nothing is kept, and every reader meets the error itself).
+pub(crate) fn body_framing(
+    transfer_encoding: TransferEncodingFraming,
+    content_length: &Result<Option<usize>>,
+) -> Option<BodyFraming> {
+    let content_length = *content_length.as_ref().ok()?;
+    Some(BodyFraming {
+        transfer_encoding: transfer_encoding.present,
+        chunked: transfer_encoding.chunked,
+        content_length,
+    })
+}
+
+/// Whether the body is chunked: from the framing `kept` on the head, else from `headers`.
+pub(crate) fn is_chunked(kept: Option<BodyFraming>, headers: &HMap) -> bool {
+    match kept {
+        Some(framing) => framing.chunked,
+        None => is_chunked_encoding_from_headers(headers),
+    }
+}
+
+/// The body's `Content-Length`: from the framing `kept` on the head, else from `headers`.
+pub(crate) fn content_length(kept: Option<BodyFraming>, headers: &HMap) -> Result<Option<usize>> {
+    match kept {
+        Some(framing) => Ok(framing.content_length),
+        None => content_length_for_framing(headers),
+    }
+}
+
 /// Portico patch 0036 (vendor/patches/): what a message's `Transfer-Encoding` fields say
 /// about its framing, from one lookup.
+#[derive(Clone, Copy)]
 pub(crate) struct TransferEncodingFraming {
     /// Whether the message has a `Transfer-Encoding` field at all.
     pub present: bool,

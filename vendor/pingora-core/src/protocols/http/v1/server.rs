@@ -17,7 +17,7 @@
 use bstr::ByteSlice;
 use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::TRANSFER_ENCODING;
 use http::HeaderValue;
 use http::{header, header::AsHeaderName, Method, Version};
 use log::{debug, trace, warn};
@@ -430,10 +430,17 @@ impl HttpSession {
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        let contains_transfer_encoding =
-                            request_header.headers.contains_key(TRANSFER_ENCODING);
-                        let contains_content_length =
-                            request_header.headers.contains_key(CONTENT_LENGTH);
+                        // Portico patch 0038 (vendor/patches/): the framing fields are
+                        // read once, here, and what they say is kept on the head for the
+                        // validation below, the body reader and the upstream request.
+                        let transfer_encoding =
+                            transfer_encoding_framing(&request_header.headers);
+                        let content_length = content_length_for_framing(&request_header.headers);
+                        let contains_transfer_encoding = transfer_encoding.present;
+                        let contains_content_length = !matches!(content_length, Ok(None));
+                        if let Some(framing) = body_framing(transfer_encoding, &content_length) {
+                            request_header.keep_body_framing(framing);
+                        }
 
                         // RFC 9112 §6.1 lets a server reject a request with both headers.
                         let has_both_te_and_cl =
@@ -528,6 +535,15 @@ impl HttpSession {
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
+        // Portico patch 0038: a head that keeps its framing has a valid Content-Length.
+        if let Some(framing) = req_header.body_framing() {
+            return if framing.transfer_encoding {
+                validate_transfer_encoding(req_header.version, framing.chunked)
+            } else {
+                Ok(())
+            };
+        }
+
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
@@ -535,20 +551,7 @@ impl HttpSession {
         super::common::validate_content_length(&req_header.headers)?;
 
         if req_header.headers.contains_key(TRANSFER_ENCODING) {
-            // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
-            // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
-            // We reject with 400 Bad Request and close the connection.
-            if req_header.version == http::Version::HTTP_10 {
-                return Error::e_explain(
-                    InvalidHTTPHeader,
-                    "HTTP/1.0 requests cannot include Transfer-Encoding header",
-                );
-            }
-            // If chunked is not the final Transfer-Encoding, reject request
-            // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
-            if !self.is_chunked_encoding() {
-                return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
-            }
+            return validate_transfer_encoding(req_header.version, self.is_chunked_encoding());
         }
 
         Ok(())
@@ -961,7 +964,10 @@ impl HttpSession {
         // 1. 1xx response: client needs to see it before the rest of response
         // 2. No content length: the response could be generated in real time
         let should_flush = header.status.is_informational()
-            || header.headers.get(header::CONTENT_LENGTH).is_none();
+            || match header.body_framing() {
+                Some(framing) => framing.content_length.is_none(),
+                None => header.headers.get(header::CONTENT_LENGTH).is_none(),
+            };
 
         Ok(Some((write_buf.freeze(), should_flush)))
     }
@@ -986,7 +992,7 @@ impl HttpSession {
         if self.is_upgrade(header) == Some(true) {
             self.body_writer.init_close_delimited();
         } else {
-            init_body_writer_comm(&mut self.body_writer, &header.headers);
+            init_body_writer_comm(&mut self.body_writer, header.body_framing(), &header.headers);
         }
     }
 
@@ -1149,11 +1155,13 @@ impl HttpSession {
     }
 
     fn is_chunked_encoding(&self) -> bool {
-        is_chunked_encoding_from_headers(&self.req_header().headers)
+        let req = self.req_header();
+        is_chunked(req.body_framing(), &req.headers)
     }
 
     fn get_content_length(&self) -> Result<Option<usize>> {
-        content_length_for_framing(&self.req_header().headers)
+        let req = self.req_header();
+        content_length(req.body_framing(), &req.headers)
     }
 
     fn init_body_reader(&mut self) {
@@ -1908,10 +1916,31 @@ fn http_resp_header_to_buf(
     Ok(())
 }
 
+
+/// A request with `Transfer-Encoding` must be HTTP/1.1 and end in `chunked`.
+fn validate_transfer_encoding(version: http::Version, chunked: bool) -> Result<()> {
+    // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
+    // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
+    // We reject with 400 Bad Request and close the connection.
+    if version == http::Version::HTTP_10 {
+        return Error::e_explain(
+            InvalidHTTPHeader,
+            "HTTP/1.0 requests cannot include Transfer-Encoding header",
+        );
+    }
+    // If chunked is not the final Transfer-Encoding, reject request
+    // See https://datatracker.ietf.org/doc/html/rfc9112#section-6.3-2.4.3
+    if !chunked {
+        return Error::e_explain(InvalidHTTPHeader, "non-chunked final Transfer-Encoding");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests_stream {
     use super::*;
     use crate::protocols::http::v1::body::{BodyMode, ParseState};
+    use http::header::CONTENT_LENGTH;
     use http::StatusCode;
     use pingora_error::ErrorType;
     use rstest::rstest;
