@@ -54,12 +54,25 @@ pub fn exceeded_limit(req: &RequestHeader, edge: &Edge) -> Option<(ErrorCode, &'
     if count > edge.max_headers || bytes > edge.max_header_bytes {
         return over(ErrorCode::HeadersTooLarge);
     }
-    let len = req.headers.get(http::header::CONTENT_LENGTH)?;
-    match len.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-        Some(n) if n > edge.max_body_bytes => over(ErrorCode::PayloadTooLarge),
-        Some(_) => None,
-        None => Some((ErrorCode::BadRequest, "Invalid Content-Length")),
+    // An HTTP/1 head keeps the length its reader reconciled; HTTP/2 heads keep none.
+    let len = match req.body_framing() {
+        Some(framing) => u64::try_from(framing.content_length?).unwrap_or(u64::MAX),
+        None => {
+            let value = req.headers.get(http::header::CONTENT_LENGTH)?;
+            match value
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                Some(n) => n,
+                None => return Some((ErrorCode::BadRequest, "Invalid Content-Length")),
+            }
+        }
+    };
+    if len > edge.max_body_bytes {
+        return over(ErrorCode::PayloadTooLarge);
     }
+    None
 }
 
 /// The head's size in bytes (as sent, give or take line endings) and its number of fields.

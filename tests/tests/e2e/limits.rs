@@ -252,7 +252,9 @@ async fn request_bodies_reach_the_upstream_framed_as_sent() {
     ];
     for request in requests {
         s.write_all(request).await.unwrap();
-        let answer = read_response(&mut s).await.expect("an answer on the same connection");
+        let answer = read_response(&mut s)
+            .await
+            .expect("an answer on the same connection");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     let seen: Vec<_> = up
@@ -296,6 +298,37 @@ async fn host_rules_of_rfc_9112() {
     // HTTP/1.0 may leave Host out.
     let text = exchange(&gw, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // An absolute-form target's authority must match Host; without Host (HTTP/1.0) the
+    // upstream request gets it as its Host.
+    let text = exchange(
+        &gw,
+        b"GET http://abs.example/other HTTP/1.1\r\nHost: x.example\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    for request in [
+        &b"GET http://abs.example/with-host HTTP/1.1\r\nHost: abs.example\r\n\r\n"[..],
+        b"GET http://abs.example/without-host HTTP/1.0\r\n\r\n",
+        b"GET /origin-form HTTP/1.1\r\nHost: origin.example\r\n\r\n",
+    ] {
+        let text = exchange(&gw, request).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    let hosts: Vec<_> = up
+        .seen()
+        .iter()
+        .filter(|s| s.path != "/old")
+        .map(|s| (s.path.clone(), s.header_values("host")))
+        .collect();
+    let host = |h: &str| vec![h.to_string()];
+    assert_eq!(
+        hosts,
+        vec![
+            ("/with-host".to_string(), host("abs.example")),
+            ("/without-host".to_string(), host("abs.example")),
+            ("/origin-form".to_string(), host("origin.example")),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -90,8 +90,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
-    // Portico patch 0038: how the body is framed, once a reader has worked it out.
-    body_framing: Option<BodyFraming>,
+    // Portico patches 0038 and 0041: what readers worked out from the fields and kept.
+    kept: Kept,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -160,7 +160,7 @@ impl RequestHeader {
             preserve_case: false,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
-            body_framing: None,
+            kept: Kept::default(),
         }
     }
 
@@ -210,7 +210,7 @@ impl RequestHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
             header_value,
@@ -231,7 +231,7 @@ impl RequestHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
             header_value,
@@ -245,7 +245,7 @@ impl RequestHeader {
     {
         remove_header(
             self.header_name_map.as_mut(),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
         )
@@ -310,11 +310,14 @@ impl RequestHeader {
     /// Set the request method
     pub fn set_method(&mut self, method: Method) {
         self.base.method = method;
+        // Portico patch 0041: CONNECT's authority is checked differently.
+        self.kept.authority_checked = false;
     }
 
     /// Set the request URI
     pub fn set_uri(&mut self, uri: http::Uri) {
         self.base.uri = uri;
+        self.kept.authority_checked = false;
         // The Uri is now the sole source of the target, so drop any stored bytes: they
         // would otherwise be used when serializing.
         self.raw_target = RawTarget::FromUri;
@@ -342,6 +345,7 @@ impl RequestHeader {
         // leave the existing one intact.
         let parsed = parse_request_target(path)?;
         self.base.uri = parsed.uri;
+        self.kept.authority_checked = false;
         // Origin-form and asterisk-form store RawTarget::FromUri, so a reused header
         // (e.g. a CONNECT mutated into a normal request) cannot serialize a stale
         // target.
@@ -412,13 +416,25 @@ impl RequestHeader {
     /// `Transfer-Encoding` field is set, and when a field is removed from a head framed by
     /// either.
     pub fn body_framing(&self) -> Option<BodyFraming> {
-        self.body_framing
+        self.kept.framing
     }
 
     /// Keep `framing`, worked out from this head's fields, for its later readers. A clone
     /// keeps it too.
     pub fn keep_body_framing(&mut self, framing: BodyFraming) {
-        self.body_framing = Some(framing);
+        self.kept.framing = Some(framing);
+    }
+
+    /// Portico patch 0041: whether this head's authority (`Host`, the request target) passed
+    /// the server's checks ([Self::mark_authority_checked()]) and has not changed since:
+    /// setting `Host`, removing it, or setting the target or method clears it. A clone keeps it.
+    pub fn authority_checked(&self) -> bool {
+        self.kept.authority_checked
+    }
+
+    /// Record that this head's authority passed the server's checks.
+    pub fn mark_authority_checked(&mut self) {
+        self.kept.authority_checked = true;
     }
 
     /// Clone `self` into [http::request::Parts].
@@ -440,7 +456,7 @@ impl Clone for RequestHeader {
             preserve_case: self.preserve_case,
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
-            body_framing: self.body_framing,
+            kept: self.kept,
         }
     }
 }
@@ -458,7 +474,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
-            body_framing: None,
+            kept: Kept::default(),
         }
     }
 }
@@ -491,8 +507,8 @@ pub struct ResponseHeader {
     preserve_case: bool,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
-    // Portico patch 0038: how the body is framed, once a reader has worked it out.
-    body_framing: Option<BodyFraming>,
+    // Portico patches 0038 and 0041: what readers worked out from the fields and kept.
+    kept: Kept,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -516,7 +532,7 @@ impl Clone for ResponseHeader {
             header_name_map: self.header_name_map.clone(),
             preserve_case: self.preserve_case,
             reason_phrase: self.reason_phrase.clone(),
-            body_framing: self.body_framing,
+            kept: self.kept,
         }
     }
 }
@@ -529,7 +545,7 @@ impl From<RespParts> for ResponseHeader {
             header_name_map: None,
             preserve_case: false,
             reason_phrase: None,
-            body_framing: None,
+            kept: Kept::default(),
         }
     }
 }
@@ -562,7 +578,7 @@ impl ResponseHeader {
             header_name_map: None,
             preserve_case: false,
             reason_phrase: None,
-            body_framing: None,
+            kept: Kept::default(),
         }
     }
 
@@ -602,7 +618,7 @@ impl ResponseHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while append")?;
         append_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
             header_value,
@@ -623,7 +639,7 @@ impl ResponseHeader {
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
         insert_header_value(
             CaseNames::new(self.preserve_case, &mut self.header_name_map),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
             header_value,
@@ -637,7 +653,7 @@ impl ResponseHeader {
     {
         remove_header(
             self.header_name_map.as_mut(),
-            &mut self.body_framing,
+            &mut self.kept,
             &mut self.base.headers,
             name,
         )
@@ -738,13 +754,13 @@ impl ResponseHeader {
     /// `Transfer-Encoding` field is set, and when a field is removed from a head framed by
     /// either.
     pub fn body_framing(&self) -> Option<BodyFraming> {
-        self.body_framing
+        self.kept.framing
     }
 
     /// Keep `framing`, worked out from this head's fields, for its later readers. A clone
     /// keeps it too.
     pub fn keep_body_framing(&mut self, framing: BodyFraming) {
-        self.body_framing = Some(framing);
+        self.kept.framing = Some(framing);
     }
 
     /// Clone `self` into [http::response::Parts].
@@ -995,13 +1011,13 @@ pub(crate) fn default_case(name: &HeaderName) -> &str {
 #[inline]
 fn append_header_value<T>(
     name_map: CaseNames<'_>,
-    framing: &mut Option<BodyFraming>,
+    kept: &mut Kept,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
     let (header_name, case_header_name) = name.header_and_case_name()?;
-    forget_framing_set_by(framing, &header_name);
+    kept.field_set(&header_name);
     // store the original case in the map
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
@@ -1024,13 +1040,13 @@ fn append_header_value<T>(
 #[inline]
 fn insert_header_value<T>(
     name_map: CaseNames<'_>,
-    framing: &mut Option<BodyFraming>,
+    kept: &mut Kept,
     value_map: &mut HMap<T>,
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
     let (header_name, case_header_name) = name.header_and_case_name()?;
-    forget_framing_set_by(framing, &header_name);
+    kept.field_set(&header_name);
     if let Some(name_map) = name_map.map_for(value_map, &header_name, case_header_name.as_ref()) {
         let case_header_name = case_header_name
             .unwrap_or_else(|| case_header_name::default_case_name(&header_name));
@@ -1045,7 +1061,7 @@ fn insert_header_value<T>(
 #[inline]
 fn remove_header<'a, T, N: ?Sized>(
     name_map: Option<&mut CaseMap>,
-    framing: &mut Option<BodyFraming>,
+    kept: &mut Kept,
     value_map: &mut HMap<T>,
     name: &'a N,
 ) -> Option<T>
@@ -1057,23 +1073,48 @@ where
         if let Some(name_map) = name_map {
             name_map.remove(name);
         }
-        // The name is not readable here (`AsHeaderName` is sealed). A head framed by neither
-        // field keeps its framing: removing a field cannot add one.
-        if framing.is_some_and(|f| f.transfer_encoding || f.content_length.is_some()) {
-            *framing = None;
-        }
+        kept.field_removed(value_map);
     }
     removed
 }
 
-/// Portico patch 0038: a `Content-Length` or `Transfer-Encoding` set on a head drops the
-/// framing kept on it.
-#[inline]
-fn forget_framing_set_by(framing: &mut Option<BodyFraming>, name: &HeaderName) {
-    if framing.is_some()
-        && (name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
-    {
-        *framing = None;
+/// Portico patches 0038 and 0041: what readers of a head worked out from its fields and kept
+/// on it, each dropped when a field it came from changes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    framing: Option<BodyFraming>,
+    /// Whether the request's authority (`Host`, the target) passed the server's checks, and
+    /// neither has changed since. Never set on a response.
+    authority_checked: bool,
+}
+
+impl Kept {
+    /// `name` was set (inserted or appended).
+    #[inline]
+    fn field_set(&mut self, name: &HeaderName) {
+        if self.framing.is_some()
+            && (name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
+        {
+            self.framing = None;
+        }
+        if self.authority_checked && name == http::header::HOST {
+            self.authority_checked = false;
+        }
+    }
+
+    /// A field was removed from `values`; which one is not readable here (`AsHeaderName` is
+    /// sealed). A head framed by neither framing field keeps its framing: removing a field
+    /// cannot add one.
+    fn field_removed<T>(&mut self, values: &HMap<T>) {
+        if self
+            .framing
+            .is_some_and(|f| f.transfer_encoding || f.content_length.is_some())
+        {
+            self.framing = None;
+        }
+        if self.authority_checked && !values.contains_key(http::header::HOST) {
+            self.authority_checked = false;
+        }
     }
 }
 
@@ -1245,6 +1286,47 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Portico patch 0041.
+    #[test]
+    fn a_checked_authority_lasts_until_host_target_or_method_change() {
+        let mut checked = RequestHeader::build("GET", b"/a", None).unwrap();
+        checked.insert_header("Host", "example.com").unwrap();
+        checked.insert_header("Connection", "keep-alive").unwrap();
+        assert!(!checked.authority_checked());
+        checked.mark_authority_checked();
+        let mut upstream = checked.clone();
+        upstream
+            .insert_header("X-Forwarded-Host", "example.com")
+            .unwrap();
+        upstream.remove_header("connection");
+        upstream.set_version(Version::HTTP_11);
+        assert!(upstream.authority_checked());
+
+        let changes: [(&str, fn(&mut RequestHeader)); 6] = [
+            ("insert Host", |r| {
+                r.insert_header("host", "other.example").unwrap()
+            }),
+            ("append Host", |r| {
+                r.append_header(http::header::HOST, "other.example")
+                    .unwrap();
+            }),
+            ("remove Host", |r| {
+                r.remove_header("Host");
+            }),
+            ("set the URI", |r| {
+                r.set_uri(Uri::from_static("http://other.example/"))
+            }),
+            ("set the target", |r| r.set_raw_path(b"/b").unwrap()),
+            ("set the method", |r| r.set_method(Method::CONNECT)),
+        ];
+        for (what, change) in changes {
+            let mut r = upstream.clone();
+            change(&mut r);
+            assert!(!r.authority_checked(), "{what}");
+        }
+        assert!(!RequestHeader::from(checked.as_owned_parts()).authority_checked());
+    }
 
     // Portico patch 0038.
     #[test]

@@ -90,7 +90,11 @@ where
         }
 
         // Reconcile and revalidate after request filters, which can mutate Host, URI, or target.
-        if authority_policy.is_standard() {
+        // Portico patch 0043: not when the server checked the client's authority, nothing has
+        // changed it since (`authority_checked`), and it came with a Host (which the check found
+        // equal to any authority in the target): each step below would then leave it as it is.
+        let unchanged_since_checked = req.authority_checked() && downstream_had_host;
+        if authority_policy.is_standard() && !unchanged_since_checked {
             if let Err(e) = reconcile_upstream_authority(&mut req) {
                 return (false, true, Some(e.into_in()));
             }
@@ -1092,11 +1096,7 @@ where
                     || matches!(header.status.as_u16(), 204 | 304);
                 if !no_body
                     && !header.status.is_informational()
-                    && header
-                        .headers
-                        .get(http::header::TRANSFER_ENCODING)
-                        .is_none()
-                    && header.headers.get(http::header::CONTENT_LENGTH).is_none()
+                    && framed_by_neither_field(&header)
                     && !end
                 {
                     // Upgrade the http version to 1.1 because 1.0/0.9 doesn't support chunked
@@ -1329,6 +1329,21 @@ pub(crate) async fn send_body_to1(
         }
     } else {
         Ok(false)
+    }
+}
+
+/// Portico patch 0040: whether a response has neither `Transfer-Encoding` nor `Content-Length`,
+/// from the framing the HTTP/1 client kept on the head (patch 0039) when there is one.
+fn framed_by_neither_field(header: &ResponseHeader) -> bool {
+    match header.body_framing() {
+        Some(framing) => !framing.transfer_encoding && framing.content_length.is_none(),
+        None => {
+            header
+                .headers
+                .get(http::header::TRANSFER_ENCODING)
+                .is_none()
+                && header.headers.get(http::header::CONTENT_LENGTH).is_none()
+        }
     }
 }
 

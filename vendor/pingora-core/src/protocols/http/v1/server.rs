@@ -469,6 +469,11 @@ impl HttpSession {
                             self.head_error = Some(HeadError::Malformed);
                             return Err(e);
                         }
+                        // Portico patch 0042 (vendor/patches/): the proxy checks the authority
+                        // of the request it sends upstream again only if it changed.
+                        if let Some(req) = self.request_header.as_mut() {
+                            req.mark_authority_checked();
+                        }
 
                         return Ok(Some(s));
                     }
