@@ -209,15 +209,18 @@ async fn idle_keep_alive_clients_are_served_then_closed_by_timeout_and_request_l
         "closed after {idled:?} idle, keepalive_timeout is 1s"
     );
 
-    // keepalive_requests: the third request on a connection is its last.
+    // keepalive_requests: the third request on a connection is its last, and its answer says so.
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     for n in 1..=3 {
         s.write_all(REQUEST).await.unwrap();
         let answer = read_response(&mut s).await;
+        let connection = if n < 3 { "keep-alive" } else { "close" };
         assert!(
             answer
                 .as_deref()
-                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")
+                    && a.to_ascii_lowercase()
+                        .contains(&format!("\r\nconnection: {connection}\r\n"))),
             "request {n}: {answer:?}"
         );
     }

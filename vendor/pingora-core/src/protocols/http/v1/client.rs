@@ -571,7 +571,12 @@ impl HttpSession {
             version: head.version,
             connection: head.headers.get(header::CONNECTION).cloned(),
             keep_alive: head.headers.get(KEEP_ALIVE).cloned(),
-            transfer_encoding: head.headers.contains_key(header::TRANSFER_ENCODING),
+            // Portico patch 0045: from the framing kept on the head (patch 0039) when there
+            // is one.
+            transfer_encoding: match head.body_framing() {
+                Some(framing) => framing.transfer_encoding,
+                None => head.headers.contains_key(header::TRANSFER_ENCODING),
+            },
         });
         Ok(head)
     }
