@@ -47,22 +47,26 @@ pub fn apply(
 /// Removes spoofed identity headers. Allocates only when there is something to remove.
 pub fn strip(req: &mut RequestHeader) {
     let mut doomed: Vec<http::HeaderName> = Vec::new();
+    let mut has_connection = false;
     for name in req.headers.keys() {
         if is_identity_header(name.as_str().as_bytes()) {
             doomed.push(name.clone());
         }
+        // Found on the way, so a request without the field is not looked up for it again.
+        has_connection |= name == http::header::CONNECTION;
     }
     // Identity headers nominated as hop-by-hop: drop the nomination too, so nothing later
     // treats the name specially.
-    let connection_names_identity = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| is_identity_header(t.trim_ascii()))
-        });
+    let connection_names_identity = has_connection
+        && req
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| {
+                v.as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| is_identity_header(t.trim_ascii()))
+            });
     for name in doomed {
         req.remove_header(&name);
     }
