@@ -365,7 +365,7 @@ impl HttpSession {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                             content_length = Ok(None);
                         }
-                        // Portico patch 0038: kept on the head for the downstream writer.
+                        // Portico patch 0039: kept on the head for the downstream writer.
                         if let Some(framing) = body_framing(transfer_encoding, &content_length) {
                             response_header.keep_body_framing(framing);
                         }

@@ -173,7 +173,7 @@ pub(crate) fn is_chunked_encoding_from_headers(headers: &HMap) -> bool {
     transfer_encoding_framing(headers).chunked
 }
 
-/// Portico patch 0038: how `headers` frame a body, to keep on their head; `None` when its
+/// Portico patch 0039: how `headers` frame a body, to keep on their head; `None` when its
 /// `Content-Length` is invalid (nothing is kept, and every reader meets the error itself).
 pub(crate) fn body_framing(
     transfer_encoding: TransferEncodingFraming,

@@ -430,7 +430,7 @@ impl HttpSession {
                                 .or_err(InvalidHTTPHeader, "while parsing request header")?;
                         }
 
-                        // Portico patch 0038 (vendor/patches/): the framing fields are
+                        // Portico patch 0039 (vendor/patches/): the framing fields are
                         // read once, here, and what they say is kept on the head for the
                         // validation below, the body reader and the upstream request.
                         let transfer_encoding =
@@ -540,7 +540,7 @@ impl HttpSession {
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
-        // Portico patch 0038: a head that keeps its framing has a valid Content-Length.
+        // Portico patch 0039: a head that keeps its framing has a valid Content-Length.
         if let Some(framing) = req_header.body_framing() {
             return if framing.transfer_encoding {
                 validate_transfer_encoding(req_header.version, framing.chunked)
