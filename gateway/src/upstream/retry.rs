@@ -52,7 +52,9 @@ impl RetryPolicy {
         let b = &self.budget;
         let now = portico_plugins::clock::monotonic_ms() / 1000;
         let seen = b.second.load(Ordering::Relaxed);
-        if seen != now
+        // Only forward: a thread that read the clock before another rolled the second must
+        // not roll it back and wipe that second's counts.
+        if now > seen
             && b.second
                 .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()

@@ -22,16 +22,21 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct LocalBuckets {
     interval_us: u64,
-    capacity: u32,
+    /// How far ahead of now a bucket's TAT may run: `interval × capacity`.
+    tolerance_us: u64,
     max_keys_per_shard: usize,
     shards: Vec<Mutex<HashMap<u64, u64>>>,
 }
 
 impl LocalBuckets {
     pub fn new(interval: Duration, capacity: u32, max_keys: usize) -> Self {
+        let interval_us = u64::try_from(interval.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         LocalBuckets {
-            interval_us: (interval.as_micros() as u64).max(1),
-            capacity: capacity.max(1),
+            interval_us,
+            // Saturating: a slow rate with a large burst (`1/1000d`, burst 4e9) is valid config.
+            tolerance_us: interval_us.saturating_mul(u64::from(capacity.max(1))),
             max_keys_per_shard: (max_keys / SHARDS).max(16),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
@@ -42,7 +47,7 @@ impl LocalBuckets {
     }
 
     pub fn check_at(&self, key: u64, now: u64) -> Decision {
-        let tolerance = self.interval_us * u64::from(self.capacity);
+        let (interval, tolerance) = (self.interval_us, self.tolerance_us);
         let Ok(mut shard) = self.shards[(key as usize) % SHARDS].lock() else {
             // A poisoned lock means a panic elsewhere; fail open rather than take traffic down.
             return Decision {
@@ -58,13 +63,16 @@ impl LocalBuckets {
         // One lookup for the read and the write: a new key starts full (its TAT is now).
         let slot = shard.entry(key).or_insert(now);
         let tat = (*slot).max(now);
-        let available = (now + tolerance - tat) / self.interval_us;
+        // `now` was read before the lock was taken, so a request that read the clock later
+        // may already have moved the TAT past `now + tolerance`: to this one, the bucket is
+        // empty (a plain subtraction overflowed here under contention).
+        let available = now.saturating_add(tolerance).saturating_sub(tat) / interval;
         if available >= 1 {
-            let tat = tat + self.interval_us;
+            let tat = tat.saturating_add(interval);
             *slot = tat;
             Decision {
                 allowed: true,
-                remaining: (available - 1) as u32,
+                remaining: u32::try_from(available - 1).unwrap_or(u32::MAX),
                 reset_after: Duration::from_micros(tat - now),
                 retry_after: Duration::ZERO,
             }
@@ -74,7 +82,8 @@ impl LocalBuckets {
                 remaining: 0,
                 reset_after: Duration::from_micros(tat - now),
                 retry_after: Duration::from_micros(
-                    (tat + self.interval_us).saturating_sub(now + tolerance),
+                    tat.saturating_add(interval)
+                        .saturating_sub(now.saturating_add(tolerance)),
                 ),
             }
         }
@@ -122,6 +131,37 @@ mod tests {
         assert_eq!(allowed, 5);
         // Another key is independent.
         assert!(b.check_at(2, t0).allowed);
+    }
+
+    #[test]
+    fn a_clock_reading_older_than_the_last_decision_finds_the_bucket_empty() {
+        // 20 per second, burst 10: a bucket holds 500 ms of tokens.
+        let b = LocalBuckets::new(Duration::from_millis(50), 10, 1000);
+        let t0 = 1_000_000;
+        // Requests that read the clock at t0 + 5 ms empty the bucket …
+        let allowed = (0..20)
+            .filter(|_| b.check_at(1, t0 + 5_000).allowed)
+            .count();
+        assert_eq!(allowed, 10);
+        // … before one that read it at t0 gets the lock: its TAT is 505 ms past its now.
+        let d = b.check_at(1, t0);
+        assert!(!d.allowed);
+        assert_eq!(d.reset_after, Duration::from_millis(505));
+        assert_eq!(d.retry_after, Duration::from_millis(55));
+    }
+
+    #[test]
+    fn a_slow_rate_with_the_largest_burst_saturates_instead_of_overflowing() {
+        // `1/1000d` with burst 4,294,967,295: interval × burst is past u64's microseconds.
+        let interval = Duration::from_secs(86_400_000);
+        let b = LocalBuckets::new(interval, u32::MAX, 1000);
+        let d = b.check_at(1, 7);
+        assert!(d.allowed);
+        let held = (u64::MAX - 7) / interval.as_micros() as u64;
+        assert_eq!(u64::from(d.remaining), held - 1);
+        assert_eq!(d.reset_after, interval);
+        // An older reading after it is answered as well, not a panic.
+        assert!(b.check_at(1, 0).allowed);
     }
 
     #[test]

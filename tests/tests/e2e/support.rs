@@ -236,7 +236,11 @@ impl GatewayBuilder {
         cmd.arg("run")
             .arg("-c")
             .arg(&config_path)
-            .env("PORTICO_LOG", "warn")
+            // PORTICO_TEST_LOG widens what the gateways of a test run log, to find a fault.
+            .env(
+                "PORTICO_LOG",
+                std::env::var("PORTICO_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             // Tracing is on only where a test asks for it.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -346,6 +350,25 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The log lives in a temporary directory that goes with the gateway: a failing test
+        // shows it, so what the gateway saw is not lost with the directory.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("portico.log"))
+                .unwrap_or_else(|e| format!("(no log: {e})"));
+            let lines: Vec<&str> = log.lines().collect();
+            let shown = std::env::var("PORTICO_TEST_LOG_LINES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(80);
+            let tail = &lines[lines.len().saturating_sub(shown)..];
+            eprintln!(
+                "--- portico on port {} logged ({} lines, last {}):\n{}",
+                self.port,
+                lines.len(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
