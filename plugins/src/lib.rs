@@ -11,7 +11,7 @@ pub mod clock;
 pub mod cookie;
 pub mod cors;
 pub mod credential;
-mod digest_cache;
+mod credential_cache;
 pub mod env;
 mod error_code;
 pub mod hash;

@@ -3,7 +3,7 @@
 
 use super::signed::{cookie_encode, SignedToken};
 use crate::api::Identity;
-use crate::digest_cache::DigestCache;
+use crate::credential_cache::CredentialCache;
 use crate::trace::Outbound;
 use opentelemetry::KeyValue;
 use serde_json::Value;
@@ -23,7 +23,7 @@ pub(crate) struct SessionLookup {
     ttl: Duration,
     negative_ttl: Duration,
     /// What the auth service said of each token (`None`: no such session), until when.
-    cache: DigestCache<Option<Identity>, Instant>,
+    cache: CredentialCache<[u8; 32], Option<Identity>, Instant>,
     inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Answer>>>>,
 }
 
@@ -60,7 +60,7 @@ impl SessionLookup {
             cookie_name: s.cookie_name,
             ttl: s.ttl,
             negative_ttl: s.negative_ttl,
-            cache: DigestCache::new(s.capacity.max(1)),
+            cache: CredentialCache::new(s.capacity.max(1)),
             inflight: Mutex::default(),
         })
     }

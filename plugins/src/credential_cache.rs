@@ -1,50 +1,79 @@
-//! A bounded cache of what a credential was found to be, keyed by the credential's 32-byte
-//! digest (the credential itself is never kept). Shared by the JWT and Better Auth plugins.
+//! A bounded cache of what a credential was found to be, keyed by a hash of the credential:
+//! its 32-byte digest or MAC, which stands for it (Better Auth's signed session token), or a
+//! keyed 64-bit hash, which does not (a JWT: the entry keeps the token and a hit must equal
+//! it). Shared by the JWT and Better Auth plugins.
 //!
-//! It is split into shards by the digest's first byte (digests are uniform), each behind its
-//! own lock, so that requests on different workers rarely meet on one lock; a hit takes its
-//! shard's read lock only. A full shard first drops its expired entries, then everything.
+//! It is split into shards by the key (keys are uniform), each behind its own lock, so that
+//! requests on different workers rarely meet on one lock; a hit takes its shard's read lock
+//! only. A full shard first drops its expired entries, then everything.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::RwLock;
 
 const SHARDS: usize = 16;
 
-/// Values with the instant they stop being good.
-type Shard<V, T> = RwLock<HashMap<[u8; 32], (V, T)>>;
-
-#[derive(Debug)]
-pub(crate) struct DigestCache<V, T> {
-    /// 0: nothing is kept.
-    shard_capacity: usize,
-    shards: Vec<Shard<V, T>>,
+/// A key: uniformly distributed, so any part of it picks a shard.
+pub(crate) trait CacheKey: Hash + Eq + Copy {
+    fn shard(&self) -> usize;
 }
 
-impl<V: Clone, T: Copy + Ord> DigestCache<V, T> {
+impl CacheKey for [u8; 32] {
+    fn shard(&self) -> usize {
+        usize::from(self[0])
+    }
+}
+
+impl CacheKey for u64 {
+    fn shard(&self) -> usize {
+        *self as usize
+    }
+}
+
+/// Values with the instant they stop being good.
+type Shard<K, V, T> = RwLock<HashMap<K, (V, T)>>;
+
+#[derive(Debug)]
+pub(crate) struct CredentialCache<K, V, T> {
+    /// 0: nothing is kept.
+    shard_capacity: usize,
+    shards: Vec<Shard<K, V, T>>,
+}
+
+impl<K: CacheKey, V, T: Copy + Ord> CredentialCache<K, V, T> {
     /// A cache of about `capacity` entries (rounded up to a multiple of the shard count);
     /// 0 keeps nothing.
     pub fn new(capacity: usize) -> Self {
-        DigestCache {
+        CredentialCache {
             shard_capacity: capacity.div_ceil(SHARDS),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
     }
 
-    fn shard(&self, key: &[u8; 32]) -> &Shard<V, T> {
-        &self.shards[usize::from(key[0]) % SHARDS]
+    fn shard(&self, key: &K) -> &Shard<K, V, T> {
+        &self.shards[key.shard() % SHARDS]
     }
 
     /// The value kept for `key`, if it is still good at `now` (its `until` is later).
-    pub fn get(&self, key: &[u8; 32], now: T) -> Option<V> {
+    pub fn get(&self, key: &K, now: T) -> Option<V>
+    where
+        V: Clone,
+    {
+        self.get_with(key, now, |value| Some(value.clone()))
+    }
+
+    /// What `read` makes of the value kept for `key`, if it is still good at `now`; read
+    /// under the shard's lock, so nothing is copied that `read` does not take.
+    pub fn get_with<R>(&self, key: &K, now: T, read: impl FnOnce(&V) -> Option<R>) -> Option<R> {
         let shard = self.shard(key).read().ok()?;
         shard
             .get(key)
             .filter(|(_, until)| *until > now)
-            .map(|(value, _)| value.clone())
+            .and_then(|(value, _)| read(value))
     }
 
     /// Keeps `value` for `key` until `until`.
-    pub fn insert(&self, key: [u8; 32], value: V, until: T, now: T) {
+    pub fn insert(&self, key: K, value: V, until: T, now: T) {
         if self.shard_capacity == 0 {
             return;
         }
@@ -82,7 +111,7 @@ mod tests {
 
     #[test]
     fn entries_are_good_until_their_expiry() {
-        let cache = DigestCache::new(100);
+        let cache = CredentialCache::new(100);
         cache.insert(key(1, 0), "alice", 10u64, 0);
         assert_eq!(cache.get(&key(1, 0), 9), Some("alice"));
         assert_eq!(cache.get(&key(1, 0), 10), None);
@@ -92,7 +121,7 @@ mod tests {
     #[test]
     fn a_full_shard_drops_expired_entries_first_then_everything() {
         // 32 entries in all: 2 per shard. These keys all land in shard 3.
-        let cache = DigestCache::new(32);
+        let cache = CredentialCache::new(32);
         cache.insert(key(3, 0), 'a', 5u64, 0);
         cache.insert(key(3, 1), 'b', 50, 0);
         // Full: the expired `a` makes room, `b` stays.
@@ -112,8 +141,23 @@ mod tests {
     }
 
     #[test]
+    fn a_read_takes_only_what_it_accepts() {
+        let cache = CredentialCache::new(100);
+        cache.insert(7u64, ("token-a", 1), 10u64, 0);
+        assert_eq!(
+            cache.get_with(&7, 0, |(t, v)| (*t == "token-a").then_some(*v)),
+            Some(1)
+        );
+        assert_eq!(
+            cache.get_with(&7, 0, |(t, v)| (*t == "token-b").then_some(*v)),
+            None
+        );
+        assert_eq!(cache.get_with(&7, 10, |(_, v)| Some(*v)), None);
+    }
+
+    #[test]
     fn capacity_zero_keeps_nothing() {
-        let cache = DigestCache::new(0);
+        let cache = CredentialCache::new(0);
         cache.insert(key(1, 0), 1, 10u64, 0);
         assert_eq!(cache.get(&key(1, 0), 0), None);
     }
