@@ -550,6 +550,9 @@ pub struct Stream {
     pub rx_ts: Option<SystemTime>,
     /// Portico patch 0037: the HTTP/1 client's read timer, kept with the connection.
     pub(crate) read_timer: super::read_timer::ReadTimer,
+    /// Portico patch 0046: the HTTP/1 server's digest of this connection, made for its first
+    /// request and shared by the rest.
+    pub(crate) http_digest: Option<Arc<crate::protocols::Digest>>,
 }
 
 impl Stream {
@@ -671,6 +674,7 @@ impl From<TcpStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             read_timer: Default::default(),
+            http_digest: None,
         }
     }
 }
@@ -695,6 +699,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             read_timer: Default::default(),
+            http_digest: None,
         }
     }
 }
@@ -720,6 +725,7 @@ impl From<UnixStream> for Stream {
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
             read_timer: Default::default(),
+            http_digest: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -55,7 +56,7 @@ pub struct HttpSession {
     /// Portico patch 0037: the connection's read timer while the session has it (a plain TCP
     /// connection's; others time each read with a timer of its own).
     read_timer: Option<ReadTimer>,
-    pub(crate) digest: Box<Digest>,
+    pub(crate) digest: Arc<Digest>,
     response_header: Option<Box<ResponseHeader>>,
     // Portico patch 0023 (vendor/patches/): what the session still needs of a response head
     // it has handed to the caller (`read_response_task`).
@@ -91,13 +92,8 @@ const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-ali
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
     pub fn new(mut stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
+        // Portico patch 0046: kept with a plain connection, shared by its requests.
+        let digest = connection_digest(&mut stream);
         let read_timer = stream
             .as_any_mut()
             .downcast_mut::<l4::stream::Stream>()
@@ -976,7 +972,9 @@ impl HttpSession {
 
     /// Return a mutable [Digest] reference for the connection.
     pub fn digest_mut(&mut self) -> &mut Digest {
-        &mut self.digest
+        // Portico patch 0046: shared with the connection's other requests; a change makes
+        // this request's own copy.
+        Arc::make_mut(&mut self.digest)
     }
 
     /// Return the server (peer) address recorded in the connection digest.

@@ -19,9 +19,11 @@ use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
 use std::str;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::body::BodyWriter;
+use crate::protocols::{Digest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Ssl, Stream};
 use crate::utils::KVRef;
 
 pub(super) const MAX_HEADERS: usize = 256;
@@ -492,6 +494,39 @@ pub(crate) fn content_length_is_single_token(headers: &HMap) -> bool {
     match (values.next(), values.next()) {
         (Some(value), None) => !value.as_bytes().contains(&b','),
         _ => false,
+    }
+}
+
+/// Portico patch 0046: what an HTTP/1 session knows of its connection. A session is made per
+/// request, server and client alike, and each made its digest anew (a box, the timing list,
+/// the socket digest's reference count: ~200 instructions). A plain (TCP or Unix) connection
+/// now keeps the digest made for its first request, and every later request shares it; other
+/// streams get one per request, as before.
+pub(super) fn connection_digest(stream: &mut Stream) -> Arc<Digest> {
+    fn make<S>(stream: &S) -> Arc<Digest>
+    where
+        S: GetTimingDigest + GetProxyDigest + GetSocketDigest + Ssl + ?Sized,
+    {
+        Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        })
+    }
+    match stream
+        .as_any_mut()
+        .downcast_mut::<crate::protocols::l4::stream::Stream>()
+    {
+        Some(l4) => {
+            if let Some(kept) = &l4.http_digest {
+                return kept.clone();
+            }
+            let digest = make(&*l4);
+            l4.http_digest = Some(digest.clone());
+            digest
+        }
+        None => make(&**stream),
     }
 }
 

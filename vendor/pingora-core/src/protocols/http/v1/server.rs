@@ -42,6 +42,7 @@ use crate::protocols::http::{
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
+use std::sync::Arc;
 
 /// Tracks which writer is currently processing a task.
 ///
@@ -116,7 +117,7 @@ pub struct HttpSession {
     /// response header to the client.
     upgraded: bool,
     /// Digest to track underlying connection metrics
-    digest: Box<Digest>,
+    digest: Arc<Digest>,
     /// Minimum send rate to the client
     min_send_rate: Option<usize>,
     /// When this is enabled informational response headers will not be proxied downstream
@@ -168,14 +169,8 @@ impl HttpSession {
     /// Create a new http server session from an established (TCP or TLS) [`Stream`].
     /// The created session needs to call [`Self::read_request()`] first before performing
     /// any other operations.
-    pub fn new(underlying_stream: Stream) -> Self {
-        // TODO: maybe we should put digest in the connection itself
-        let digest = Box::new(Digest {
-            ssl_digest: underlying_stream.get_ssl_digest(),
-            timing_digest: underlying_stream.get_timing_digest(),
-            proxy_digest: underlying_stream.get_proxy_digest(),
-            socket_digest: underlying_stream.get_socket_digest(),
-        });
+    pub fn new(mut underlying_stream: Stream) -> Self {
+        let digest = connection_digest(&mut underlying_stream);
 
         HttpSession {
             underlying_stream,
@@ -1473,8 +1468,11 @@ impl HttpSession {
     }
 
     /// Return a mutable [Digest] reference for the connection.
+    ///
+    /// Portico patch 0046: the digest may be shared with the connection's other requests;
+    /// a change makes this request's own copy.
     pub fn digest_mut(&mut self) -> &mut Digest {
-        &mut self.digest
+        Arc::make_mut(&mut self.digest)
     }
 
     /// Return the client (peer) address of the underlying connection.
