@@ -170,17 +170,6 @@ fn error(code: ErrorCode, message: &str) -> Response<Vec<u8>> {
     json_response(status, &error_body(code, message))
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0xff);
-        diff |= usize::from(x ^ y);
-    }
-    diff == 0
-}
-
 fn rfc3339(t: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -285,7 +274,7 @@ fn authorized(snapshot: &Snapshot, auth: Option<&[u8]>) -> Result<(), Response<V
     let presented = auth
         .and_then(|a| a.strip_prefix(b"Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(presented, token.as_bytes()) {
+    if !portico_plugins::constant_time::eq(presented, token.as_bytes()) {
         let mut r = error(ErrorCode::Unauthorized, "a valid bearer token is required");
         r.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -388,15 +377,6 @@ impl ServeHttp for AdminApp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ct_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
-        assert!(constant_time_eq(b"", b""));
-    }
 
     #[test]
     fn redacts_inline_secrets_not_env_refs() {

@@ -8,6 +8,7 @@ mod api;
 pub mod better_auth;
 mod claims;
 pub mod clock;
+pub mod constant_time;
 pub mod cookie;
 pub mod cors;
 pub mod credential;

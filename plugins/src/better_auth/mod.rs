@@ -40,7 +40,6 @@ use serde_json::Value;
 use sessions::{LookupSettings, SessionLookup};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 pub const NAME: &str = "better_auth";
 
@@ -648,7 +647,12 @@ impl Plugin for BetterAuthPlugin {
         if let (Some(cache), true, true) = (&self.cookie_cache, from_cookie, cache_trusted) {
             if let Some(data) = self.session_data(session, &cache.cookie_name) {
                 match cache.verifier.verify(&data, &cache.version, now_ms()).await {
-                    Ok(s) if bool::from(s.token.as_bytes().ct_eq(token.token().as_bytes())) => {
+                    Ok(s)
+                        if crate::constant_time::eq(
+                            s.token.as_bytes(),
+                            token.token().as_bytes(),
+                        ) =>
+                    {
                         if let Some(id) = self.identity(&s.user, &s.session) {
                             if self.revoked(token.token(), &id) {
                                 return Ok(AuthOutcome::Invalid("revoked"));
