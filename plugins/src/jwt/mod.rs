@@ -331,7 +331,7 @@ pub struct JwtPlugin {
     roles_claim: Option<Path>,
     claim_headers: HeaderMap,
     /// Verified tokens, until their `exp`, by a keyed hash of their signature (the part
-    /// that tells tokens apart; hashing the whole token cost three times as much). The hash
+    /// that tells tokens apart, and a fraction of their length to hash). The hash
     /// only finds an entry: the entry keeps the token, and a hit is one whose token equals
     /// the presented one. (A SHA-256 key, which could stand for the token, cost ~10k
     /// instructions per request without the CPU's SHA extensions and was still 3× a SipHash
