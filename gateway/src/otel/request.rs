@@ -16,6 +16,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::trace::{IdGenerator, SamplingDecision};
 use pingora::http::RequestHeader;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -43,7 +44,8 @@ pub struct Incoming<'a> {
     pub scheme: &'static str,
     pub protocol: &'static str,
     pub client_ip: Option<IpAddr>,
-    pub host: &'a str,
+    /// The request's host (lower case, no port), worked out only for a sampled request.
+    pub host: fn(&RequestHeader) -> Cow<'_, str>,
 }
 
 /// How the request ended, for the server span.
@@ -102,7 +104,7 @@ impl RequestTrace {
             KeyValue::new("http.request.method", req.method.as_str().to_owned()),
             KeyValue::new("url.path", req.uri.path().to_owned()),
             KeyValue::new("url.scheme", incoming.scheme),
-            KeyValue::new("server.address", incoming.host.to_owned()),
+            KeyValue::new("server.address", (incoming.host)(req).into_owned()),
             KeyValue::new(
                 "network.protocol.version",
                 incoming.protocol.trim_start_matches("HTTP/"),

@@ -248,7 +248,7 @@ impl ProxyHttp for Gateway {
                     scheme: ctx.plugin.scheme,
                     protocol: protocol(req.version),
                     client_ip: ctx.plugin.client_ip,
-                    host: &request::host(req),
+                    host: request::host,
                 },
             );
             ctx.trace = Some(trace);
