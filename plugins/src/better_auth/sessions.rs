@@ -75,6 +75,17 @@ impl SessionLookup {
         if let Some(hit) = self.cache.get(&token.digest, Instant::now()) {
             return Ok(hit);
         }
+        // Boxed: the lookup's future (an HTTP call) is large, and held inline it would be
+        // copied into the future of every request, cached or not.
+        Box::pin(self.look_up(token, &identity)).await
+    }
+
+    /// [Self::resolve] for a token the cache does not answer.
+    async fn look_up(
+        &self,
+        token: &SignedToken,
+        identity: &impl Fn(&Value, &Value) -> Option<Identity>,
+    ) -> Answer {
         let cell = match self.inflight.lock() {
             Ok(mut inflight) => inflight.entry(token.digest).or_default().clone(),
             Err(_) => Arc::default(),
@@ -83,7 +94,7 @@ impl SessionLookup {
         // caller goes away mid-call).
         let answer = cell
             .get_or_init(|| async {
-                let answer = self.fetch(token, &identity).await;
+                let answer = self.fetch(token, identity).await;
                 if let Ok((identity, until)) = &answer {
                     let now = Instant::now();
                     self.cache

@@ -449,18 +449,32 @@ impl JwtPlugin {
     /// The identity in `token` when a provider verifies it (from the cache when it was
     /// verified before), else why not.
     pub async fn verify_token(&self, token: &str) -> Result<Identity, &'static str> {
+        match self.cached(token) {
+            Some(identity) => Ok(identity),
+            // Boxed: the verification's future (a JWKS fetch) is large, and a future that held
+            // it inline would be copied whole into `authenticate`'s box on every request,
+            // cached or not.
+            None => Box::pin(self.verify_and_keep(token)).await,
+        }
+    }
+
+    /// The identity of `token` if it was verified before and has not expired.
+    fn cached(&self, token: &str) -> Option<Identity> {
+        self.cache.get_with(&self.cache_key(token), unix_now(), |kept| {
+            crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
+                .then(|| kept.identity.clone())
+        })
+    }
+
+    fn cache_key(&self, token: &str) -> u64 {
         let signature = token
             .rsplit_once('.')
             .map_or(token, |(_, signature)| signature);
-        let key = self.token_hasher.hash_one(signature.as_bytes());
+        self.token_hasher.hash_one(signature.as_bytes())
+    }
+
+    async fn verify_and_keep(&self, token: &str) -> Result<Identity, &'static str> {
         let now = unix_now();
-        let hit = self.cache.get_with(&key, now, |kept| {
-            crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
-                .then(|| kept.identity.clone())
-        });
-        if let Some(identity) = hit {
-            return Ok(identity);
-        }
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return Err("malformed");
         };
@@ -482,7 +496,7 @@ impl JwtPlugin {
             token: token.into(),
             identity: identity.clone(),
         };
-        self.cache.insert(key, kept, exp, now);
+        self.cache.insert(self.cache_key(token), kept, exp, now);
         Ok(identity)
     }
 
