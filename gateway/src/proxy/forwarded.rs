@@ -54,8 +54,12 @@ pub fn apply(
     if let Some(peer) = peer {
         let mut ip = [0u8; 39];
         let ip = ip_text(peer, &mut ip);
-        let xff = match upstream.headers.get(&X_FORWARDED_FOR_KEY) {
-            Some(existing) if trusted_peer && !existing.is_empty() => {
+        // An untrusted peer's own list is replaced, so it is not looked up.
+        let existing = trusted_peer
+            .then(|| upstream.headers.get(&X_FORWARDED_FOR_KEY))
+            .flatten();
+        let xff = match existing {
+            Some(existing) if !existing.is_empty() => {
                 let mut v = Vec::with_capacity(existing.len() + 2 + ip.len());
                 v.extend_from_slice(existing.as_bytes());
                 v.extend_from_slice(b", ");
