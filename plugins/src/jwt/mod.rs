@@ -460,10 +460,11 @@ impl JwtPlugin {
 
     /// The identity of `token` if it was verified before and has not expired.
     fn cached(&self, token: &str) -> Option<Identity> {
-        self.cache.get_with(&self.cache_key(token), unix_now(), |kept| {
-            crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
-                .then(|| kept.identity.clone())
-        })
+        self.cache
+            .get_with(&self.cache_key(token), unix_now(), |kept| {
+                crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
+                    .then(|| kept.identity.clone())
+            })
     }
 
     fn cache_key(&self, token: &str) -> u64 {
