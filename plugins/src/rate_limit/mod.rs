@@ -10,6 +10,7 @@
 //! ```
 
 pub mod gcra;
+mod number_value;
 mod shared;
 
 use crate::api::{
@@ -18,6 +19,7 @@ use crate::api::{
 use async_trait::async_trait;
 use gcra::{Decision, LocalBuckets};
 use http::{HeaderName, HeaderValue};
+use number_value::number_value;
 use pingora::proxy::Session;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -326,8 +328,13 @@ impl RateLimitPlugin {
     }
 }
 
+/// Whole seconds, rounded up from whole milliseconds: in u64, as `as_millis` (a u128) would
+/// need a library call to divide.
 fn secs_ceil(d: Duration) -> u64 {
-    d.as_millis().div_ceil(1000) as u64
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_millis()))
+        .div_ceil(1000)
 }
 
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -338,8 +345,8 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 fn headers_for(limit: &Limit, d: &Decision) -> [(HeaderName, HeaderValue); 4] {
     [
         (RATELIMIT_LIMIT, limit.limit_header.clone()),
-        (RATELIMIT_REMAINING, HeaderValue::from(d.remaining)),
-        (RATELIMIT_RESET, HeaderValue::from(secs_ceil(d.reset_after))),
+        (RATELIMIT_REMAINING, number_value(d.remaining.into())),
+        (RATELIMIT_RESET, number_value(secs_ceil(d.reset_after))),
         (RATELIMIT_POLICY, limit.policy_header.clone()),
     ]
 }
@@ -410,6 +417,24 @@ impl Plugin for RateLimitPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_round_up_from_whole_milliseconds() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (Duration::ZERO, 0),
+            (Duration::from_nanos(999_999), 0),
+            (ms(1), 1),
+            (ms(1000), 1),
+            (Duration::from_micros(1_000_400), 1),
+            (ms(1001), 2),
+            (ms(59_999), 60),
+            (Duration::MAX, u64::MAX / 1000 + 1),
+        ];
+        for (d, secs) in cases {
+            assert_eq!(secs_ceil(d), secs, "{d:?}");
+        }
+    }
 
     #[test]
     fn rates_parse() {
