@@ -2,11 +2,17 @@
 //! every copy a client sent is removed before anything else runs, whatever its case, with
 //! `_` for `-`, repeated, or named in `Connection:`.
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use portico_plugins::identity_headers::{X_AUTH_METHOD, X_USER_ID, X_USER_ROLES};
 use portico_plugins::Identity;
 
 const IDENTITY_HEADERS: [&str; 3] = [X_USER_ID, X_USER_ROLES, X_AUTH_METHOD];
+
+// Set as names: a `&str` is checked for being a lowercase name on every insert.
+const USER_ID: HeaderName = HeaderName::from_static(X_USER_ID);
+const USER_ROLES: HeaderName = HeaderName::from_static(X_USER_ROLES);
+const AUTH_METHOD: HeaderName = HeaderName::from_static(X_AUTH_METHOD);
 
 /// `name` equals an identity header, ignoring case and reading `_` as `-`.
 pub fn is_identity_header(name: &[u8]) -> bool {
@@ -33,11 +39,16 @@ pub fn apply(
     if let (Some(presented), false) = (&id.presented, forward_credentials) {
         portico_plugins::credential::strip(upstream, presented);
     }
-    upstream.insert_header(X_USER_ID, id.user_id.as_str())?;
+    upstream.insert_header(USER_ID, id.user_id.as_str())?;
     if !id.roles.is_empty() {
-        upstream.insert_header(X_USER_ROLES, id.roles.join(","))?;
+        upstream.insert_header(USER_ROLES, id.roles.join(","))?;
     }
-    upstream.insert_header(X_AUTH_METHOD, id.method)?;
+    // A plugin's constant (`jwt`, `session`): referenced rather than copied when it can be.
+    if id.method.bytes().all(|b| b.is_ascii_graphic()) {
+        upstream.insert_header(AUTH_METHOD, HeaderValue::from_static(id.method))?;
+    } else {
+        upstream.insert_header(AUTH_METHOD, id.method)?;
+    }
     for (name, value) in &id.headers {
         upstream.insert_header(name.clone(), value.clone())?;
     }
