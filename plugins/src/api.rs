@@ -82,6 +82,16 @@ pub struct Identity {
     pub session: Option<SessionFacts>,
 }
 
+impl Identity {
+    /// Whether the identity headers can carry it. A user id or role with a control character
+    /// (which no header value may hold) would otherwise pass verification and then fail the
+    /// upstream request; a plugin refuses such an identity when it makes it.
+    pub fn fits_headers(&self) -> bool {
+        let fits = |text: &str| text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+        fits(&self.user_id) && self.roles.iter().all(|role| fits(role))
+    }
+}
+
 /// The session (or token) behind an identity, as far as its credential tells.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFacts {
@@ -448,5 +458,24 @@ impl StateStore {
             current: Arc::default(),
             previous: Arc::new(previous),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_fits_headers_without_control_characters() {
+        let id = |user_id: &str, roles: &[&str]| Identity {
+            user_id: user_id.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Identity::default()
+        };
+        assert!(id("alice", &["admin", "ops team"]).fits_headers());
+        assert!(id("jos\u{e9}\tg", &[]).fits_headers());
+        assert!(!id("alice\r\nx-admin: 1", &[]).fits_headers());
+        assert!(!id("alice", &["admin", "ops\0"]).fits_headers());
+        assert!(!id("del\u{7f}", &[]).fits_headers());
     }
 }

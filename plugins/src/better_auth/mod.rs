@@ -448,7 +448,7 @@ impl BetterAuthPlugin {
 
     fn identity(&self, user: &Value, session: &Value) -> Option<Identity> {
         let user_id = user.get("id")?.as_str().filter(|id| !id.is_empty())?;
-        Some(Identity {
+        let identity = Identity {
             user_id: user_id.to_string(),
             roles: self.roles.roles(user),
             method: "session",
@@ -462,7 +462,8 @@ impl BetterAuthPlugin {
                     .and_then(Value::as_str)
                     .and_then(cookie_cache::parse_iso_ms),
             }),
-        })
+        };
+        identity.fits_headers().then_some(identity)
     }
 
     /// Whether the session behind `token` was revoked (nothing is looked up while no

@@ -429,7 +429,7 @@ impl JwtPlugin {
             .unwrap_or_default();
         let headers = self.claim_headers.extract(claims);
         let text = |claim: &str| claims.get(claim).and_then(Value::as_str).map(Arc::from);
-        Ok(Identity {
+        let identity = Identity {
             user_id,
             roles,
             method: "jwt",
@@ -443,7 +443,11 @@ impl JwtPlugin {
                     .and_then(Value::as_u64)
                     .map(|s| s.saturating_mul(1000)),
             }),
-        })
+        };
+        if !identity.fits_headers() {
+            return Err("invalid_claim");
+        }
+        Ok(identity)
     }
 
     /// The identity in `token` when a provider verifies it (from the cache when it was
@@ -594,6 +598,24 @@ mod tests {
         let claims = serde_json::json!({ "sub": sub, "exp": 4_000_000_000u64 });
         let key = EncodingKey::from_secret(Env::PLACEHOLDER.as_bytes());
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).expect("token")
+    }
+
+    #[tokio::test]
+    async fn a_subject_no_header_can_carry_is_refused() {
+        let jwt = plugin();
+        assert_eq!(
+            jwt.verify_token(&token("alice\nX-User-Id: root"))
+                .await
+                .err(),
+            Some("invalid_claim")
+        );
+        assert_eq!(
+            jwt.verify_token(&token("Jos\u{e9} Garc\u{ed}a"))
+                .await
+                .expect("valid")
+                .user_id,
+            "Jos\u{e9} Garc\u{ed}a"
+        );
     }
 
     #[tokio::test]
