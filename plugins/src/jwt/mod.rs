@@ -453,22 +453,23 @@ impl JwtPlugin {
     /// The identity in `token` when a provider verifies it (from the cache when it was
     /// verified before), else why not.
     pub async fn verify_token(&self, token: &str) -> Result<Identity, &'static str> {
-        match self.cached(token) {
+        let key = self.cache_key(token);
+        match self.cached(key, token) {
             Some(identity) => Ok(identity),
             // Boxed: the verification's future (a JWKS fetch) is large, and a future that held
             // it inline would be copied whole into `authenticate`'s box on every request,
             // cached or not.
-            None => Box::pin(self.verify_and_keep(token)).await,
+            None => Box::pin(self.verify_and_keep(key, token)).await,
         }
     }
 
-    /// The identity of `token` if it was verified before and has not expired.
-    fn cached(&self, token: &str) -> Option<Identity> {
-        self.cache
-            .get_with(&self.cache_key(token), unix_now(), |kept| {
-                crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
-                    .then(|| kept.identity.clone())
-            })
+    /// The identity of `token` (found under `key`) if it was verified before and has not
+    /// expired.
+    fn cached(&self, key: u64, token: &str) -> Option<Identity> {
+        self.cache.get_with(&key, unix_now(), |kept| {
+            crate::constant_time::eq(kept.token.as_bytes(), token.as_bytes())
+                .then(|| kept.identity.clone())
+        })
     }
 
     fn cache_key(&self, token: &str) -> u64 {
@@ -478,7 +479,7 @@ impl JwtPlugin {
         self.token_hasher.hash_one(signature.as_bytes())
     }
 
-    async fn verify_and_keep(&self, token: &str) -> Result<Identity, &'static str> {
+    async fn verify_and_keep(&self, key: u64, token: &str) -> Result<Identity, &'static str> {
         let now = unix_now();
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return Err("malformed");
@@ -501,7 +502,7 @@ impl JwtPlugin {
             token: token.into(),
             identity: identity.clone(),
         };
-        self.cache.insert(self.cache_key(token), kept, exp, now);
+        self.cache.insert(key, kept, exp, now);
         Ok(identity)
     }
 

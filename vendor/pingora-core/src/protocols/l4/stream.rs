@@ -550,8 +550,8 @@ pub struct Stream {
     pub rx_ts: Option<SystemTime>,
     /// Portico patch 0037: the HTTP/1 client's read timer, kept with the connection.
     pub(crate) read_timer: super::read_timer::ReadTimer,
-    /// Portico patch 0046: the HTTP/1 server's digest of this connection, made for its first
-    /// request and shared by the rest.
+    /// Portico patch 0046: the HTTP/1 sessions' digest of this connection (server or client),
+    /// made for its first request and shared by the rest.
     pub(crate) http_digest: Option<Arc<crate::protocols::Digest>>,
 }
 
