@@ -8,7 +8,7 @@
 #          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
 #          target/tools-venv, tests/requirements.txt (kubernetes-validate for the deploy/
 #          checks, grpcio for the gRPC tests);
-#   bench: + nginx, wrk, HAProxy, valgrind, perf and the tools of the load benchmark;
+#   bench: + nginx, wrk, HAProxy, valgrind, perf, bpftrace and the tools of the load benchmark;
 #   fuzz:  cargo-fuzz (and a check that a nightly toolchain is there).
 set -euo pipefail
 
@@ -21,7 +21,7 @@ if [[ "$mode" == "test" ]]; then
   want+=(docker-compose systemd-analyze chromium)
 fi
 if [[ "$mode" == "bench" ]]; then
-  want+=(nginx wrk haproxy taskset openssl python3 valgrind perf)
+  want+=(nginx wrk haproxy taskset openssl python3 valgrind perf bpftrace)
 fi
 
 package_for() {

@@ -6,8 +6,14 @@ nginx and Portico (passthrough, and the full chain) run pinned to the proxy core
 the same fixed rate (`--rate`, default half of nginx's peak measured first) in alternating
 rounds; the script prints p50/p99/p99.9 per round, for Portico's rounds the share of
 requests that took over 0.5 and over 1 ms inside Portico (its `portico_request_duration_seconds`,
-head read to response written, read before and after the round), and a summary with the
-worst p99 of each target and its ratio to nginx's in the same round.
+head read to response written, read before and after the round) and the same share of the
+waits for the upstream's response head in them (`portico_upstream_duration_seconds`), and a
+summary with the worst p99 of each target and its ratio to nginx's in the same round.
+
+`--waits` also runs `socket_waits.bt` (bpftrace) on every round and prints the share of reads
+whose data had waited over 0.5 ms in the proxy's sockets (client and upstream side) and the
+share of upstream answers that took over 0.5 ms from the request's send: which tells a
+proxy that is behind from an upstream that is slow. It needs root and bpftrace.
 
 `--sched` also records every Portico round with `perf sched` on the proxy core and prints,
 from the scheduler trace, the longest time a Portico thread was runnable but not running
@@ -16,13 +22,15 @@ ranked by CPU time. Recording changes what it records: with it, Portico's p99 at
 went from 0.2-1 ms to 47-77 ms (nginx's did not move), so the latency of a recorded round is
 not a measurement. Run it alone on the machine.
 
-Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico] [--sched]
+Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico] [--waits] [--sched]
 """
 
 import argparse
 import collections
 import os
 import re
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,24 +45,72 @@ NGINX = 18001
 TARGETS = {"nginx": NGINX, "portico": 18010, "portico-full-chain": 18034}
 
 
+DURATIONS = {"portico_request_duration_seconds": "inside Portico",
+             "portico_upstream_duration_seconds": "of it waiting for the upstream"}
+
+
 def duration_buckets(admin_port):
-    """Portico's own `portico_request_duration_seconds` (head read to response written),
-    summed over its series: upper bound in seconds -> requests at or under it."""
+    """Portico's own histograms, each summed over its series: metric -> upper bound in
+    seconds -> requests at or under it. `portico_request_duration_seconds` spans head read
+    to response written; `portico_upstream_duration_seconds`, inside it, the wait from
+    choosing a member to the upstream's response head."""
     text = http_get(f"http://127.0.0.1:{admin_port}/metrics", token=ADMIN_TOKEN)
-    buckets = collections.Counter()
-    for m in re.finditer(r'^portico_request_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)$',
+    buckets = {metric: collections.Counter() for metric in DURATIONS}
+    for m in re.finditer(r'^(portico_(?:request|upstream)_duration_seconds)_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)$',
                          text, re.M):
-        buckets[float(m.group(1))] += int(m.group(2))  # float("+Inf") is inf
+        buckets[m.group(1)][float(m.group(2))] += int(m.group(3))  # float("+Inf") is inf
     return buckets
 
 
 def in_portico(before, after):
-    """The share of a round's requests that took over 0.5 and over 1 ms inside Portico."""
-    total = after[float("inf")] - before[float("inf")]
-    if total <= 0:
-        return ""
-    over = {le: 100 * (1 - (after[le] - before[le]) / total) for le in (0.0005, 0.001)}
-    return f"\n    inside Portico: {over[0.0005]:.2f} % over 0.5 ms, {over[0.001]:.2f} % over 1 ms"
+    """The share of a round's requests that took over 0.5 and over 1 ms inside Portico, and
+    the share of their upstream waits that did."""
+    line = ""
+    for metric, what in DURATIONS.items():
+        b, a = before[metric], after[metric]
+        total = a[float("inf")] - b[float("inf")]
+        if total <= 0:
+            continue
+        over = {le: 100 * (1 - (a[le] - b[le]) / total) for le in (0.0005, 0.001)}
+        line += f"\n    {what}: {over[0.0005]:.2f} % over 0.5 ms, {over[0.001]:.2f} % over 1 ms"
+    return line
+
+
+WAITS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "socket_waits.bt")
+
+
+def start_waits(port):
+    """bpftrace on the proxy listening on `port`, returned once its probes are attached."""
+    trace = subprocess.Popen(["bpftrace", WAITS_SCRIPT, str(port), str(socket.htons(UPSTREAM))],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in trace.stdout:
+        if line.startswith("Attaching"):
+            return trace
+    raise RuntimeError(f"bpftrace did not attach its probes (exit {trace.wait()}); it needs root")
+
+
+def waits_summary(trace):
+    """Stops bpftrace and reads its histograms: the share of each over 0.5 ms."""
+    trace.send_signal(signal.SIGINT)
+    text, _ = trace.communicate()
+    hists, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^@(\w+):", line)
+        if m:
+            current = hists.setdefault(m.group(1), [])
+            continue
+        m = re.match(r"^\[(\d+)(K?)(?:, [\dKM]+\)|\])\s+(\d+)", line)
+        if m and current is not None:
+            current.append((int(m.group(1)) * (1024 if m.group(2) else 1), int(m.group(3))))
+
+    def over(name):
+        h = hists.get(name, [])
+        total = sum(n for _, n in h)
+        return 100 * sum(n for low, n in h if low >= 512) / total if total else 0.0
+
+    return (f"\n    waited over 0.5 ms in the proxy's sockets before it read them: client side "
+            f"{over('client_ready_to_read_us'):.2f} %, upstream side {over('upstream_ready_to_read_us'):.2f} %; "
+            f"upstream answers over 0.5 ms: {over('upstream_reply_us'):.2f} %")
 
 
 def sched_summary(data, pids):
@@ -89,6 +145,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rate", type=float, default=0, help="req/s; default half of nginx's peak")
     ap.add_argument("--targets", default="nginx,portico,portico-full-chain")
+    ap.add_argument("--waits", action="store_true",
+                    help="measure with bpftrace how long data waited in the proxy's sockets")
     ap.add_argument("--sched", action="store_true",
                     help="record Portico's rounds with perf sched (which inflates their latency)")
     args = ap.parse_args()
@@ -126,6 +184,7 @@ def main():
                     trace = subprocess.Popen(["perf", "sched", "record", "-C", PROXY_CORE, "-o", data,
                                               "--", "sleep", str(args.seconds + 1)],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                waits = start_waits(TARGETS[name]) if args.waits else None
                 admin = TARGETS[name] + 1 if name in pids else None
                 before = duration_buckets(admin) if admin else None
                 res = rate_load(TARGETS[name], rate, args.seconds, header=headers.get(name))
@@ -133,6 +192,8 @@ def main():
                         f"p99.9 {res['p999_ms']:8.3f} ms  achieved {res['achieved_rps']:.0f}  errors {res['errors']}")
                 if admin:
                     line += in_portico(before, duration_buckets(admin))
+                if waits:
+                    line += waits_summary(waits)
                 if trace:
                     trace.wait()
                     threads = {int(t) for t in os.listdir(f"/proc/{pids[name]}/task")}
