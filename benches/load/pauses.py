@@ -10,10 +10,12 @@ head read to response written, read before and after the round) and the same sha
 waits for the upstream's response head in them (`portico_upstream_duration_seconds`), and a
 summary with the worst p99 of each target and its ratio to nginx's in the same round.
 
-`--waits` also runs `socket_waits.bt` (bpftrace) on every round and prints the share of reads
-whose data had waited over 0.5 ms in the proxy's sockets (client and upstream side) and the
-share of upstream answers that took over 0.5 ms from the request's send: which tells a
-proxy that is behind from an upstream that is slow. It needs root and bpftrace.
+`--waits` also runs `socket_waits.bt` (bpftrace) on every round and prints the 99th
+percentile of each stage of a request as the kernel sees it: the request waiting in the
+proxy's socket, request read to response sent, the upstream answering, the answer waiting in
+the proxy's upstream socket, the response waiting for the client's read, and the client's
+whole round trip. That tells a proxy that is behind from an upstream that is slow, and both
+from the load generator's own delays. It needs root and bpftrace.
 
 `--sched` also records every Portico round with `perf sched` on the proxy core and prints,
 from the scheduler trace, the longest time a Portico thread was runnable but not running
@@ -81,7 +83,8 @@ WAITS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "socket_
 
 def start_waits(port):
     """bpftrace on the proxy listening on `port`, returned once its probes are attached."""
-    trace = subprocess.Popen(["bpftrace", WAITS_SCRIPT, str(port), str(socket.htons(UPSTREAM))],
+    trace = subprocess.Popen(["bpftrace", WAITS_SCRIPT, str(port), str(socket.htons(UPSTREAM)),
+                              str(socket.htons(port))],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in trace.stdout:
         if line.startswith("Attaching"):
@@ -90,7 +93,7 @@ def start_waits(port):
 
 
 def waits_summary(trace):
-    """Stops bpftrace and reads its histograms: the share of each over 0.5 ms."""
+    """Stops bpftrace and reads its histograms: the 99th percentile of each (to its bucket)."""
     trace.send_signal(signal.SIGINT)
     text, _ = trace.communicate()
     hists, current = {}, None
@@ -103,14 +106,23 @@ def waits_summary(trace):
         if m and current is not None:
             current.append((int(m.group(1)) * (1024 if m.group(2) else 1), int(m.group(3))))
 
-    def over(name):
-        h = hists.get(name, [])
-        total = sum(n for _, n in h)
-        return 100 * sum(n for low, n in h if low >= 512) / total if total else 0.0
+    def p99(name):
+        """The upper bound of the bucket that holds the histogram's 99th percentile."""
+        h = sorted(hists.get(name, []))
+        total, seen = sum(n for _, n in h), 0
+        for i, (low, n) in enumerate(h):
+            seen += n
+            if total and seen >= 0.99 * total:
+                return f"<{h[i + 1][0] if i + 1 < len(h) else 2 * max(low, 1)} us"
+        return "-"
 
-    return (f"\n    waited over 0.5 ms in the proxy's sockets before it read them: client side "
-            f"{over('client_ready_to_read_us'):.2f} %, upstream side {over('upstream_ready_to_read_us'):.2f} %; "
-            f"upstream answers over 0.5 ms: {over('upstream_reply_us'):.2f} %")
+    stages = [("requests waiting in the proxy's sockets", "client_ready_to_read_us"),
+              ("request read to response sent", "proxy_turnaround_us"),
+              ("upstream answering", "upstream_reply_us"),
+              ("upstream answers waiting in the proxy's sockets", "upstream_ready_to_read_us"),
+              ("response sent to the client's read", "response_to_client_read_us"),
+              ("the client's send to its read of the answer", "client_round_trip_us")]
+    return "\n    p99 of " + "; ".join(f"{what} {p99(name)}" for what, name in stages)
 
 
 def sched_summary(data, pids):

@@ -83,7 +83,8 @@ pub struct ServerSettings {
     pub watch_config: bool,
     /// One multi-threaded runtime whose threads steal each other's tasks (`true`), or one
     /// single-threaded runtime per thread (`false`: no cross-thread wake-ups, cheaper per
-    /// request; connections stay on the thread that accepted them).
+    /// request; connections stay on the thread that accepted them). With one thread there is
+    /// nothing to steal, and it runs single-threaded either way.
     pub work_stealing: bool,
 }
 

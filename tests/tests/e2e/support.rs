@@ -223,8 +223,10 @@ impl GatewayBuilder {
             yaml.push_str(&format!("\nadmin:\n  address: 127.0.0.1:{admin_port}\n"));
         }
         if !yaml.lines().any(|l| l.starts_with("server:")) {
+            // One worker, as a one-CPU container gets by default and as the benchmark runs it
+            // (a single-threaded scheduler); the lifecycle tests set two (the work-stealing one).
             yaml.push_str(&format!(
-                "\nserver:\n  threads: 2\n  grace_period: 5s\n  shutdown_timeout: 1s\n  upgrade_sock: {}/upgrade.sock\n",
+                "\nserver:\n  threads: 1\n  grace_period: 5s\n  shutdown_timeout: 1s\n  upgrade_sock: {}/upgrade.sock\n",
                 dir.path().display()
             ));
         }
