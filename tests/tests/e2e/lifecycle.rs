@@ -1,9 +1,11 @@
 use crate::support::*;
 use std::time::Duration;
 
-fn one_route(up: std::net::SocketAddr, grace: &str) -> String {
+/// `threads`: 1 runs the single-threaded scheduler, 2 the work-stealing one; their shutdowns
+/// differ.
+fn one_route(up: std::net::SocketAddr, grace: &str, threads: usize) -> String {
     format!(
-        "listeners:\n  - address: 127.0.0.1:{{port}}\nadmin:\n  address: 127.0.0.1:{{admin}}\nserver:\n  threads: 2\n  grace_period: {grace}\n  shutdown_timeout: 1s\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {up} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
+        "listeners:\n  - address: 127.0.0.1:{{port}}\nadmin:\n  address: 127.0.0.1:{{admin}}\nserver:\n  threads: {threads}\n  grace_period: {grace}\n  shutdown_timeout: 1s\naccess_log: {{ enabled: false }}\nupstreams:\n  p:\n    members: [ {{ address: {up} }} ]\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    upstream: p\n"
     )
 }
 
@@ -22,8 +24,14 @@ async fn wait_refused(gw: &Gateway) {
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_request_then_exits_at_once() {
+    for threads in [1, 2] {
+        drain_one_in_flight_request(threads).await;
+    }
+}
+
+async fn drain_one_in_flight_request(threads: usize) {
     let up = Witness::start("w").await.unwrap();
-    let mut gw = Gateway::start(&one_route(up.addr, "30s")).await;
+    let mut gw = Gateway::start(&one_route(up.addr, "30s", threads)).await;
     let url = gw.url("/slow?hold");
     let inflight =
         tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
@@ -34,47 +42,59 @@ async fn sigterm_drains_an_in_flight_request_then_exits_at_once() {
     let ready = reqwest::get(gw.admin("/ready"))
         .await
         .expect("admin answers");
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 503, "{threads} threads");
     let body = json(ready).await;
-    assert_eq!(body["status"], "draining", "{body}");
+    assert_eq!(body["status"], "draining", "{threads} threads: {body}");
     // The held request's connection at least (a probe connection of `wait_refused` may still
     // be closing).
-    assert!(body["open_connections"].as_u64() >= Some(1), "{body}");
+    assert!(
+        body["open_connections"].as_u64() >= Some(1),
+        "{threads} threads: {body}"
+    );
     up.release_held();
     let status = inflight
         .await
         .unwrap()
         .expect("the in-flight request completed");
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{threads} threads");
     // The grace period is 30 s; with nothing left in flight the process ends at once.
     let took = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
         .await
         .unwrap();
     assert!(
         took.is_some(),
-        "still running 10 s after the last request ended"
+        "{threads} threads: still running 10 s after the last request ended"
     );
 }
 
 #[tokio::test]
 async fn sigterm_closes_idle_keepalive_connections_and_exits_in_under_a_second() {
+    for threads in [1, 2] {
+        close_an_idle_connection_and_exit(threads).await;
+    }
+}
+
+async fn close_an_idle_connection_and_exit(threads: usize) {
     let up = Witness::start("w").await.unwrap();
-    let mut gw = Gateway::start(&one_route(up.addr, "30s")).await;
+    let mut gw = Gateway::start(&one_route(up.addr, "30s", threads)).await;
     // An idle keep-alive connection stays open after its request.
     let client = reqwest::Client::new();
     let r = client.get(gw.url("/")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 200, "{threads} threads");
     r.bytes().await.unwrap();
     let sent = std::time::Instant::now();
     gw.signal("TERM");
     let took = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
         .await
         .unwrap();
-    assert!(took.is_some(), "still running 10 s after SIGTERM");
+    assert!(
+        took.is_some(),
+        "{threads} threads: still running 10 s after SIGTERM"
+    );
     let took = sent.elapsed();
     assert!(
         took < Duration::from_secs(1),
-        "exit took {took:?} with only an idle connection open"
+        "{threads} threads: exit took {took:?} with only an idle connection open"
     );
 }
 

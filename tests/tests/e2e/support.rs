@@ -224,7 +224,7 @@ impl GatewayBuilder {
         }
         if !yaml.lines().any(|l| l.starts_with("server:")) {
             // One worker, as a one-CPU container gets by default and as the benchmark runs it
-            // (a single-threaded scheduler); the lifecycle tests set two (the work-stealing one).
+            // (the single-threaded scheduler); the shutdown tests also run two (work stealing).
             yaml.push_str(&format!(
                 "\nserver:\n  threads: 1\n  grace_period: 5s\n  shutdown_timeout: 1s\n  upgrade_sock: {}/upgrade.sock\n",
                 dir.path().display()
