@@ -58,8 +58,8 @@ def duration_buckets(admin_port):
     choosing a member to the upstream's response head."""
     text = http_get(f"http://127.0.0.1:{admin_port}/metrics", token=ADMIN_TOKEN)
     buckets = {metric: collections.Counter() for metric in DURATIONS}
-    for m in re.finditer(r'^(portico_(?:request|upstream)_duration_seconds)_bucket\{[^}]*le="([^"]+)"[^}]*\} (\d+)$',
-                         text, re.M):
+    names = "|".join(DURATIONS)
+    for m in re.finditer(rf'^({names})_bucket\{{[^}}]*le="([^"]+)"[^}}]*\}} (\d+)$', text, re.M):
         buckets[m.group(1)][float(m.group(2))] += int(m.group(3))  # float("+Inf") is inf
     return buckets
 
@@ -102,18 +102,20 @@ def waits_summary(trace):
         if m:
             current = hists.setdefault(m.group(1), [])
             continue
-        m = re.match(r"^\[(\d+)(K?)(?:, [\dKM]+\)|\])\s+(\d+)", line)
+        m = re.match(r"^\[(\d+)([KM]?)(?:, [\dKM]+\)|\])\s+(\d+)", line)
         if m and current is not None:
-            current.append((int(m.group(1)) * (1024 if m.group(2) else 1), int(m.group(3))))
+            unit = {"": 1, "K": 1 << 10, "M": 1 << 20}[m.group(2)]
+            current.append((int(m.group(1)) * unit, int(m.group(3))))
 
     def p99(name):
-        """The upper bound of the bucket that holds the histogram's 99th percentile."""
+        """The upper bound of the bucket that holds the histogram's 99th percentile (bpftrace's
+        buckets are [0], [1], then [2^k, 2^(k+1)))."""
         h = sorted(hists.get(name, []))
         total, seen = sum(n for _, n in h), 0
-        for i, (low, n) in enumerate(h):
+        for low, n in h:
             seen += n
             if total and seen >= 0.99 * total:
-                return f"<{h[i + 1][0] if i + 1 < len(h) else 2 * max(low, 1)} us"
+                return f"<{2 * low if low >= 2 else low + 1} us"
         return "-"
 
     stages = [("requests waiting in the proxy's sockets", "client_ready_to_read_us"),
