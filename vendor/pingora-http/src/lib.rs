@@ -777,9 +777,14 @@ impl ResponseHeader {
 /// Build a [Uri] carrying only a path-and-query component. `target` is the original
 /// request-target, used for error context.
 fn path_and_query_uri(path_and_query: &str, target: &str) -> Result<Uri> {
-    Uri::builder()
-        .path_and_query(path_and_query)
-        .build()
+    // Portico patch 0050: made from its one part, not through `Uri::builder`, which moves its
+    // `Result<Parts>` through each step and checks the parts it was not given. The builder
+    // took an empty path-and-query as `/`, as `Uri::default()` is.
+    if path_and_query.is_empty() {
+        return Ok(Uri::default());
+    }
+    http::uri::PathAndQuery::try_from(path_and_query)
+        .map(Uri::from)
         .explain_err(InvalidHTTPHeader, |_| format!("invalid uri {target}"))
 }
 

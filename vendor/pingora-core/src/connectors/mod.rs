@@ -443,6 +443,16 @@ fn pooled_stream_matches<P: Peer>(peer: &P, stream: &Stream) -> bool {
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
+    // Portico patch 0049: a socket that is not readable (no data, no close) is reusable, and
+    // its readiness says so without a read through the stream's layers. Only a readable
+    // socket, or a stream that cannot tell (TLS keeps its own buffer), is read from.
+    let readiness = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        crate::protocols::Peek::poll_read_ready(stream.as_mut(), cx)
+    }))
+    .now_or_never();
+    if readiness.is_none() {
+        return true;
+    }
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
     let result = tokio::task::unconstrained(stream.read(&mut buf[..])).now_or_never();

@@ -40,7 +40,9 @@ pub struct HttpSession {
     response_header_read_buf: BytesMut,
     pub(crate) underlying_stream: Stream,
     raw_header: Option<BufRef>,
-    preread_body: Option<BufRef>,
+    /// Portico patch 0048: the bytes read past the response head, detached from the read
+    /// buffer (not a copy), for the body reader or the next head after a 1xx.
+    preread_body: Option<BytesMut>,
     body_reader: BodyReader,
     body_writer: BodyWriter,
     // timeouts:
@@ -284,8 +286,7 @@ impl HttpSession {
             // next header is cancelled, a future call can resume without dropping the
             // preread bytes.
             if let Some(preread) = self.preread_body.take().filter(|b| !b.is_empty()) {
-                self.response_header_read_buf
-                    .put_slice(preread.get(&self.buf));
+                self.response_header_read_buf = preread;
             } else {
                 // If this next read_response call completes successfully, self.buf
                 // will be reset to the last response + any body.
@@ -301,7 +302,6 @@ impl HttpSession {
                 let parsed = parse_resp_buffer(&mut resp, &self.response_header_read_buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
-                        let total_read = self.response_header_read_buf.len();
                         let base = self.response_header_read_buf.as_ptr() as usize;
                         let mut header_refs = Vec::<KVRef>::with_capacity(resp.headers.len());
 
@@ -330,7 +330,16 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let mut buf = std::mem::take(&mut self.response_header_read_buf);
+                        // Portico patch 0048: the bytes past the head stay where they were
+                        // read (the body reader adopts them) instead of being copied into a
+                        // body buffer of 64 KiB made for every response.
+                        let preread_body = if s == buf.len() {
+                            BytesMut::new()
+                        } else {
+                            buf.split_off(s)
+                        };
+                        let buf = buf.freeze();
 
                         for header in header_refs {
                             let header_name = header.get_wire_name(&buf);
@@ -367,7 +376,7 @@ impl HttpSession {
                         }
 
                         self.raw_header = Some(BufRef(0, s));
-                        self.preread_body = Some(BufRef(s, total_read));
+                        self.preread_body = Some(preread_body);
                         self.buf = buf;
                         self.response_header = Some(response_header);
                         let content_length = match self.validate_response(content_length) {
@@ -789,29 +798,26 @@ impl HttpSession {
     fn init_body_reader_framed(&mut self, framing: Option<(bool, Option<usize>)>) {
         if self.body_reader.need_init() {
             // follow https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
-            let preread_body = self.preread_body.as_ref().unwrap().get(&self.buf[..]);
-
-            let upgraded = if let Some(code) = self.get_status() {
-                match code.as_u16() {
-                    101 => self.is_upgrade_req(),
-                    100..=199 => {
-                        // informational headers, not enough to init body reader
-                        return;
-                    }
-                    204 | 304 => {
-                        // no body by definition
-                        self.body_reader.init_content_length(0, preread_body);
-                        return;
-                    }
-                    _ => false,
+            let status = self.get_status().map(|code| code.as_u16());
+            let upgraded = match status {
+                Some(101) => self.is_upgrade_req(),
+                Some(100..=199) => {
+                    // informational headers, not enough to init body reader
+                    return;
                 }
-            } else {
-                false
+                _ => false,
             };
+            // Portico patch 0048: the body reader adopts the bytes read past the head.
+            let preread_body = self.preread_body.take().unwrap_or_default();
+            if let Some(204 | 304) = status {
+                // no body by definition
+                self.body_reader.init_content_length_owned(0, preread_body);
+                return;
+            }
 
             if let Some(req) = self.request_written.as_ref() {
                 if req.method == http::method::Method::HEAD {
-                    self.body_reader.init_content_length(0, preread_body);
+                    self.body_reader.init_content_length_owned(0, preread_body);
                     return;
                 }
             }
@@ -825,15 +831,15 @@ impl HttpSession {
                 ),
             };
             if upgraded {
-                self.body_reader.init_close_delimited(preread_body);
+                self.body_reader.init_close_delimited_owned(preread_body);
                 self.close_delimited_resp = true;
             } else if chunked {
                 // if chunked encoding, content-length should be ignored
-                self.body_reader.init_chunked(preread_body);
+                self.body_reader.init_chunked_owned(preread_body);
             } else if let Some(cl) = content_length {
-                self.body_reader.init_content_length(cl, preread_body);
+                self.body_reader.init_content_length_owned(cl, preread_body);
             } else {
-                self.body_reader.init_close_delimited(preread_body);
+                self.body_reader.init_close_delimited_owned(preread_body);
                 self.close_delimited_resp = true;
             }
         }
