@@ -348,6 +348,88 @@ async fn the_gateway_answers_with_its_own_http_version() {
     assert!(text.ends_with("ok"), "{text}");
 }
 
+/// Upstream answers whose body (or whose final head, after an informational one) arrives in
+/// the same read as the head: the gateway's reader takes those bytes over from the head's
+/// buffer, for each way a body can be framed, on fresh and on reused upstream connections.
+#[tokio::test]
+async fn bodies_that_arrive_with_their_head_are_passed_on_whole() {
+    let answers: [(&str, &[u8], bool); 4] = [
+        (
+            "/length",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            false,
+        ),
+        (
+            "/early-hints",
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            false,
+        ),
+        (
+            "/chunked",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+            false,
+        ),
+        // No framing: the body ends when the upstream closes.
+        ("/until-close", b"HTTP/1.1 200 OK\r\n\r\nhello", true),
+    ];
+    let addr = raw_upstream(move |_, head| {
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        let (_, bytes, then_close) = answers
+            .iter()
+            .find(|(p, _, _)| *p == path)
+            .expect("a known path");
+        RawAnswer {
+            bytes: bytes.to_vec(),
+            then_close: *then_close,
+        }
+    });
+    let gw = Gateway::start(&api_config(addr, EVERYTHING_TO_API)).await;
+    for round in 0..2 {
+        for (path, _, _) in answers {
+            let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
+                .await
+                .expect("the gateway closes within 5s")
+                .unwrap();
+            let text = String::from_utf8_lossy(&answer);
+            let last = text.rfind("HTTP/1.1 ").expect("a response");
+            let (head, body) = text[last..].split_once("\r\n\r\n").expect("a whole head");
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "round {round}, {path}: {text}"
+            );
+            // The gateway may pass a body on chunked; what it carries is the same.
+            let carried = if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
+                dechunk(body)
+            } else {
+                body.to_string()
+            };
+            assert_eq!(carried, "hello", "round {round}, {path}: {text}");
+        }
+    }
+}
+
+/// The data of a chunked body (extensions and trailers aside).
+fn dechunk(mut body: &str) -> String {
+    let mut data = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        data.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    data
+}
+
 #[tokio::test]
 async fn header_names_keep_the_case_they_came_with_in_both_directions() {
     // An upstream that hands over each request head it reads, and answers with names in
