@@ -64,7 +64,8 @@ pub fn apply(
                 v.extend_from_slice(existing.as_bytes());
                 v.extend_from_slice(b", ");
                 v.extend_from_slice(ip);
-                http::HeaderValue::from_bytes(&v).ok()
+                // The list becomes the value's buffer, not copied into another.
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
             }
             _ => Some(ip),
         };
@@ -75,9 +76,9 @@ pub fn apply(
     if !(trusted_peer && upstream.headers.contains_key(&X_FORWARDED_PROTO_KEY)) {
         // Static values: no copy per request.
         let proto = if scheme == "https" {
-            http::HeaderValue::from_static("https")
+            HeaderValue::from_static("https")
         } else {
-            http::HeaderValue::from_static("http")
+            HeaderValue::from_static("http")
         };
         upstream.insert_header(X_FORWARDED_PROTO_KEY, proto)?;
     }
@@ -90,7 +91,7 @@ pub fn apply(
                 upstream
                     .uri
                     .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             });
         match host {
             Some(h) => {
