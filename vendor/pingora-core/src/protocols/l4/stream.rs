@@ -553,6 +553,10 @@ pub struct Stream {
     /// Portico patch 0046: the HTTP/1 sessions' digest of this connection (server or client),
     /// made for its first request and shared by the rest.
     pub(crate) http_digest: Option<Arc<crate::protocols::Digest>>,
+    /// Portico patch 0052: the HTTP/1 client's buffer for the response heads read on this
+    /// connection. Each head is split off it, so the room after a head stays here for the next
+    /// one, and the whole buffer is reused once nothing refers to the heads read into it.
+    pub(crate) head_read_buf: bytes::BytesMut,
 }
 
 impl Stream {
@@ -675,6 +679,7 @@ impl From<TcpStream> for Stream {
             rx_ts: None,
             read_timer: Default::default(),
             http_digest: None,
+            head_read_buf: bytes::BytesMut::new(),
         }
     }
 }
@@ -700,6 +705,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             rx_ts: None,
             read_timer: Default::default(),
             http_digest: None,
+            head_read_buf: bytes::BytesMut::new(),
         }
     }
 }
@@ -726,6 +732,7 @@ impl From<UnixStream> for Stream {
             rx_ts: None,
             read_timer: Default::default(),
             http_digest: None,
+            head_read_buf: bytes::BytesMut::new(),
         }
     }
 }

@@ -96,15 +96,20 @@ impl HttpSession {
     pub fn new(mut stream: Stream) -> Self {
         // Portico patch 0046: kept with a plain connection, shared by its requests.
         let digest = connection_digest(&mut stream);
-        let read_timer = stream
-            .as_any_mut()
-            .downcast_mut::<l4::stream::Stream>()
-            .map(|s| std::mem::take(&mut s.read_timer));
+        // Portico patch 0052: the connection's head buffer comes with its read timer.
+        let (read_timer, response_header_read_buf) =
+            match stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+                Some(s) => (
+                    Some(std::mem::take(&mut s.read_timer)),
+                    std::mem::take(&mut s.head_read_buf),
+                ),
+                None => (None, BytesMut::new()),
+            };
         HttpSession {
             underlying_stream: stream,
             read_timer,
             buf: Bytes::new(), // zero size, will be replaced by parsed header later
-            response_header_read_buf: BytesMut::new(),
+            response_header_read_buf,
             raw_header: None,
             preread_body: None,
             body_reader: BodyReader::new(true),
@@ -333,16 +338,18 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let mut buf = std::mem::take(&mut self.response_header_read_buf);
+                        // Portico patch 0052: the head and the bytes after it are split off
+                        // the read buffer, which keeps its room for the next response on the
+                        // connection instead of a new 4 KiB buffer for each.
+                        let buf = self.response_header_read_buf.split_to(s).freeze();
                         // Portico patch 0048: the bytes past the head stay where they were
                         // read (the body reader adopts them) instead of being copied into a
                         // body buffer of 64 KiB made for every response.
-                        let preread_body = if s == buf.len() {
+                        let preread_body = if self.response_header_read_buf.is_empty() {
                             BytesMut::new()
                         } else {
-                            buf.split_off(s)
+                            self.response_header_read_buf.split()
                         };
-                        let buf = buf.freeze();
 
                         for header in header_refs {
                             let header_name = header.get_wire_name(&buf);
@@ -1012,11 +1019,15 @@ impl HttpSession {
     /// prior to being returned.
     pub fn into_inner(self) -> Stream {
         let mut stream = self.underlying_stream;
-        // Portico patch 0037: the read timer goes back to the connection it belongs to.
-        if let Some(mut timer) = self.read_timer {
-            timer.stop();
-            if let Some(s) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+        // Portico patch 0037: the read timer goes back to the connection it belongs to, and
+        // (0052) so does the head buffer's room, unless a head was left half read in it.
+        if let Some(s) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+            if let Some(mut timer) = self.read_timer {
+                timer.stop();
                 s.read_timer = timer;
+            }
+            if self.response_header_read_buf.is_empty() {
+                s.head_read_buf = self.response_header_read_buf;
             }
         }
         stream
