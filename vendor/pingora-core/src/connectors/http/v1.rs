@@ -39,8 +39,7 @@ impl Connector {
         peer: &P,
     ) -> Result<(Box<HttpSession>, bool)> {
         let (stream, reused) = self.transport.get_stream(peer).await?;
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
-        Ok((http, reused))
+        Ok((boxed_session(stream, peer), reused))
     }
 
     pub async fn reused_http_session<P: Peer + Send + Sync + 'static>(
@@ -48,8 +47,7 @@ impl Connector {
         peer: &P,
     ) -> Option<Box<HttpSession>> {
         let stream = self.transport.reused_stream(peer).await?;
-        let http = Box::new(HttpSession::new_with_options(stream, peer));
-        Some(http)
+        Some(boxed_session(stream, peer))
     }
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
@@ -59,7 +57,8 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
+        // Portico patch 0053: released from its box.
+        if let Some(stream) = session.reuse_boxed().await {
             self.transport
                 .release_stream(stream, peer.reuse_hash(), idle_timeout);
         }
@@ -75,6 +74,14 @@ impl Connector {
     pub fn unexpected_data_connection_counter(&self) -> Arc<AtomicU64> {
         self.transport.unexpected_data_connection_counter()
     }
+}
+
+/// Portico patch 0053: the session is written into its box (`Box::new_uninit` + `Box::write`)
+/// rather than made on the stack and copied into it.
+fn boxed_session<P: Peer>(stream: crate::protocols::Stream, peer: &P) -> Box<HttpSession> {
+    let mut session = Box::write(Box::new_uninit(), HttpSession::new(stream));
+    session.apply_peer_options(peer);
+    session
 }
 
 #[cfg(test)]

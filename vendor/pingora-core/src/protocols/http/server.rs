@@ -65,7 +65,8 @@ pub enum Session {
 impl Session {
     /// Create a new [`Session`] from an established connection for HTTP/1.x
     pub fn new_http1(stream: Stream) -> Self {
-        Self::H1(Box::new(SessionV1::new(stream)))
+        // Portico patch 0053: written into its box, not made on the stack and copied into it.
+        Self::H1(Box::write(Box::new_uninit(), SessionV1::new(stream)))
     }
 
     /// Portico patch 0005 (vendor/patches/): error answers an HTTP/1 session writes itself

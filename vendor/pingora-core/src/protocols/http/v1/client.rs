@@ -133,12 +133,18 @@ impl HttpSession {
     /// Create a new http client session and apply peer options
     pub fn new_with_options<P: crate::upstreams::peer::Peer>(stream: Stream, peer: &P) -> Self {
         let mut session = Self::new(stream);
+        session.apply_peer_options(peer);
+        session
+    }
+
+    /// Apply the options of `peer` that concern the session (Portico patch 0053: also for a
+    /// session written into its box).
+    pub(crate) fn apply_peer_options<P: crate::upstreams::peer::Peer>(&mut self, peer: &P) {
         if let Some(options) = peer.get_peer_options() {
-            session.set_allow_h1_response_invalid_content_length(
+            self.set_allow_h1_response_invalid_content_length(
                 options.allow_h1_response_invalid_content_length,
             );
         }
-        session
     }
 
     /// Write the request header to the server
@@ -783,20 +789,42 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
     pub async fn reuse(mut self) -> Option<Stream> {
+        // TODO: this function is unnecessarily slow for keepalive case
+        // because that case does not need async
+        if self.reusable() {
+            Some(self.into_inner())
+        } else {
+            debug!("HTTP shutdown connection");
+            self.shutdown().await;
+            None
+        }
+    }
+
+    /// [`Self::reuse`] for a session kept in a box.
+    ///
+    /// Portico patch 0053: the session (about 600 bytes) stays in its box instead of being moved
+    /// out of it into the future that releases it, and its stream is taken from the box.
+    pub async fn reuse_boxed(mut self: Box<Self>) -> Option<Stream> {
+        if self.reusable() {
+            Some(hand_back(
+                self.underlying_stream,
+                self.read_timer,
+                self.response_header_read_buf,
+            ))
+        } else {
+            debug!("HTTP shutdown connection");
+            self.shutdown().await;
+            None
+        }
+    }
+
+    /// Whether the connection can be kept after this response: a keep-alive one whose
+    /// response was read to its end and no further.
+    fn reusable(&mut self) -> bool {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
-        match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.into_inner()),
-        }
+        !matches!(self.keepalive_timeout, KeepaliveStatus::Off)
     }
 
     fn init_body_reader(&mut self) {
@@ -1018,20 +1046,32 @@ impl HttpSession {
     /// directly, for example, in the case of HTTP upgrade. It is not flushed
     /// prior to being returned.
     pub fn into_inner(self) -> Stream {
-        let mut stream = self.underlying_stream;
-        // Portico patch 0037: the read timer goes back to the connection it belongs to, and
-        // (0052) so does the head buffer's room, unless a head was left half read in it.
-        if let Some(s) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
-            if let Some(mut timer) = self.read_timer {
-                timer.stop();
-                s.read_timer = timer;
-            }
-            if self.response_header_read_buf.is_empty() {
-                s.head_read_buf = self.response_header_read_buf;
-            }
-        }
-        stream
+        hand_back(
+            self.underlying_stream,
+            self.read_timer,
+            self.response_header_read_buf,
+        )
     }
+}
+
+/// The stream of a session that is done with it. Portico patch 0037: the read timer goes back to
+/// the connection it belongs to, and (0052) so does the head buffer's room, unless a head was
+/// left half read in it.
+fn hand_back(
+    mut stream: Stream,
+    read_timer: Option<ReadTimer>,
+    head_read_buf: BytesMut,
+) -> Stream {
+    if let Some(s) = stream.as_any_mut().downcast_mut::<l4::stream::Stream>() {
+        if let Some(mut timer) = read_timer {
+            timer.stop();
+            s.read_timer = timer;
+        }
+        if head_read_buf.is_empty() {
+            s.head_read_buf = head_read_buf;
+        }
+    }
+    stream
 }
 
 #[inline]
