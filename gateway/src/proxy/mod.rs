@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method};
 use opentelemetry::context::FutureExt as _;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session, UpstreamPeer};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use portico_plugins::{ErrorCode, Flow, Rejection, RequestContext, RequestId};
@@ -334,7 +334,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         ctx: &mut RequestState,
-    ) -> Result<Box<HttpPeer>> {
+    ) -> Result<UpstreamPeer> {
         let Some(pool) = ctx.pool() else {
             return Err(Error::explain(ErrorType::HTTPStatus(404), "no upstream"));
         };

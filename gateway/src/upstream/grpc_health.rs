@@ -55,7 +55,7 @@ impl GrpcProbe {
     /// One check of `member`, with the pool's own peer settings (TLS, CA, client
     /// certificate), over HTTP/2.
     pub async fn check(&self, member: &Member) -> Result<(), String> {
-        let mut peer = member.peer.clone();
+        let mut peer = (*member.peer).clone();
         peer.options.set_http_version(2, 2);
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeout);

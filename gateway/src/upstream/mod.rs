@@ -20,6 +20,7 @@ pub use retry::RetryPolicy;
 use crate::config::{Balance, Discovery, TlsVersion, UpstreamConfig, UpstreamProtocol};
 use crate::dns::{Answer, DnsError};
 use arc_swap::ArcSwap;
+use pingora::proxy::UpstreamPeer;
 use pingora::upstreams::peer::HttpPeer;
 use select::{LeastRequest, Ring, RoundRobin};
 use std::net::SocketAddr;
@@ -45,8 +46,9 @@ pub struct Member {
     pub weight: u32,
     pub tls: bool,
     pub source: Source,
-    /// Built once; cloned per request (cheaper than building a peer per request).
-    pub peer: HttpPeer,
+    /// Built once and shared by the requests sent to the member as it is; a request whose try
+    /// needs other timeouts (or a WebSocket upgrade) gets a clone.
+    pub peer: Arc<HttpPeer>,
     healthy: AtomicBool,
     inflight: AtomicUsize,
     /// Active health checks: consecutive successes (low bits) or failures (high bit set).
@@ -450,18 +452,22 @@ impl Pool {
 
     /// The peer for one try at `member`: its timeouts capped by what is left of the
     /// request's total timeout and by the per-try timeout; a WebSocket upgrade gets HTTP/1.1
-    /// and no read timeout (frames may be far apart).
+    /// and no read timeout (frames may be far apart). Without either, the member's own peer,
+    /// shared.
     pub fn peer_for_try(
         &self,
         member: &Member,
         remaining: Option<Duration>,
         upgrade: bool,
-    ) -> Box<HttpPeer> {
-        let mut peer = Box::new(member.peer.clone());
+    ) -> UpstreamPeer {
         let per_try = match (remaining, self.retry.per_try_timeout) {
             (Some(r), Some(t)) => Some(r.min(t)),
             (r, t) => r.or(t),
         };
+        if per_try.is_none() && !upgrade {
+            return UpstreamPeer::Shared(member.peer.clone());
+        }
+        let mut peer = Box::new(HttpPeer::clone(&member.peer));
         if let Some(limit) = per_try {
             let o = &mut peer.options;
             o.connection_timeout = o.connection_timeout.map(|t| t.min(limit));
@@ -472,7 +478,7 @@ impl Pool {
             peer.options.read_timeout = None;
             peer.options.set_http_version(1, 1);
         }
-        peer
+        UpstreamPeer::Owned(peer)
     }
 
     /// What is left of the total timeout for a request that started at `started`:
@@ -682,7 +688,7 @@ fn new_member(
         c.apply(&mut peer);
     }
     Arc::new(Member {
-        peer,
+        peer: Arc::new(peer),
         address,
         addr,
         weight,

@@ -2624,7 +2624,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<UpstreamPeer> {
             unreachable!("test drives cache_http_task directly")
         }
 

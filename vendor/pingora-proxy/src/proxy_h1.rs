@@ -1365,7 +1365,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<UpstreamPeer> {
             unreachable!("test calls h1_response_filter directly")
         }
 

@@ -58,12 +58,13 @@ pub trait ProxyHttp {
     /// Define where the proxy should send the request to.
     ///
     /// The returned [HttpPeer] contains the information regarding where and how this request should
-    /// be forwarded to.
+    /// be forwarded to. Portico patch 0054: it is an [UpstreamPeer], which is either made for the
+    /// request or shared by many (`Box<HttpPeer>` and `Arc<HttpPeer>` both convert into it).
     fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut Self::CTX,
-    ) -> impl Future<Output = Result<Box<HttpPeer>>> + Send;
+    ) -> impl Future<Output = Result<UpstreamPeer>> + Send;
 
     /// Set up downstream modules.
     ///
@@ -789,4 +790,38 @@ pub trait ProxyHttp {
 pub struct FailToProxy {
     pub error_code: u16,
     pub can_reuse_downstream: bool,
+}
+
+/// Where a request is sent: a peer made for this request, or one shared by many (Portico patch
+/// 0054). A peer is about 700 bytes with strings and reference counts in it; an application
+/// whose peers do not change per request shares one instead of cloning it for every request.
+#[derive(Debug, Clone)]
+pub enum UpstreamPeer {
+    /// A peer made (or adjusted) for this request.
+    Owned(Box<HttpPeer>),
+    /// A peer shared with other requests.
+    Shared(Arc<HttpPeer>),
+}
+
+impl std::ops::Deref for UpstreamPeer {
+    type Target = HttpPeer;
+
+    fn deref(&self) -> &HttpPeer {
+        match self {
+            UpstreamPeer::Owned(peer) => peer,
+            UpstreamPeer::Shared(peer) => peer,
+        }
+    }
+}
+
+impl From<Box<HttpPeer>> for UpstreamPeer {
+    fn from(peer: Box<HttpPeer>) -> Self {
+        UpstreamPeer::Owned(peer)
+    }
+}
+
+impl From<Arc<HttpPeer>> for UpstreamPeer {
+    fn from(peer: Arc<HttpPeer>) -> Self {
+        UpstreamPeer::Shared(peer)
+    }
 }
