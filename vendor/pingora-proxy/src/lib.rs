@@ -520,7 +520,7 @@ where
 
     async fn finish(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut SV::CTX,
         reuse: bool,
         error: Option<Box<Error>>,
@@ -1145,9 +1145,11 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    // Portico patch 0055: the request's `Session` (~370 bytes) is handed on in its box; as a
+    // value it was copied into each of these futures and again out of their arguments.
     async fn process_request(
         self: &Arc<Self>,
-        mut session: Session,
+        mut session: Box<Session>,
         mut ctx: <SV as ProxyHttp>::CTX,
     ) -> Option<ReusedHttpStream>
     where
@@ -1366,7 +1368,7 @@ where
 
     async fn handle_error(
         &self,
-        mut session: Session,
+        mut session: Box<Session>,
         ctx: &mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
         context: &str,
@@ -1440,12 +1442,15 @@ where
         debug!("starting subrequest");
 
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
+            Some(downstream_session) => Box::write(
+                Box::new_uninit(),
+                Session::new(
+                    downstream_session,
+                    &self.downstream_modules,
+                    #[cfg(feature = "upstream_modules")]
+                    &self.upstream_modules,
+                    self.shutdown_flag.clone(),
+                ),
             ),
             None => return, // bad request
         };
@@ -1568,13 +1573,17 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
+        // Portico patch 0055: the session is written into its box.
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
+            Some(downstream_session) => Box::write(
+                Box::new_uninit(),
+                Session::new(
+                    downstream_session,
+                    &self.downstream_modules,
+                    #[cfg(feature = "upstream_modules")]
+                    &self.upstream_modules,
+                    self.shutdown_flag.clone(),
+                ),
             ),
             None => return None, // bad request
         };
