@@ -1145,6 +1145,21 @@ impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// The proxy session for a request read from `downstream_session`. Portico patch 0055:
+    /// written into its box rather than made on the stack and copied into it.
+    fn boxed_session(&self, downstream_session: Box<HttpSession>) -> Box<Session> {
+        Box::write(
+            Box::new_uninit(),
+            Session::new(
+                downstream_session,
+                &self.downstream_modules,
+                #[cfg(feature = "upstream_modules")]
+                &self.upstream_modules,
+                self.shutdown_flag.clone(),
+            ),
+        )
+    }
+
     // Portico patch 0055: the request's `Session` (~370 bytes) is handed on in its box; as a
     // value it was copied into each of these futures and again out of their arguments.
     async fn process_request(
@@ -1442,16 +1457,7 @@ where
         debug!("starting subrequest");
 
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Box::write(
-                Box::new_uninit(),
-                Session::new(
-                    downstream_session,
-                    &self.downstream_modules,
-                    #[cfg(feature = "upstream_modules")]
-                    &self.upstream_modules,
-                    self.shutdown_flag.clone(),
-                ),
-            ),
+            Some(downstream_session) => self.boxed_session(downstream_session),
             None => return, // bad request
         };
 
@@ -1573,18 +1579,8 @@ where
         let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
-        // Portico patch 0055: the session is written into its box.
         let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Box::write(
-                Box::new_uninit(),
-                Session::new(
-                    downstream_session,
-                    &self.downstream_modules,
-                    #[cfg(feature = "upstream_modules")]
-                    &self.upstream_modules,
-                    self.shutdown_flag.clone(),
-                ),
-            ),
+            Some(downstream_session) => self.boxed_session(downstream_session),
             None => return None, // bad request
         };
 

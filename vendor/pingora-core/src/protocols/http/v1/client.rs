@@ -788,16 +788,9 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
-        if self.reusable() {
-            Some(self.into_inner())
-        } else {
-            debug!("HTTP shutdown connection");
-            self.shutdown().await;
-            None
-        }
+    pub async fn reuse(self) -> Option<Stream> {
+        // Portico patch 0053: one way to release a session; the proxy's is `reuse_boxed`.
+        Box::new(self).reuse_boxed().await
     }
 
     /// [`Self::reuse`] for a session kept in a box.
@@ -805,6 +798,8 @@ impl HttpSession {
     /// Portico patch 0053: the session (about 600 bytes) stays in its box instead of being moved
     /// out of it into the future that releases it, and its stream is taken from the box.
     pub async fn reuse_boxed(mut self: Box<Self>) -> Option<Stream> {
+        // TODO: this function is unnecessarily slow for keepalive case
+        // because that case does not need async
         if self.reusable() {
             Some(hand_back(
                 self.underlying_stream,
