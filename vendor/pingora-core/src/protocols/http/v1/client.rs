@@ -31,7 +31,7 @@ use super::common::*;
 use crate::protocols::http::HttpTask;
 use crate::protocols::l4::read_timer::ReadTimer;
 use crate::protocols::{l4, Digest, SocketAddr, Stream, UniqueID, UniqueIDType};
-use crate::utils::{BufRef, KVRef};
+use crate::utils::BufRef;
 
 /// The HTTP 1.x client session
 pub struct HttpSession {
@@ -317,11 +317,9 @@ impl HttpSession {
                 match parsed {
                     HeaderParseState::Complete(s) => {
                         let base = self.response_header_read_buf.as_ptr() as usize;
-                        let mut header_refs = Vec::<KVRef>::with_capacity(resp.headers.len());
-
-                        // Note: resp.headers has the correct number of headers
-                        // while header_refs doesn't as it is still empty
-                        let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
+                        let mut slots: HeaderRefSlots =
+                            [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+                        let header_refs = header_refs(&mut slots, base, resp.headers);
 
                         let mut response_header = match ResponseHeader::build(
                             resp.code.unwrap(),

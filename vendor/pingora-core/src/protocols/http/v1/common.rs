@@ -18,6 +18,7 @@ use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
 use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
+use std::mem::MaybeUninit;
 use std::str;
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,25 +322,33 @@ pub(super) fn is_buf_keepalive(header_value: Option<&HeaderValue>) -> Option<boo
     })
 }
 
+/// Room on the stack for [header_refs].
+pub(super) type HeaderRefSlots = [MaybeUninit<KVRef>; MAX_HEADERS];
+
+/// Where each of `headers`, parsed from the buffer starting at `base`, has its name and value,
+/// recorded so the buffer can be frozen (the parser's borrow of it forbids that) before the
+/// fields are shared out of it. Portico patch 0056: written into `slots` on the caller's
+/// stack; a `Vec` of them was an allocation for every head.
 #[inline]
-pub(super) fn populate_headers(
+pub(super) fn header_refs<'a>(
+    slots: &'a mut HeaderRefSlots,
     base: usize,
-    header_ref: &mut Vec<KVRef>,
     headers: &[httparse::Header],
-) -> usize {
-    let mut used_header_index = 0;
-    for header in headers.iter() {
-        if !header.name.is_empty() {
-            header_ref.push(KVRef::new(
-                header.name.as_ptr() as usize - base,
-                header.name.len(),
-                header.value.as_ptr() as usize - base,
-                header.value.len(),
-            ));
-            used_header_index += 1;
-        }
+) -> &'a [KVRef] {
+    let parsed = headers.iter().filter(|header| !header.name.is_empty());
+    let mut len = 0;
+    for (slot, header) in slots.iter_mut().zip(parsed) {
+        slot.write(KVRef::new(
+            header.name.as_ptr() as usize - base,
+            header.name.len(),
+            header.value.as_ptr() as usize - base,
+            header.value.len(),
+        ));
+        len += 1;
     }
-    used_header_index
+    // SAFETY: the first `len` slots were written above, and `MaybeUninit<KVRef>` has the
+    // layout of `KVRef`.
+    unsafe { std::slice::from_raw_parts(slots.as_ptr().cast::<KVRef>(), len) }
 }
 
 /// Parse a `Content-Length` field value as an ASCII digit string, matching

@@ -41,7 +41,7 @@ use crate::protocols::http::{
     ReusableHttpStream,
 };
 use crate::protocols::{Digest, SocketAddr, Stream};
-use crate::utils::{BufRef, KVRef};
+use crate::utils::BufRef;
 use std::sync::Arc;
 
 /// Tracks which writer is currently processing a task.
@@ -366,10 +366,9 @@ impl HttpSession {
                         // `KVRef`s to record the offset of each piece of data, drop `req`, convert
                         // buf, the do the 0 copy update
                         let base = buf.as_ptr() as usize;
-                        let mut header_refs = Vec::<KVRef>::with_capacity(req.headers.len());
-                        // Note: req.headers has the correct number of headers
-                        // while header_refs doesn't as it is still empty
-                        let _num_headers = populate_headers(base, &mut header_refs, req.headers);
+                        let mut slots: HeaderRefSlots =
+                            [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+                        let header_refs = header_refs(&mut slots, base, req.headers);
 
                         let path = req.path.unwrap_or("");
                         let built = RequestHeader::build(
