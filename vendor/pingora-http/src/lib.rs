@@ -975,31 +975,43 @@ impl<'a> CaseNames<'a> {
     /// The map to record `case` of `name` in, made now if this is the first name that needs it.
     /// Called before `name` goes into `values`. `case`: `None` when the name comes in its
     /// default case (Portico patch 0028).
+    #[inline]
     fn map_for<T>(
         self,
         values: &HMap<T>,
         name: &HeaderName,
         case: Option<&CaseHeaderName>,
     ) -> Option<&'a mut CaseMap> {
-        if self.map.is_none() {
-            let Some(case) = case else {
-                return None;
-            };
-            if !self.preserve || case.as_slice() == default_case(name).as_bytes() {
-                return None;
-            }
-            let mut map = CaseMap::with_capacity(values.capacity());
-            for (name, _) in values.iter() {
-                let default = match case_header_name::titled_header_name_str(name) {
-                    Some(titled) => CaseHeaderName::from_static(titled),
-                    None => CaseHeaderName::from_slice(name.as_str().as_bytes()),
-                };
-                // At most as many as `values` holds, which is under `MAX_SIZE`.
-                let _ = map.try_append(name.clone(), default);
-            }
-            *self.map = Some(map);
+        // Portico patch 0057: the usual answers are made where the field is added; a call for
+        // them cost more than the answer.
+        match (self.map.is_some(), case) {
+            (true, _) => self.map.as_mut(),
+            (false, None) => None,
+            (false, Some(case)) => self.first_map_for(values, name, case),
         }
-        self.map.as_mut()
+    }
+
+    /// [Self::map_for] for a head without a case map yet.
+    #[cold]
+    fn first_map_for<T>(
+        self,
+        values: &HMap<T>,
+        name: &HeaderName,
+        case: &CaseHeaderName,
+    ) -> Option<&'a mut CaseMap> {
+        if !self.preserve || case.as_slice() == default_case(name).as_bytes() {
+            return None;
+        }
+        let mut map = CaseMap::with_capacity(values.capacity());
+        for (name, _) in values.iter() {
+            let default = match case_header_name::titled_header_name_str(name) {
+                Some(titled) => CaseHeaderName::from_static(titled),
+                None => CaseHeaderName::from_slice(name.as_str().as_bytes()),
+            };
+            // At most as many as `values` holds, which is under `MAX_SIZE`.
+            let _ = map.try_append(name.clone(), default);
+        }
+        Some(self.map.insert(map))
     }
 }
 
