@@ -188,6 +188,17 @@ impl RawStreamWrapper {
     pub fn enable_rx_ts(&mut self, enable_rx_ts: bool) {
         self.enable_rx_ts = enable_rx_ts;
     }
+
+    /// Whether flushing the socket is a no-op: tokio's TCP and Unix streams write through
+    /// (Portico patch 0058).
+    fn flush_does_nothing(&self) -> bool {
+        match self.stream {
+            RawStream::Tcp(_) => true,
+            #[cfg(unix)]
+            RawStream::Unix(_) => true,
+            RawStream::Virtual(_) => false,
+        }
+    }
 }
 
 impl AsyncRead for RawStreamWrapper {
@@ -920,6 +931,15 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
+        // Portico patch 0058: with nothing in the write buffer, a TCP or Unix socket has
+        // nothing to flush (tokio's flush of either does nothing), so it is done here rather
+        // than through the buffer's and the socket's layers; a proxied request flushed five
+        // times with nothing left to send.
+        let writer = self.stream().writer();
+        if writer.buffer().is_empty() && writer.get_ref().flush_does_nothing() {
+            self.write_pending_time.stop();
+            return Poll::Ready(Ok(()));
+        }
         let result = Pin::new(&mut self.stream_mut()).poll_flush(cx);
         self.write_pending_time.poll_time(&result);
         result
