@@ -177,6 +177,22 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// Like [Self::build()], made in the box it is returned in (Portico patch 0059): a head
+    /// (~380 bytes) built on the stack and boxed after was copied three times on its way.
+    pub fn build_boxed(
+        method: impl TryInto<Method>,
+        path: &[u8],
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
+        req.base.method = method
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
+        req.set_raw_path(path)?;
+        req.preserve_case = true;
+        Ok(req)
+    }
+
     /// Create a new [RequestHeader] with the given method and path without preserving header case.
     ///
     /// A [RequestHeader] created from this type is more space efficient than those from [Self::build()].
@@ -585,6 +601,18 @@ impl ResponseHeader {
     /// Create a new [ResponseHeader] with the given status code.
     pub fn build(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Self> {
         let mut resp = Self::new(size_hint);
+        resp.base.status = code
+            .try_into()
+            .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
+        Ok(resp)
+    }
+
+    /// Like [Self::build()], made in the box it is returned in (Portico patch 0059).
+    pub fn build_boxed(
+        code: impl TryInto<StatusCode>,
+        size_hint: Option<usize>,
+    ) -> Result<Box<Self>> {
+        let mut resp = Box::write(Box::new_uninit(), Self::new(size_hint));
         resp.base.status = code
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid status")?;

@@ -321,11 +321,12 @@ impl HttpSession {
                             [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
                         let header_refs = header_refs(&mut slots, base, resp.headers);
 
-                        let mut response_header = match ResponseHeader::build(
+                        // Portico patch 0059: made in its box.
+                        let mut response_header = match ResponseHeader::build_boxed(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {
-                            Ok(header) => Box::new(header),
+                            Ok(header) => header,
                             Err(e) => return self.fail_response_header_read(e),
                         };
 

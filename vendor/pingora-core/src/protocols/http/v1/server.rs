@@ -371,14 +371,15 @@ impl HttpSession {
                         let header_refs = header_refs(&mut slots, base, req.headers);
 
                         let path = req.path.unwrap_or("");
-                        let built = RequestHeader::build(
+                        // Portico patch 0059: made in its box.
+                        let built = RequestHeader::build_boxed(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             path.as_bytes(),
                             Some(req.headers.len()),
                         );
                         let mut request_header = match built {
-                            Ok(h) => Box::new(h),
+                            Ok(h) => h,
                             Err(e) => {
                                 // Portico patch 0005: `http::Uri` holds at most 65534 bytes.
                                 self.head_error = Some(if path.len() >= u16::MAX as usize - 1 {
