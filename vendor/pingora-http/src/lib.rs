@@ -185,10 +185,7 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Box<Self>> {
         let mut req = Box::write(Box::new_uninit(), Self::new_no_case(size_hint));
-        req.base.method = method
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
+        req.set_method_and_target(method, path)?;
         req.preserve_case = true;
         Ok(req)
     }
@@ -204,11 +201,15 @@ impl RequestHeader {
         size_hint: Option<usize>,
     ) -> Result<Self> {
         let mut req = Self::new_no_case(size_hint);
-        req.base.method = method
+        req.set_method_and_target(method, path)?;
+        Ok(req)
+    }
+
+    fn set_method_and_target(&mut self, method: impl TryInto<Method>, path: &[u8]) -> Result<()> {
+        self.base.method = method
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid method")?;
-        req.set_raw_path(path)?;
-        Ok(req)
+        self.set_raw_path(path)
     }
 
     /// Append the header name and value to `self`.
@@ -613,9 +614,7 @@ impl ResponseHeader {
         size_hint: Option<usize>,
     ) -> Result<Box<Self>> {
         let mut resp = Box::write(Box::new_uninit(), Self::new(size_hint));
-        resp.base.status = code
-            .try_into()
-            .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
+        resp.set_status(code)?;
         Ok(resp)
     }
 

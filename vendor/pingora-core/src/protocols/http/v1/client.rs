@@ -321,7 +321,7 @@ impl HttpSession {
                             [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
                         let header_refs = header_refs(&mut slots, base, resp.headers);
 
-                        // Portico patch 0059: made in its box.
+                        // Portico patch 0060: made in its box.
                         let mut response_header = match ResponseHeader::build_boxed(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),

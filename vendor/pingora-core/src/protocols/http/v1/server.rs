@@ -371,7 +371,7 @@ impl HttpSession {
                         let header_refs = header_refs(&mut slots, base, req.headers);
 
                         let path = req.path.unwrap_or("");
-                        // Portico patch 0059: made in its box.
+                        // Portico patch 0060: made in its box.
                         let built = RequestHeader::build_boxed(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
