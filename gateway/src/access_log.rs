@@ -6,7 +6,7 @@
 
 use crate::json::{
     push_ip, push_millis, push_plain_string as plain, push_string as js, push_three_digits,
-    push_u64,
+    push_u64, JsonString,
 };
 use opentelemetry::trace::{SpanId, TraceId};
 use portico_plugins::ErrorCode;
@@ -188,9 +188,9 @@ pub struct AccessRecord<'a> {
     /// 0 when no response was sent.
     pub status: u16,
     pub duration: Duration,
-    pub route: Option<&'a str>,
+    pub route: Option<&'a JsonString>,
     /// The pool and member of the try that answered, when one was chosen.
-    pub upstream: Option<(&'a str, &'a str)>,
+    pub upstream: Option<(&'a JsonString, &'a JsonString)>,
     pub upstream_duration: Option<Duration>,
     pub error: Option<ErrorCode>,
     pub user_id: Option<&'a str>,
@@ -236,11 +236,11 @@ impl AccessRecord<'_> {
         out.push_str(",\"duration_ms\":");
         push_millis(&mut out, self.duration);
         out.push_str(",\"route\":");
-        optional(&mut out, self.route);
+        optional_json(&mut out, self.route);
         out.push_str(",\"upstream\":");
-        optional(&mut out, self.upstream.map(|u| u.0));
+        optional_json(&mut out, self.upstream.map(|u| u.0));
         out.push_str(",\"member\":");
-        optional(&mut out, self.upstream.map(|u| u.1));
+        optional_json(&mut out, self.upstream.map(|u| u.1));
         if let Some(up) = self.upstream_duration {
             out.push_str(",\"upstream_ms\":");
             push_millis(&mut out, up);
@@ -310,6 +310,10 @@ fn optional(out: &mut String, value: Option<&str>) {
     }
 }
 
+fn optional_json(out: &mut String, value: Option<&JsonString>) {
+    out.push_str(value.map_or("null", JsonString::as_json));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,8 +328,8 @@ mod tests {
             path: "/a\"b",
             status: 502,
             duration: Duration::from_micros(1500),
-            route: Some("api"),
-            upstream: Some(("users", "10.0.0.1:80")),
+            route: Some(&JsonString::new("api \"v1\"")),
+            upstream: Some((&JsonString::new("users"), &JsonString::new("10.0.0.1:80"))),
             upstream_duration: Some(Duration::from_millis(1)),
             error: Some(ErrorCode::BadGateway),
             user_id: None,
@@ -347,6 +351,8 @@ mod tests {
         assert_eq!(v["client_ip"], "203.0.113.9");
         assert_eq!(v["status"], 502);
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["route"], "api \"v1\"");
+        assert_eq!(v["upstream"], "users");
         assert_eq!(v["member"], "10.0.0.1:80");
         assert_eq!(v["error"], "bad_gateway");
         assert!(v["user_agent"].is_null() && v.get("user_id").is_none());

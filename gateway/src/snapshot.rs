@@ -4,6 +4,7 @@
 //! snapshot they started with.
 
 use crate::config::{Config, ConfigError, ConfigErrors, Diagnostics, Loaded, RouteConfig, Seg};
+use crate::json::JsonString;
 use crate::router::{MethodSet, PathMatch, RouteEntry, Router};
 use crate::upstream::{DiscoveryCache, Pool};
 use arc_swap::ArcSwap;
@@ -25,6 +26,8 @@ pub type SnapshotStore = Arc<ArcSwap<Snapshot>>;
 /// A compiled route.
 pub struct Route {
     pub name: Arc<str>,
+    /// `name` as the access log writes it.
+    pub log_name: JsonString,
     /// `None` for a route whose plugins answer every request (`respond`, a `redirect`).
     pub pool: Option<Arc<Pool>>,
     /// The prefix to remove from the upstream path (`strip_prefix: true`).
@@ -477,6 +480,7 @@ fn compile_routes(
             methods,
             path,
             route: Arc::new(Route {
+                log_name: JsonString::new(name),
                 name: name.into(),
                 pool,
                 strip_prefix,

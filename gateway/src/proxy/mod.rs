@@ -655,10 +655,8 @@ impl ProxyHttp for Gateway {
             path: req.uri.path(),
             status,
             duration: elapsed,
-            route: route.map(|r| &*r.name),
-            upstream: pool
-                .zip(member)
-                .map(|(p, m)| (&*p.name, m.address.as_str())),
+            route: route.map(|r| &r.log_name),
+            upstream: pool.zip(member).map(|(p, m)| (&p.log_name, &m.log_address)),
             upstream_duration: upstream_elapsed,
             error: ctx.error_code,
             user_id: ctx.plugin.identity.as_ref().map(|i| i.user_id.as_str()),

@@ -19,6 +19,7 @@ pub use retry::RetryPolicy;
 
 use crate::config::{Balance, Discovery, TlsVersion, UpstreamConfig, UpstreamProtocol};
 use crate::dns::{Answer, DnsError};
+use crate::json::JsonString;
 use arc_swap::ArcSwap;
 use pingora::proxy::UpstreamPeer;
 use pingora::upstreams::peer::HttpPeer;
@@ -42,6 +43,8 @@ pub enum Source {
 pub struct Member {
     /// As configured or registered (`host:port`).
     pub address: String,
+    /// `address` as the access log writes it.
+    pub log_address: JsonString,
     pub addr: SocketAddr,
     pub weight: u32,
     pub tls: bool,
@@ -195,6 +198,8 @@ struct Dynamic {
 /// A compiled upstream pool.
 pub struct Pool {
     pub name: Arc<str>,
+    /// `name` as the access log writes it.
+    pub log_name: JsonString,
     set: ArcSwap<MemberSet>,
     /// Members given by IP address.
     static_members: Vec<Arc<Member>>,
@@ -418,6 +423,7 @@ impl Pool {
             return Err(errors);
         }
         let pool = Pool {
+            log_name: JsonString::new(name),
             name: name.into(),
             set: ArcSwap::from_pointee(MemberSet::new(Vec::new(), config.balance)),
             static_members: members,
@@ -689,6 +695,7 @@ fn new_member(
     }
     Arc::new(Member {
         peer: Arc::new(peer),
+        log_address: JsonString::new(&address),
         address,
         addr,
         weight,
