@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test build lint bench bench-ir bench-pauses bench-micro setup fuzz soak
+.PHONY: run test build release lint bench bench-ir bench-pauses bench-micro setup fuzz soak
 
 setup:
 	@scripts/setup.sh build
@@ -17,12 +17,18 @@ test: build
 	cargo test --workspace --no-fail-fast
 	target/tools-venv/bin/python scripts/check-deploy.py
 
+## The release binary, built with profile-guided optimisation: target/pgo/release/portico
+## (scripts/release.sh; what the Dockerfile ships and the load benchmark measures).
+release:
+	@scripts/setup.sh pgo
+	scripts/release.sh
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Load benchmark: Portico beside nginx, HAProxy and direct-to-upstream (see benches/README.md).
-bench:
+bench: release
 	@scripts/setup.sh bench
 	benches/load/run.sh
 
@@ -34,9 +40,9 @@ bench-ir:
 	benches/ir/ir.py
 
 ## Tail latency at a fixed rate in alternating rounds (the scheduler trace with `--sched`).
-bench-pauses:
+bench-pauses: release
 	@scripts/setup.sh bench
-	cargo build --release -p portico -p portico-e2e --bins
+	cargo build --release -p portico-e2e --bins
 	benches/load/pauses.py
 
 ## Criterion micro-benchmarks.

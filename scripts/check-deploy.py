@@ -5,7 +5,7 @@
 - the ConfigMap carries deploy/portico.yaml unchanged, and `portico check` accepts it;
 - deploy/compose.yaml validates (docker-compose config);
 - the systemd units verify (systemd-analyze verify);
-- the Dockerfile builds with the same steps as `make build` (with --release).
+- the Dockerfile builds with the same steps as `make release` and ships its binary.
 Run by scripts/setup.sh's tools: target/tools-venv/bin/python scripts/check-deploy.py
 """
 
@@ -126,12 +126,14 @@ def dockerfile():
     with open(os.path.join(ROOT, "Makefile")) as f:
         makefile = f.read()
     recipe = lambda target: [l.strip() for l in re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M).group(1).splitlines()]
-    steps = [s.lstrip("@") for s in recipe("setup") + recipe("build")]
-    steps = [s.replace("cargo build ", "cargo build --release ", 1) for s in steps]
+    steps = [s.lstrip("@") for s in recipe("release")]
     with open(os.path.join(DEPLOY, "Dockerfile")) as f:
-        runs = [l[len("RUN "):].strip() for l in f if l.startswith("RUN ")]
-    check("the Dockerfile builds as `make build` does", all(s in runs for s in steps),
-          f"`make build` runs {steps}; the Dockerfile runs {runs}")
+        text = f.read()
+    runs = [l[len("RUN "):].strip() for l in text.splitlines() if l.startswith("RUN ")]
+    check("the Dockerfile builds as `make release` does", all(s in runs for s in steps),
+          f"`make release` runs {steps}; the Dockerfile runs {runs}")
+    check("the Dockerfile ships the profile-guided build",
+          "COPY --from=build /src/target/pgo/release/portico " in text, "no COPY of target/pgo/release/portico")
 
 
 for step in (kubernetes, portico_config, compose, systemd, dockerfile):

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages Portico's build, tests and benchmarks need, when missing.
 # Idempotent: does nothing when everything is there.
-# Usage: scripts/setup.sh [build|test|bench|fuzz]
+# Usage: scripts/setup.sh [build|pgo|test|bench|fuzz]
 #   build: what compiling Portico needs (cmake for Pingora's zlib-ng, a C toolchain);
+#   pgo:   + what the profile-guided release build needs (scripts/release.sh): the training
+#          run's clients (wrk, h2load, openssl, python3) and an llvm-profdata of rustc's LLVM
+#          version (Debian's llvm-N, else rustup's llvm-tools component);
 #   test:  + redis-server, Node.js and the Better Auth server the end-to-end tests run (npm ci,
 #          from the lockfile in tests/better-auth); Debian's Chromium with playwright-core and
 #          Socket.io (npm ci in tests/browser); docker-compose, systemd-analyze and, in
@@ -14,7 +17,9 @@ set -euo pipefail
 
 mode="${1:-test}"
 want=(cmake gcc make pkg-config)
-if [[ "$mode" != "build" ]]; then
+if [[ "$mode" == "pgo" ]]; then
+  want+=(wrk h2load openssl python3)
+elif [[ "$mode" != "build" ]]; then
   want+=(redis-server node npm)
 fi
 if [[ "$mode" == "test" ]]; then
@@ -30,6 +35,7 @@ package_for() {
     nginx) echo nginx-light ;;
     taskset) echo util-linux ;;
     perf) echo linux-perf ;;
+    h2load) echo nghttp2-client ;;
     pkg-config) echo pkg-config ;;
     node) echo nodejs ;;
     systemd-analyze) echo systemd ;;
@@ -44,21 +50,38 @@ for cmd in "${want[@]}"; do
   fi
 done
 
+sudo=""
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
+  sudo="sudo"
+fi
+
 if ((${#missing[@]} > 0)); then
   echo "setup: installing ${missing[*]}" >&2
-  sudo=""
-  if [[ $(id -u) -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
-      exit 1
-    fi
+  if [[ $(id -u) -ne 0 && -z "$sudo" ]]; then
+    echo "setup: need root (or sudo) to install: ${missing[*]}" >&2
+    exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ "$mode" == "build" ]]; then
+if [[ "$mode" == "pgo" ]]; then
+  llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+  host="$(rustc -vV | sed -n 's/^host: //p')"
+  if [[ ! -x "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" \
+        && ! -x "/usr/lib/llvm-$llvm_major/bin/llvm-profdata" ]]; then
+    if apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
+      echo "setup: installing llvm-$llvm_major (llvm-profdata)" >&2
+      $sudo apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" >/dev/null
+    else
+      echo "setup: rustup component add llvm-tools (llvm-profdata)" >&2
+      rustup component add llvm-tools
+    fi
+  fi
+fi
+
+if [[ "$mode" == "build" || "$mode" == "pgo" ]]; then
   exit 0
 fi
 

@@ -26,7 +26,8 @@ from procs import free_port, wait_port  # noqa: E402
 from bench import FULL_CHAIN, JWT_SECRET, hs256_token, nginx_conf  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PORTICO = os.path.join(ROOT, "target", "release", "portico")
+# The plain release build: its count follows the code alone (PORTICO_BIN measures another).
+PORTICO = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "target", "release", "portico")
 LOAD_CORE = "1"
 
 

@@ -25,13 +25,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from procs import rss_kib, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-PORTICO = os.path.join(ROOT, "target", "release", "portico")
+# The binary that ships: the profile-guided build of `make release` (PORTICO_BIN overrides).
+PORTICO = os.environ.get("PORTICO_BIN") or os.path.join(ROOT, "target", "pgo", "release", "portico")
 RATE_LOAD = os.path.join(ROOT, "target", "release", "portico-rate-load")
 TICK = os.sysconf("SC_CLK_TCK")
 PROXY_CORE, LOAD_CORE = "0", "1"
 UPSTREAM = 18000
 PORTS = {"direct": UPSTREAM, "nginx": 18001, "haproxy": 18002}
 ADMIN_TOKEN = "bench-token"
+
+
+def require_portico():
+    if not os.access(PORTICO, os.X_OK):
+        sys.exit(f"{PORTICO} is missing: run `make release` (or set PORTICO_BIN to a build)")
 
 
 def sh(cmd, **kw):
@@ -279,6 +285,7 @@ def main():
     ap.add_argument("--idle-clients", type=int, default=10000)
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s, 2k idle clients")
     args = ap.parse_args()
+    require_portico()
     if args.quick:
         args.seconds, args.rounds, args.idle_clients = 2, 1, 2000
 

@@ -40,7 +40,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
+from bench import (ADMIN_TOKEN, require_portico, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
                    Procs, hs256_token, http_get, nginx_conf, rate_load, start_portico, wrk)
 
 NGINX = 18001
@@ -164,6 +164,7 @@ def main():
     ap.add_argument("--sched", action="store_true",
                     help="record Portico's rounds with perf sched (which inflates their latency)")
     args = ap.parse_args()
+    require_portico()
     names = args.targets.split(",")
     tmp = tempfile.mkdtemp(prefix="portico-pauses-")
     os.chmod(tmp, 0o755)

@@ -2,6 +2,7 @@
 # The load benchmark (`make bench`): see benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p portico -p portico-e2e --bins
+# Portico itself is the profile-guided release build (`make release`); the load clients here.
+cargo build --release -p portico-e2e --bins
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec python3 benches/load/bench.py "$@"
