@@ -16,6 +16,7 @@ and TLS) without leaving any path at zero.
 - WebSocket upgrades with a few echoed messages.
 - The access log, written to a file, and traces for 5 % of requests (exported to the demo
   upstream, which accepts anything).
+- Reloads (SIGHUP) of the config with 10,000 routes added.
 
 Every load client's result is checked: a round that got errors, or no answers at all, fails
 the build rather than training on failures.
@@ -47,10 +48,15 @@ def hs256(claims):
     return signing_input + "." + enc(mac)
 
 
-def config(tmp, plain, tls, upstream):
+def certificate(tmp):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                     "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", f"{tmp}/key.pem",
                     "-out", f"{tmp}/cert.pem"], check=True, capture_output=True)
+
+
+def config(tmp, plain, tls, upstream, generation=0, routes=0):
+    """The edge's config; `generation` is what `/generation` answers (a reload's witness), and
+    `routes` adds that many prefix routes, for reloads of a large file."""
     path = os.path.join(tmp, "portico.yaml")
     with open(path, "w") as f:
         f.write(f"""server: {{ threads: 1, watch_config: false, grace_period: 1s }}
@@ -76,9 +82,34 @@ routes:
       - {{ cors: {{ allow_origins: ["https://app.example.test"], allow_credentials: true }} }}
       - {{ security_headers: {{}} }}
       - {{ headers: {{ request: {{ set: {{ X-Client-Ip: "${{client_ip}}" }} }} }} }}
+  - {{ name: generation, match: {{ exact: /generation }}, plugins: [ {{ respond: {{ body: "{generation}" }} }} ] }}
   - {{ name: main, match: {{ prefix: / }}, upstream: app }}
 """)
+        for i in range(routes):
+            f.write(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: app }}\n")
     return path
+
+
+def reloads(proxy, tmp, plain, tls, upstream, count=5, routes=10000):
+    """Rewrites the config with `routes` more routes and reloads it (SIGHUP), `count` times:
+    parsing, checking and compiling a large file is work an edge does too. Each reload is
+    waited for until `/generation` answers with its number."""
+    for generation in range(1, count + 1):
+        config(tmp, plain, tls, upstream, generation, routes)
+        proxy.send_signal(signal.SIGHUP)
+        deadline = time.time() + 60
+        while True:
+            with socket.create_connection(("127.0.0.1", plain), timeout=10) as s:
+                s.sendall(b"GET /generation HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+            if answer.endswith(f"\r\n\r\n{generation}".encode()):
+                break
+            if time.time() > deadline:
+                sys.exit(f"pgo-train: reload {generation} did not take within 60 s: {answer[-200:]!r}")
+            time.sleep(0.05)
+    return count
 
 
 def wrk(url, headers=(), script=None, seconds=SECONDS):
@@ -160,6 +191,7 @@ def main():
     try:
         wait_port(upstream)
         log = open(os.path.join(tmp, "portico.err"), "w+")
+        certificate(tmp)
         proxy = subprocess.Popen([portico, "run", "-c", config(tmp, plain, tls, upstream)], env=env,
                                  stdout=subprocess.DEVNULL, stderr=log)
         wait_port(plain)
@@ -195,6 +227,7 @@ def main():
         if upgraded == 0:
             sys.exit("pgo-train: no WebSocket upgrade went through")
         print(f"pgo-train: WebSocket sessions: {upgraded}", flush=True)
+        print(f"pgo-train: reloads of 10k routes: {reloads(proxy, tmp, plain, tls, upstream)}", flush=True)
     finally:
         if proxy:
             # A clean exit is what writes the profile.

@@ -5,7 +5,7 @@
 # 2. scripts/pgo-train.py runs that binary as an edge under load: HTTP/1.1 plain and over TLS,
 #    HTTP/2 over TLS and in cleartext, request bodies, JWT auth with a rate limit, CORS,
 #    the access log; the binary writes what ran how often;
-# 3. llvm-profdata (the one of rustc's LLVM version) merges that into target/pgo.profdata;
+# 3. llvm-profdata (the one of rustc's LLVM version) merges that into target/pgo-HASH.profdata;
 # 4. Portico is built again with it (`-Cprofile-use`): the compiler lays the request path out
 #    hot and inlines along it. On the load benchmark's machine this took a passthrough request
 #    from 35.0k to 24.9k instructions and 11.0 to 6.5 µs of user time (docs/performance.md,
@@ -44,8 +44,13 @@ rm -rf "$profiles"
 mkdir -p "$profiles"
 LLVM_PROFILE_FILE="$profiles/portico-%p.profraw" \
   python3 scripts/pgo-train.py target/pgo-instrumented/release/portico target/release/portico-demo-upstream
-"$profdata" merge -o target/pgo.profdata "$profiles"
+"$profdata" merge -o target/pgo-merged.profdata "$profiles"
+# Named by its content: cargo does not read the profile, only the flags, so a new profile under
+# the old name would leave the previous build in place as up to date.
+rm -f target/pgo-[0-9a-f]*.profdata
+profile="$PWD/target/pgo-$(sha256sum target/pgo-merged.profdata | cut -c1-16).profdata"
+mv target/pgo-merged.profdata "$profile"
 
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$PWD/target/pgo.profdata" CARGO_TARGET_DIR=target/pgo \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" CARGO_TARGET_DIR=target/pgo \
   cargo build --release -p portico
 echo "release: target/pgo/release/portico"
