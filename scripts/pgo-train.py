@@ -25,9 +25,6 @@ Every load client's result is checked: a round that got errors, or no answers at
 the build rather than training on failures.
 """
 import base64
-import hashlib
-import hmac
-import json
 import os
 import re
 import signal
@@ -35,20 +32,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benches"))
+BENCHES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benches")
+sys.path[:0] = [BENCHES, os.path.join(BENCHES, "load")]
 from procs import free_port, wait_port  # noqa: E402  (the benchmarks' process helpers)
+from bench import hs256_token  # noqa: E402
 
 SECONDS = 4  # per load round: about 45 s in all
 JWT_SECRET = "pgo-training-secret-0123456789abcdef"
-
-
-def hs256(claims):
-    enc = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
-    signing_input = enc(b'{"alg":"HS256","typ":"JWT"}') + "." + enc(json.dumps(claims).encode())
-    mac = hmac.new(JWT_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return signing_input + "." + enc(mac)
 
 
 def certificate(tmp):
@@ -155,7 +146,7 @@ def main():
     portico, demo = sys.argv[1:]
     tmp = tempfile.mkdtemp(prefix="portico-pgo-")
     upstream, plain, tls = free_port(), free_port(), free_port()
-    token = hs256({"sub": "user-1", "roles": ["reader"], "exp": int(time.time()) + 3600})
+    token = hs256_token(JWT_SECRET)
     body = os.path.join(tmp, "post.lua")
     with open(body, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = string.rep("x", 2048)\n'

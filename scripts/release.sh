@@ -16,22 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
-host="$(rustc -vV | sed -n 's/^host: //p')"
-profdata=""
-for candidate in \
-  "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" \
-  "/usr/lib/llvm-$llvm_major/bin/llvm-profdata" \
-  "$(command -v "llvm-profdata-$llvm_major" || true)"; do
-  if [[ -n "$candidate" && -x "$candidate" ]]; then
-    profdata="$candidate"
-    break
-  fi
-done
-if [[ -z "$profdata" ]]; then
-  echo "release: no llvm-profdata for LLVM $llvm_major (rustc's): run scripts/setup.sh pgo" >&2
-  exit 1
-fi
+profdata="$(scripts/llvm-profdata.sh)"
 
 # The trainer's helpers (the demo upstream), built as usual.
 cargo build --release -p portico-e2e --bins

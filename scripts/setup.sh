@@ -66,18 +66,14 @@ if ((${#missing[@]} > 0)); then
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [[ "$mode" == "pgo" ]]; then
+if [[ "$mode" == "pgo" ]] && ! "$(dirname "$0")/llvm-profdata.sh" >/dev/null 2>&1; then
   llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
-  host="$(rustc -vV | sed -n 's/^host: //p')"
-  if [[ ! -x "$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata" \
-        && ! -x "/usr/lib/llvm-$llvm_major/bin/llvm-profdata" ]]; then
-    if apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
-      echo "setup: installing llvm-$llvm_major (llvm-profdata)" >&2
-      $sudo apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" >/dev/null
-    else
-      echo "setup: rustup component add llvm-tools (llvm-profdata)" >&2
-      rustup component add llvm-tools
-    fi
+  if apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
+    echo "setup: installing llvm-$llvm_major (llvm-profdata)" >&2
+    $sudo apt-get install -y -qq --no-install-recommends "llvm-$llvm_major" >/dev/null
+  else
+    echo "setup: rustup component add llvm-tools (llvm-profdata)" >&2
+    rustup component add llvm-tools
   fi
 fi
 

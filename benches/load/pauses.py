@@ -40,8 +40,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import (ADMIN_TOKEN, require_portico, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
-                   Procs, hs256_token, http_get, nginx_conf, rate_load, start_portico, wrk)
+from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
+                   Procs, hs256_token, http_get, nginx_conf, rate_load, require_portico, start_portico, wrk)
 
 NGINX = 18001
 TARGETS = {"nginx": NGINX, "portico": 18010, "portico-full-chain": 18034}
