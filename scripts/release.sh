@@ -12,7 +12,8 @@
 #    "Profile-guided build").
 #
 # The result is target/pgo/release/portico; the Dockerfile ships it. The profile is made anew
-# on every build, from this checkout and this compiler, so it never goes stale.
+# whenever the instrumented binary changes (this checkout, this compiler), so it never goes
+# stale, and a second `make release` or `make bench` on the same checkout builds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,17 +25,33 @@ cargo build --release -p portico-e2e --bins
 profiles="$PWD/target/pgo-profiles"
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$profiles" CARGO_TARGET_DIR=target/pgo-instrumented \
   cargo build --release -p portico
-# Only the training run's counts: the build scripts above were instrumented too.
-rm -rf "$profiles"
-mkdir -p "$profiles"
-LLVM_PROFILE_FILE="$profiles/portico-%p.profraw" \
-  python3 scripts/pgo-train.py target/pgo-instrumented/release/portico target/release/portico-demo-upstream
-"$profdata" merge -o target/pgo-merged.profdata "$profiles"
-# Named by its content: cargo does not read the profile, only the flags, so a new profile under
-# the old name would leave the previous build in place as up to date.
-rm -f target/pgo-[0-9a-f]*.profdata
-profile="$PWD/target/pgo-$(sha256sum target/pgo-merged.profdata | cut -c1-16).profdata"
-mv target/pgo-merged.profdata "$profile"
+# The training is redone only when what it runs changed: the instrumented binary (cargo leaves
+# it untouched when nothing it is built from changed), the demo upstream and the trainer's
+# scripts. A profile trained on the same binary would differ only by the run's timing, and
+# would cost the full final build again.
+key="$(cat target/pgo-instrumented/release/portico target/release/portico-demo-upstream \
+  scripts/pgo-train.py benches/procs.py benches/load/bench.py | sha256sum | cut -c1-16)"
+profile=""
+if [ -f target/pgo-key ] && [ "$(cut -d' ' -f1 target/pgo-key)" = "$key" ]; then
+  profile="$(cut -d' ' -f2 target/pgo-key)"
+  [ -f "$profile" ] || profile=""
+fi
+if [ -n "$profile" ]; then
+  echo "release: the instrumented build is unchanged; reusing $profile"
+else
+  # Only the training run's counts: the build scripts above were instrumented too.
+  rm -rf "$profiles"
+  mkdir -p "$profiles"
+  LLVM_PROFILE_FILE="$profiles/portico-%p.profraw" \
+    python3 scripts/pgo-train.py target/pgo-instrumented/release/portico target/release/portico-demo-upstream
+  "$profdata" merge -o target/pgo-merged.profdata "$profiles"
+  # Named by its content: cargo does not read the profile, only the flags, so a new profile
+  # under the old name would leave the previous build in place as up to date.
+  rm -f target/pgo-[0-9a-f]*.profdata
+  profile="$PWD/target/pgo-$(sha256sum target/pgo-merged.profdata | cut -c1-16).profdata"
+  mv target/pgo-merged.profdata "$profile"
+  echo "$key $profile" > target/pgo-key
+fi
 
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile" CARGO_TARGET_DIR=target/pgo \
   cargo build --release -p portico
