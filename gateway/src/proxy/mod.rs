@@ -24,6 +24,7 @@ use opentelemetry::context::FutureExt as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session, UpstreamPeer};
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::poll_clock;
 use pingora::{Error, ErrorType, Result};
 use portico_plugins::{ErrorCode, Flow, Rejection, RequestContext, RequestId};
 use std::borrow::Cow;
@@ -206,7 +207,10 @@ impl ProxyHttp for Gateway {
                 captured_body: None,
                 rate_limit: None,
             },
-            started: Instant::now(),
+            // The poll's clock reading: on a plain HTTP/1 connection, the one its head
+            // deadline was set from when the head's first bytes arrived (nginx's
+            // `$request_time` counts from there too).
+            started: poll_clock::recent(),
             peer_ip: None,
             trusted_peer: false,
             upstream_uri: None,
@@ -605,7 +609,8 @@ impl ProxyHttp for Gateway {
             (None, Some(e)) if e.esource == pingora::ErrorSource::Downstream => CLIENT_CLOSED,
             (None, e) => e.map(errors::status_for).unwrap_or(0),
         };
-        let elapsed = ctx.started.elapsed();
+        // Read rather than the poll's reading: this is the time the log reports.
+        let elapsed = poll_clock::read().saturating_duration_since(ctx.started);
         let route = ctx.route.as_deref();
         let req = session.req_header();
         let upstream_elapsed = ctx.attempts.upstream_elapsed();

@@ -6,6 +6,7 @@
 use super::{InflightGuard, KeySource, Member, Pool, Transition};
 use http::Method;
 use pingora::http::RequestHeader;
+use pingora::utils::poll_clock;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,7 @@ impl Attempts {
             self.reported = false;
             self.retry_pending = false;
             self._inflight = Some(inflight);
-            self.started = Some(Instant::now());
+            self.started = Some(poll_clock::read());
             self.member = Some(member.clone());
             return Some(member);
         }
@@ -163,7 +164,9 @@ impl Attempts {
     /// The upstream answered with `status`. A retry of 502–504 is decided here; the proxy then
     /// ends the try with an error, which [`Attempts::on_proxy_failure`] turns into the retry.
     pub fn on_response(&mut self, pool: &Pool, status: u16, replayable: bool) -> Verdict {
-        self.elapsed = self.started.map(|t| t.elapsed());
+        self.elapsed = self
+            .started
+            .map(|t| poll_clock::read().saturating_duration_since(t));
         let failed = pool
             .passive
             .as_ref()

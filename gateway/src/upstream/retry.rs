@@ -66,8 +66,12 @@ impl RetryPolicy {
         }
     }
 
-    /// Counts a request (first tries only).
+    /// Counts a request (first tries only). A pool without retries keeps no count: nothing
+    /// would read it, and the count costs a clock reading per request.
     pub fn on_request(&self) {
+        if self.attempts == 0 {
+            return;
+        }
         self.roll();
         self.budget.requests.fetch_add(1, Ordering::Relaxed);
     }

@@ -11,6 +11,7 @@
 
 use super::{test_reusable_stream, PoolCallback};
 use crate::protocols::Stream;
+use crate::utils::poll_clock;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,7 +98,8 @@ impl IdlePool {
                 candidate
             };
             if candidate.timeout.is_some()
-                && candidate.expired(*now.get_or_insert_with(Instant::now))
+                // Portico patch 0061: the poll's clock reading.
+                && candidate.expired(*now.get_or_insert_with(poll_clock::recent))
             {
                 self.left_unused(&candidate);
                 continue;
@@ -115,7 +117,7 @@ impl IdlePool {
         if self.size == 0 {
             return;
         }
-        let since = Instant::now();
+        let since = poll_clock::recent();
         let evicted = {
             let mut idle = self.lock();
             idle.released += 1;

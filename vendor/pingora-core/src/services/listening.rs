@@ -252,7 +252,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                         match handshake.await {
                             Ok(handshake) => {
                                 match handshake {
-                                    Ok(io) => Self::handle_event(io, app, shutdown).await,
+                                    // Portico patch 0061: the connection's deadlines share
+                                    // one clock reading per poll.
+                                    Ok(io) => {
+                                        crate::utils::poll_clock::scoped(Self::handle_event(
+                                            io, app, shutdown,
+                                        ))
+                                        .await
+                                    }
                                     Err(e) => {
                                         // TODO: Maybe IOApp trait needs a fn to handle/filter out this error
                                         if let Some(addr) = peer_addr {

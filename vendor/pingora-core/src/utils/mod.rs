@@ -15,6 +15,9 @@
 //! This module contains various types that make it easier to work with bytes and X509
 //! certificates.
 
+// Portico patch 0061 (vendor/patches/): one clock reading per poll of a connection's task.
+pub mod poll_clock;
+
 #[cfg(feature = "any_tls")]
 pub mod tls;
 

@@ -15,7 +15,8 @@
 use chrono::DateTime;
 use http::header::HeaderValue;
 use std::cell::RefCell;
-use std::time::{Duration, SystemTime};
+use crate::utils::poll_clock;
+use std::time::{Duration, Instant, SystemTime};
 
 fn to_date_string(epoch_sec: i64) -> String {
     let dt = DateTime::from_timestamp(epoch_sec, 0).unwrap();
@@ -25,6 +26,10 @@ fn to_date_string(epoch_sec: i64) -> String {
 struct CacheableDate {
     h1_date: HeaderValue,
     epoch: Duration,
+    /// Portico patch 0061: when, on the monotonic clock, the second of `h1_date` ends. Until
+    /// then the date is answered without reading the wall clock; a poll's monotonic reading
+    /// is already at hand (`poll_clock`), the wall clock would be a reading of its own.
+    second_ends: Instant,
 }
 
 impl CacheableDate {
@@ -35,7 +40,14 @@ impl CacheableDate {
         CacheableDate {
             h1_date: HeaderValue::from_str(&to_date_string(d.as_secs() as i64)).unwrap(),
             epoch: d,
+            second_ends: Self::end_of_second(Instant::now(), d),
         }
+    }
+
+    /// The monotonic instant at which the wall clock, at `d` when the monotonic clock was at
+    /// `now`, reaches its next second.
+    fn end_of_second(now: Instant, d: Duration) -> Instant {
+        now + Duration::from_nanos(1_000_000_000 - u64::from(d.subsec_nanos()))
     }
 
     pub fn update(&mut self, d_now: Duration) {
@@ -46,10 +58,16 @@ impl CacheableDate {
     }
 
     pub fn get_date(&mut self) -> HeaderValue {
+        let now = poll_clock::recent();
+        if now < self.second_ends {
+            return self.h1_date.clone();
+        }
         let d = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap();
         self.update(d);
+        // A wall clock set back or forward is followed from the next second on.
+        self.second_ends = Self::end_of_second(now, d);
         self.h1_date.clone()
     }
 }
@@ -86,5 +104,14 @@ mod test {
     #[test]
     fn test_date_cached() {
         assert_eq!(get_cached_date(), now_date_header());
+    }
+
+    #[test]
+    fn cached_date_lasts_until_the_wall_clock_second_ends() {
+        let now = Instant::now();
+        let at = CacheableDate::end_of_second(now, Duration::from_millis(5_250));
+        assert_eq!(at - now, Duration::from_millis(750));
+        let at = CacheableDate::end_of_second(now, Duration::from_secs(5));
+        assert_eq!(at - now, Duration::from_secs(1));
     }
 }

@@ -44,7 +44,8 @@ impl ReadTimer {
     /// Starts a wait that runs out `after` from now.
     #[inline]
     pub fn start(&mut self, after: Duration) {
-        let due = Instant::now() + after;
+        // Portico patch 0061: the poll's clock reading.
+        let due = Instant::from_std(crate::utils::poll_clock::recent()) + after;
         self.due = Some(due);
         let here = this_thread();
         if self.made_on != here {
