@@ -7,7 +7,9 @@ count), so this is the ruler every performance change is held to.
 
 Each proxy runs under `valgrind --tool=callgrind` with instrumentation off; wrk warms it up
 for 3 s, then instrumentation is switched on for `--seconds` of load (wrk -t1 -c10) and off
-again; the total over that window divided by the requests wrk made is the figure.
+again; the total over that window divided by the requests wrk made is the figure. Beside it,
+the atomic operations per request (`locked.py`): one instruction each to the ruler, ~20
+cycles each to the CPU.
 
 Usage: benches/ir/ir.py [--seconds 15] [--only passthrough ...]
 """
@@ -23,6 +25,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load"))
 from procs import free_port, wait_port  # noqa: E402
+from locked import locked_executed  # noqa: E402
 from bench import FULL_CHAIN, JWT_SECRET, hs256_token, nginx_conf  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -46,7 +49,8 @@ def wrk(port, seconds, header):
 
 def measure(name, cmd, port, seconds, header, tmp):
     out_file = os.path.join(tmp, f"{name}.callgrind")
-    vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+    vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=yes",
+                           "--compress-pos=no", "--compress-strings=no",
                            f"--callgrind-out-file={out_file}"] + cmd,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -66,13 +70,13 @@ def measure(name, cmd, port, seconds, header, tmp):
             vg.kill()
             vg.wait()
     total = 0
-    for f in os.listdir(tmp):
-        if f.startswith(f"{name}.callgrind"):
-            text = sh(["callgrind_annotate", os.path.join(tmp, f)]).stdout
-            m = re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", text) or re.search(r"([\d,]+)\s+PROGRAM TOTALS", text)
-            if m:
-                total += int(m.group(1).replace(",", ""))
-    return total // max(1, requests), requests
+    profiles = [os.path.join(tmp, f) for f in os.listdir(tmp) if f.startswith(f"{name}.callgrind")]
+    for path in profiles:
+        text = sh(["callgrind_annotate", path]).stdout
+        m = re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", text) or re.search(r"([\d,]+)\s+PROGRAM TOTALS", text)
+        if m:
+            total += int(m.group(1).replace(",", ""))
+    return total // max(1, requests), locked_executed(profiles) / max(1, requests), requests
 
 
 def main():
@@ -131,9 +135,9 @@ routes: [ {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + 
     finally:
         upstream.terminate()
         upstream.wait()
-    print(f"{'target':22s} {'instructions/request':>21s} {'requests':>9s}")
-    for name, ir, requests in rows:
-        print(f"{name:22s} {ir:21,d} {requests:9d}")
+    print(f"{'target':22s} {'instructions/request':>21s} {'atomic ops/request':>19s} {'requests':>9s}")
+    for name, ir, locked, requests in rows:
+        print(f"{name:22s} {ir:21,d} {locked:19.1f} {requests:9d}")
 
 
 if __name__ == "__main__":
