@@ -419,8 +419,14 @@ impl Metrics {
         upstream: Option<Duration>,
         bytes: (u64, u64),
     ) {
-        series.request_bytes.inc_by(bytes.0);
-        series.response_bytes.inc_by(bytes.1);
+        // Each addition is an atomic operation even when it adds nothing, as for most
+        // requests' bodies.
+        if bytes.0 > 0 {
+            series.request_bytes.inc_by(bytes.0);
+        }
+        if bytes.1 > 0 {
+            series.response_bytes.inc_by(bytes.1);
+        }
         if let (Some(h), Some(took)) = (&series.upstream, upstream) {
             h.observe(took.as_secs_f64());
         }
