@@ -171,12 +171,11 @@ async fn decided(
     metrics: &Metrics,
     flow: std::result::Result<Flow, portico_plugins::PluginError>,
 ) -> Result<bool> {
-    let route_name = ctx.plugin.route.clone();
     match flow {
         Ok(Flow::Continue) => Ok(false),
         Ok(Flow::Reject(r)) => {
             ctx.error_code = Some(r.code);
-            metrics.record_rejection(&route_name, &r);
+            metrics.record_rejection(&ctx.plugin.route, &r);
             reject(session, ctx, &r).await
         }
         Ok(Flow::Respond(a)) => {
@@ -185,7 +184,7 @@ async fn decided(
             Ok(true)
         }
         Err(e) => {
-            tracing::error!(route = %route_name, error = %e, "plugin failed");
+            tracing::error!(route = %ctx.plugin.route, error = %e, "plugin failed");
             let r = ctx.refuse(ErrorCode::InternalError);
             reject(session, ctx, &r).await
         }
