@@ -587,7 +587,7 @@ impl ProxyHttp for Gateway {
             return failed;
         }
         if status >= 500 {
-            let upstream = pool_of(&ctx.route).map(|p| p.name.clone());
+            let upstream = pool_of(&ctx.route).map(|p| &*p.name);
             tracing::warn!(request_id = %ctx.plugin.request_id, upstream = ?upstream, status, error = %e, "proxying failed");
         }
         let r = ctx.refuse(ErrorCode::for_status(status));
@@ -616,7 +616,7 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.as_deref();
         let req = session.req_header();
         let upstream_elapsed = ctx.attempts.upstream_elapsed();
-        let pool = route.and_then(|r| r.pool.as_deref());
+        let pool = pool_of(&ctx.route);
         let bytes = (ctx.body_bytes, session.body_bytes_sent() as u64);
         let series = match route {
             Some(r) => r
