@@ -1,4 +1,5 @@
 use super::locate::{locate, Seg};
+use super::reparse::{parse_reusing, Previous};
 use super::Config;
 use serde_saphyr::{Location, Spanned};
 use std::fmt;
@@ -122,6 +123,16 @@ pub struct Loaded {
 }
 
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_file_reusing(path, None)
+}
+
+/// Loads the file again for a reload: the routes whose text did not change since `previous`
+/// are taken from it instead of being parsed again (see `reparse`).
+pub fn reload_file(path: &Path, previous: &Previous<'_>) -> Result<Loaded, ConfigErrors> {
+    load_file_reusing(path, Some(previous))
+}
+
+fn load_file_reusing(path: &Path, previous: Option<&Previous<'_>>) -> Result<Loaded, ConfigErrors> {
     let file: Arc<str> = path.display().to_string().into();
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -131,7 +142,15 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
             message: format!("cannot read the file: {e}"),
         }])
     })?;
-    let mut loaded = load_str(file, &text)?;
+    let reparsed = previous.and_then(|p| parse_reusing(&text, p));
+    let mut loaded = match reparsed {
+        Some(config) => Loaded {
+            file,
+            config,
+            source: text.into(),
+        },
+        None => load_str(file, &text)?,
+    };
     if let Some(dir) = path.parent() {
         resolve_relative_paths(&mut loaded.config, dir);
     }

@@ -3,10 +3,12 @@
 
 mod load;
 mod locate;
+mod reparse;
 
-pub use load::{load_file, load_str, ConfigError, ConfigErrors, Diagnostics, Loaded};
+pub use load::{load_file, load_str, reload_file, ConfigError, ConfigErrors, Diagnostics, Loaded};
 pub use locate::{locate, Seg};
 pub use portico_plugins::units::{ByteSize, Duration};
+pub use reparse::Previous;
 
 use portico_plugins::{AuthPolicyConfig, PluginConfig};
 use schemars::JsonSchema;

@@ -4,7 +4,7 @@
 //! inotify misses), SIGHUP, and the admin `POST /reload`.
 
 use super::discovery::DiscoveryService;
-use crate::config::{load_file, ConfigErrors};
+use crate::config::{reload_file, ConfigErrors, Previous};
 use crate::metrics::Metrics;
 use crate::snapshot::{CompileEnv, Snapshot, SnapshotStore};
 use portico_plugins::revocation::Revocations;
@@ -126,16 +126,23 @@ impl Reloader {
         let started = Instant::now();
         let current = self.store.load_full();
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_file(&path))
-            .await
-            .map_err(|e| {
-                ConfigErrors(vec![crate::config::ConfigError {
-                    file: current.file.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!("reload task failed: {e}"),
-                }])
-            })?;
+        let running = current.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let previous = Previous {
+                source: &running.source,
+                config: &running.config,
+            };
+            reload_file(&path, &previous)
+        })
+        .await
+        .map_err(|e| {
+            ConfigErrors(vec![crate::config::ConfigError {
+                file: current.file.clone(),
+                line: 1,
+                column: 1,
+                message: format!("reload task failed: {e}"),
+            }])
+        })?;
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) => return Err(self.failed(e)),

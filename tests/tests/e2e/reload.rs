@@ -154,3 +154,121 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     gw.write_config(&config(&up, dead, 3));
     wait_version(&client, &gw, "v3").await;
 }
+
+/// Forty routes `/r0` … `/r39` answering with `X-Version: <version>`, `/r10` with
+/// `X-Version: <r10>`; `/r30` goes to the pool named `<r30_pool>`, and the second pool is
+/// called `<second_pool>` (both pools are the witness).
+fn forty_routes(up: &Witness, r10: &str, r30_pool: &str, second_pool: &str) -> String {
+    let mut yaml = format!(
+        "server: {{ watch_config: false }}\nlisteners: [ {{ address: 127.0.0.1:{{port}} }} ]\n\
+         admin: {{ address: 127.0.0.1:{{admin}}, token_env: TEST_ADMIN_TOKEN }}\n\
+         access_log: {{ enabled: false }}\n\
+         upstreams:\n  p: {{ members: [ {{ address: {addr} }} ] }}\n  {second_pool}: {{ members: [ {{ address: {addr} }} ] }}\n\
+         routes:\n",
+        addr = up.addr
+    );
+    for i in 0..40 {
+        let version = if i == 10 { r10 } else { "v1" };
+        let pool = if i == 30 { r30_pool } else { "p" };
+        yaml.push_str(&format!(
+            "  - name: r{i}\n    match: {{ prefix: /r{i} }}\n    upstream: {pool}\n    plugins: [ {{ headers: {{ response: {{ set: {{ X-Version: {version} }} }} }} }} ]\n"
+        ));
+    }
+    yaml
+}
+
+async fn admin_reload(client: &reqwest::Client, gw: &Gateway) -> (u16, serde_json::Value) {
+    let r = client
+        .post(gw.admin("/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), json(r).await)
+}
+
+/// What `portico check` says of the gateway's config file, its path as the reload names it.
+fn check_errors(gw: &Gateway) -> Vec<String> {
+    let out = std::process::Command::new(binary())
+        .arg("check")
+        .arg("-c")
+        .arg(&gw.config_path)
+        .env("TEST_ADMIN_TOKEN", "t0ken")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("portico.yaml:"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reload_that_edits_one_route_of_many_reports_errors_as_check_does() {
+    let up = Witness::start("w").await.unwrap();
+    let gw = GatewayBuilder::new(&forty_routes(&up, "v1", "q", "q"))
+        .env("TEST_ADMIN_TOKEN", "t0ken")
+        .start()
+        .await;
+    let client = reqwest::Client::new();
+    let version = |path: &'static str| {
+        let client = client.clone();
+        let url = gw.url(path);
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-version"].to_str().unwrap().to_string()
+        }
+    };
+
+    // One route edited: it takes effect, its neighbours are as they were.
+    gw.write_config(&forty_routes(&up, "v2", "q", "q"));
+    let (status, v) = admin_reload(&client, &gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(version("/r10").await, "v2");
+    assert_eq!(version("/r11").await, "v1");
+    assert_eq!(version("/r30").await, "v1");
+
+    // The pool `/r30` names is renamed; the route's own text and line are unchanged, and the
+    // error still points at its `upstream:` value, as `check` does.
+    gw.write_config(&forty_routes(&up, "v2", "q", "renamed"));
+    let (status, v) = admin_reload(&client, &gw).await;
+    assert_eq!(status, 400, "{v}");
+    let errors: Vec<String> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let line = forty_routes(&up, "v2", "q", "renamed")
+        .lines()
+        .position(|l| l == "    upstream: q")
+        .unwrap()
+        + 1;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].ends_with(&format!(
+            "portico.yaml:{line}:15: route `r30` names unknown upstream `q`"
+        )),
+        "{errors:?}"
+    );
+    assert_eq!(errors, check_errors(&gw));
+
+    // An unknown field in an edited route: the whole file's parse words it, at its place.
+    let broken = forty_routes(&up, "v2", "q", "q")
+        .replace("    upstream: q\n", "    upstream: q\n    colour: red\n");
+    gw.write_config(&broken);
+    let (status, v) = admin_reload(&client, &gw).await;
+    assert_eq!(status, 400, "{v}");
+    let line = broken.lines().position(|l| l == "    colour: red").unwrap() + 1;
+    let error = v["errors"][0].as_str().unwrap().to_string();
+    assert!(error.contains(&format!("portico.yaml:{line}:5: ")), "{v}");
+    assert!(error.contains("colour"), "{v}");
+    assert_eq!(vec![error], check_errors(&gw));
+    assert_eq!(
+        version("/r10").await,
+        "v2",
+        "the running config keeps serving"
+    );
+}
