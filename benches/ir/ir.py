@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench-ir`: instructions per proxied request under callgrind, for nginx `proxy_pass`
-and Portico (passthrough, full chain, full chain traced with 1 % of requests sampled), in
-one table. Instructions do not drift with the
+and Portico (passthrough; with 10 and with 10k routes; with its access log; full chain; full
+chain traced with 1 % of requests sampled), in one table. Instructions do not drift with the
 machine's load the way requests per second do (the same binary and inputs give the same
 count), so this is the ruler every performance change is held to.
 
@@ -38,16 +38,16 @@ def sh(args, **kw):
     return subprocess.run(args, capture_output=True, text=True, **kw)
 
 
-def wrk(port, seconds, header):
+def wrk(port, seconds, header, path="/"):
     args = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c10", f"-d{seconds}s"]
     if header:
         args += ["-H", header]
-    out = sh(args + [f"http://127.0.0.1:{port}/"]).stdout
+    out = sh(args + [f"http://127.0.0.1:{port}{path}"]).stdout
     m = re.search(r"(\d+) requests in", out)
     return int(m.group(1)) if m else 0
 
 
-def measure(name, cmd, port, seconds, header, tmp):
+def measure(name, cmd, port, seconds, header, tmp, path="/"):
     out_file = os.path.join(tmp, f"{name}.callgrind")
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=yes",
                            "--compress-pos=no", "--compress-strings=no",
@@ -55,9 +55,9 @@ def measure(name, cmd, port, seconds, header, tmp):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=60)
-        wrk(port, 3, header)  # warm-up: connections, caches
+        wrk(port, 3, header, path)  # warm-up: connections, caches
         sh(["callgrind_control", "-i", "on", str(vg.pid)])
-        requests = wrk(port, seconds, header)
+        requests = wrk(port, seconds, header, path)
         sh(["callgrind_control", "-i", "off", str(vg.pid)])
         # Written now: a process that is slow to exit after the signal below is killed, and
         # would take its profile with it.
@@ -113,8 +113,13 @@ def main():
         # The access log is on only in its own row: it costs a thread of its own, and the rows
         # above it are the request path alone.
         logged = f"{{ enabled: true, path: '{os.path.join(tmp, 'access.log')}' }}"
+        # The routes rows are passthrough with 9 or 9,999 more routes before its own, requested
+        # at one of them: the router's cost should not grow with their number.
+        more = {"10 routes": 9, "10k routes": 9999}
         for name, plugins, header, extra, access_log in [
                 ("portico passthrough", None, None, "", "{ enabled: false }"),
+                ("portico 10 routes", None, None, "", "{ enabled: false }"),
+                ("portico 10k routes", None, None, "", "{ enabled: false }"),
                 ("portico access log", None, None, "", logged),
                 ("portico full chain", FULL_CHAIN, token, "", "{ enabled: false }"),
                 ("portico traced 1 %", FULL_CHAIN, token, traced, "{ enabled: false }")]:
@@ -128,10 +133,11 @@ listeners: [ {{ address: 127.0.0.1:{port} }} ]
 admin: {{ address: "" }}
 access_log: {access_log}
 upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{up_port} }} ] }} }}
-routes: [ {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }} ]
+routes:
+{"".join(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: up }}{chr(10)}" for i in range(more.get(name[8:], 0)))}  - {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }}
 {extra}""")
             rows.append((name,) + measure(name.replace(" ", "-").replace("%", "pct"), [PORTICO, "run", "-c", config],
-                                          port, args.seconds, header, tmp))
+                                          port, args.seconds, header, tmp, "/svc5/x" if name[8:] in more else "/"))
     finally:
         upstream.terminate()
         upstream.wait()
