@@ -343,16 +343,13 @@ mod tests {
         kept.join("\n")
     }
 
+    fn against(new: &str, source: &str, config: &Config) -> Option<Config> {
+        parse_reusing(new, &Previous { source, config })
+    }
+
     /// Reparsing `new` against `old` gives what parsing `new` whole gives.
     fn reparsed(old: &str, new: &str) -> Option<Config> {
-        let previous = full(old);
-        let got = parse_reusing(
-            new,
-            &Previous {
-                source: old,
-                config: &previous,
-            },
-        )?;
+        let got = against(new, old, &full(old))?;
         assert_eq!(said(&got), said(&full(new)), "reparsing:\n{new}");
         Some(got)
     }
@@ -466,14 +463,7 @@ admin:
         previous.routes[0].value.strip_prefix = true; // what the file does not say
         previous.routes[1].value.strip_prefix = true;
         let new = BASE.replace("/two", "/deux");
-        let got = parse_reusing(
-            &new,
-            &Previous {
-                source: BASE,
-                config: &previous,
-            },
-        )
-        .map(|c| {
+        let got = against(&new, BASE, &previous).map(|c| {
             c.routes
                 .iter()
                 .map(|r| r.value.strip_prefix)
@@ -502,13 +492,7 @@ admin:
         ];
         for new in &unsure {
             let previous = full(BASE);
-            let got = parse_reusing(
-                new,
-                &Previous {
-                    source: BASE,
-                    config: &previous,
-                },
-            );
+            let got = against(new, BASE, &previous);
             assert!(got.is_none(), "reparsed:\n{new}");
         }
     }
@@ -519,13 +503,7 @@ admin:
         let mut previous = full(BASE);
         let extra = previous.routes[0].clone();
         previous.routes.push(extra);
-        let got = parse_reusing(
-            BASE,
-            &Previous {
-                source: BASE,
-                config: &previous,
-            },
-        );
+        let got = against(BASE, BASE, &previous);
         assert!(got.is_none());
     }
 
@@ -537,13 +515,7 @@ admin:
         assert!(full(text).routes.is_empty());
         assert!(Cut::of(text).is_some());
         let previous = full(BASE);
-        let got = parse_reusing(
-            text,
-            &Previous {
-                source: BASE,
-                config: &previous,
-            },
-        );
+        let got = against(text, BASE, &previous);
         assert!(got.is_none());
     }
 }

@@ -84,13 +84,8 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         assert_eq!(flaky["healthy"], 0, "health state lost on reload: {state}");
     }
     // Admin-triggered reload too.
-    let r = client
-        .post(gw.admin("/reload"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, v) = admin_reload(&client, &gw).await;
+    assert_eq!(status, 200, "{v}");
     let (ok, failures) = load.stop().await;
     assert!(ok > 200, "too little load: {ok}");
     assert!(
@@ -121,14 +116,8 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     // POST /reload answers 400 with the same messages as `check`.
     let r = client.post(gw.admin("/reload")).send().await.unwrap();
     assert_eq!(r.status(), 401, "reload needs the token");
-    let r = client
-        .post(gw.admin("/reload"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let v = json(r).await;
+    let (status, v) = admin_reload(&client, &gw).await;
+    assert_eq!(status, 400, "{v}");
     let errors = v["errors"].as_array().unwrap();
     let line = broken
         .lines()
