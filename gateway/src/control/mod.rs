@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod dns;
 pub mod health;
 pub mod reload;
+mod retire;
 
 use crate::access_log::AccessLog;
 use crate::metrics::Metrics;
@@ -19,7 +20,8 @@ use reload::Reloader;
 use std::sync::Arc;
 
 /// Makes `next` the live snapshot: the pool metrics follow it (series of removed pools
-/// go), then requests that start from now on read it. Requests in flight keep theirs.
+/// go), then requests that start from now on read it. Requests in flight keep theirs; the
+/// replaced one is dropped once they are done, off the request path ([`retire`]).
 pub fn publish(store: &SnapshotStore, metrics: &Metrics, next: Arc<Snapshot>) {
     let current = store.load();
     for (name, pool) in &current.pools {
@@ -31,7 +33,8 @@ pub fn publish(store: &SnapshotStore, metrics: &Metrics, next: Arc<Snapshot>) {
         metrics.update_members(pool);
     }
     metrics.update_certificates(&next.tls);
-    store.store(next);
+    drop(current);
+    retire::retire(store.swap(next));
 }
 
 /// Starts the background loops with the server and stops them with it.
