@@ -115,7 +115,7 @@ def main():
         logged = f"{{ enabled: true, path: '{os.path.join(tmp, 'access.log')}' }}"
         # The routes rows are passthrough with 9 or 9,999 more routes before its own, requested
         # at one of them: the router's cost should not grow with their number.
-        more = {"10 routes": 9, "10k routes": 9999}
+        more = {"portico 10 routes": 9, "portico 10k routes": 9999}
         for name, plugins, header, extra, access_log in [
                 ("portico passthrough", None, None, "", "{ enabled: false }"),
                 ("portico 10 routes", None, None, "", "{ enabled: false }"),
@@ -134,10 +134,10 @@ admin: {{ address: "" }}
 access_log: {access_log}
 upstreams: {{ up: {{ members: [ {{ address: 127.0.0.1:{up_port} }} ] }} }}
 routes:
-{"".join(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: up }}{chr(10)}" for i in range(more.get(name[8:], 0)))}  - {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }}
+{"".join(f"  - {{ name: r{i}, match: {{ prefix: /svc{i} }}, upstream: up }}{chr(10)}" for i in range(more.get(name, 0)))}  - {{ name: main, match: {{ prefix: / }}, upstream: up{', plugins: [ ' + plugins + ' ]' if plugins else ''} }}
 {extra}""")
             rows.append((name,) + measure(name.replace(" ", "-").replace("%", "pct"), [PORTICO, "run", "-c", config],
-                                          port, args.seconds, header, tmp, "/svc5/x" if name[8:] in more else "/"))
+                                          port, args.seconds, header, tmp, "/svc5/x" if name in more else "/"))
     finally:
         upstream.terminate()
         upstream.wait()

@@ -160,39 +160,37 @@ impl<'a> Cut<'a> {
         }
         let key = key?;
 
-        let mut items: Vec<(usize, usize)> = Vec::new(); // (first line index, end line index)
+        // The line index of each item's `-`; an item runs to the next one's, the last to `end`.
+        let mut starts: Vec<usize> = Vec::new();
         let mut indent = None;
         let mut end = lines.len();
         for (index, line) in lines.iter().enumerate().skip(key + 1) {
-            let Some(at) = content_indent(line.content)? else {
-                continue; // empty or a comment: part of the item it follows
+            let at = match line_kind(line.content) {
+                LineKind::Content(at) => at,
+                LineKind::Blank => continue, // part of the item it follows
+                LineKind::Unsure => return None,
             };
-            let starts_item = is_item_start(&line.content[at..]);
             let n = *indent.get_or_insert(at);
-            if at == n && starts_item {
-                if let Some(last) = items.last_mut() {
-                    last.1 = index;
-                }
-                items.push((index, lines.len()));
+            if at == n && is_item_start(&line.content[at..]) {
+                starts.push(index);
             } else if at <= n {
-                if at != 0 || items.is_empty() || !is_plain_key(line.content) {
+                if at != 0 || starts.is_empty() || !is_plain_key(line.content) {
                     return None;
                 }
                 end = index;
                 break;
             }
         }
-        if let Some(last) = items.last_mut() {
-            last.1 = end;
-        }
-        if items.is_empty() {
+        if starts.is_empty() {
             return None;
         }
 
         let start_of = |index: usize| lines.get(index).map_or(text.len(), |l| l.start);
-        let items = items
-            .into_iter()
-            .map(|(first, last)| Item {
+        let ends = starts.iter().skip(1).copied().chain([end]);
+        let items = starts
+            .iter()
+            .zip(ends)
+            .map(|(&first, last)| Item {
                 line: first as u32 + 1,
                 end_line: last as u32 + 1,
                 text: &text[start_of(first)..start_of(last)],
@@ -253,8 +251,11 @@ fn top_level_key(line: &str) -> TopKey {
     if line.starts_with('%') {
         return TopKey::Unsure; // a directive: `%TAG` changes what tags in the items mean
     }
-    let unquoted = line.trim_start_matches(['"', '\'', '?', ' ']);
-    if !unquoted.starts_with("routes") || line.starts_with(' ') {
+    if line.starts_with(' ')
+        || !line
+            .trim_start_matches(['"', '\'', '?', ' '])
+            .starts_with("routes")
+    {
         return TopKey::Other;
     }
     match line.strip_prefix("routes:") {
@@ -271,20 +272,22 @@ fn top_level_key(line: &str) -> TopKey {
     }
 }
 
-/// The column where a line's content starts, `None` inside when it has none (empty or a
-/// comment), or `None` outside when its indentation is not spaces alone.
-fn content_indent(line: &str) -> Option<Option<usize>> {
+enum LineKind {
+    /// Empty, or a comment.
+    Blank,
+    /// Content from this column.
+    Content(usize),
+    /// Content indented with tabs as well as spaces.
+    Unsure,
+}
+
+fn line_kind(line: &str) -> LineKind {
     let at = line.len() - line.trim_start_matches(' ').len();
     match line[at..].chars().next() {
-        None | Some('#') => Some(None),
-        Some('\t') => {
-            if line[at..].trim().is_empty() {
-                Some(None)
-            } else {
-                None
-            }
-        }
-        Some(_) => Some(Some(at)),
+        None | Some('#') => LineKind::Blank,
+        Some('\t') if line[at..].trim().is_empty() => LineKind::Blank,
+        Some('\t') => LineKind::Unsure,
+        Some(_) => LineKind::Content(at),
     }
 }
 
