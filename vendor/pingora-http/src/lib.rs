@@ -453,6 +453,12 @@ impl RequestHeader {
         self.kept.authority_checked = true;
     }
 
+    /// Portico patch 0062: the (first) value of the hop-by-hop field `field`, as
+    /// `headers.get` gives it, looked up only when the head has the field.
+    pub fn hop_by_hop(&self, field: HopByHop) -> Option<&HeaderValue> {
+        self.kept.hop_by_hop(field, &self.base.headers)
+    }
+
     /// Clone `self` into [http::request::Parts].
     ///
     /// [ReqParts] has nowhere to keep a request-target that does not round-trip through the
@@ -484,13 +490,14 @@ impl Clone for RequestHeader {
 impl From<ReqParts> for RequestHeader {
     fn from(parts: ReqParts) -> RequestHeader {
         Self {
-            base: parts,
             header_name_map: None,
             preserve_case: false,
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
-            kept: Kept::default(),
+            // Portico patch 0062: which hop-by-hop fields the parts hold.
+            kept: Kept::of_fields(&parts.headers),
+            base: parts,
         }
     }
 }
@@ -557,11 +564,12 @@ impl Clone for ResponseHeader {
 impl From<RespParts> for ResponseHeader {
     fn from(parts: RespParts) -> ResponseHeader {
         Self {
-            base: parts,
             header_name_map: None,
             preserve_case: false,
             reason_phrase: None,
-            kept: Kept::default(),
+            // Portico patch 0062: which hop-by-hop fields the parts hold.
+            kept: Kept::of_fields(&parts.headers),
+            base: parts,
         }
     }
 }
@@ -788,6 +796,11 @@ impl ResponseHeader {
     /// keeps it too.
     pub fn keep_body_framing(&mut self, framing: BodyFraming) {
         self.kept.framing = Some(framing);
+    }
+
+    /// Portico patch 0062: as [RequestHeader::hop_by_hop()].
+    pub fn hop_by_hop(&self, field: HopByHop) -> Option<&HeaderValue> {
+        self.kept.hop_by_hop(field, &self.base.headers)
     }
 
     /// Clone `self` into [http::response::Parts].
@@ -1117,6 +1130,48 @@ where
     removed
 }
 
+/// Portico patch 0062: the hop-by-hop fields that HTTP/1 connection handling asks a head
+/// about several times per request (upgrade, keep-alive), nearly always to find them absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopByHop {
+    Connection,
+    KeepAlive,
+    Upgrade,
+}
+
+impl HopByHop {
+    const ALL: [HopByHop; 3] = [HopByHop::Connection, HopByHop::KeepAlive, HopByHop::Upgrade];
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    // Not one of `http`'s standard names, so a standard name is told apart from it by its
+    // representation alone.
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+    fn name(self) -> HeaderName {
+        match self {
+            HopByHop::Connection => http::header::CONNECTION,
+            HopByHop::KeepAlive => Self::KEEP_ALIVE,
+            HopByHop::Upgrade => http::header::UPGRADE,
+        }
+    }
+
+    #[inline]
+    fn of(name: &HeaderName) -> Option<Self> {
+        if name == http::header::CONNECTION {
+            Some(HopByHop::Connection)
+        } else if name == http::header::UPGRADE {
+            Some(HopByHop::Upgrade)
+        } else if *name == Self::KEEP_ALIVE {
+            Some(HopByHop::KeepAlive)
+        } else {
+            None
+        }
+    }
+}
+
 /// Portico patches 0038 and 0041: what readers of a head worked out from its fields and kept
 /// on it, each dropped when a field it came from changes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1125,12 +1180,41 @@ struct Kept {
     /// Whether the request's authority (`Host`, the target) passed the server's checks, and
     /// neither has changed since. Never set on a response.
     authority_checked: bool,
+    /// Portico patch 0062: which [HopByHop] fields the head has (a bit each), kept exact as
+    /// fields are set and removed, so that asking for an absent one needs no hashed lookup.
+    hop_by_hop: u8,
 }
 
 impl Kept {
+    /// What is kept of a head made from `values` by no reader yet: its hop-by-hop fields.
+    fn of_fields<T>(values: &HMap<T>) -> Self {
+        Kept {
+            hop_by_hop: HopByHop::ALL
+                .iter()
+                .filter(|f| values.contains_key(f.name()))
+                .fold(0, |bits, f| bits | f.bit()),
+            ..Kept::default()
+        }
+    }
+
+    #[inline]
+    fn hop_by_hop<'v>(
+        &self,
+        field: HopByHop,
+        values: &'v HMap<HeaderValue>,
+    ) -> Option<&'v HeaderValue> {
+        if self.hop_by_hop & field.bit() == 0 {
+            return None;
+        }
+        values.get(field.name())
+    }
+
     /// `name` was set (inserted or appended).
     #[inline]
     fn field_set(&mut self, name: &HeaderName) {
+        if let Some(field) = HopByHop::of(name) {
+            self.hop_by_hop |= field.bit();
+        }
         if self.framing.is_some()
             && (name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING)
         {
@@ -1153,6 +1237,11 @@ impl Kept {
         }
         if self.authority_checked && !values.contains_key(http::header::HOST) {
             self.authority_checked = false;
+        }
+        for field in HopByHop::ALL {
+            if self.hop_by_hop & field.bit() != 0 && !values.contains_key(field.name()) {
+                self.hop_by_hop &= !field.bit();
+            }
         }
     }
 }
@@ -1368,6 +1457,47 @@ mod tests {
     }
 
     // Portico patch 0038.
+    #[test]
+    fn hop_by_hop_fields_follow_every_change_of_the_head() {
+        use HopByHop::*;
+        let value = |h: &RequestHeader, f| h.hop_by_hop(f).map(|v| v.as_bytes().to_vec());
+        let mut req = RequestHeader::build("GET", b"/", Some(2)).unwrap();
+        assert_eq!(value(&req, Upgrade), None);
+        // Set in the case clients send them, as the parser does.
+        req.append_header("Upgrade", "websocket").unwrap();
+        req.append_header("connection", "Upgrade").unwrap();
+        req.append_header("X-Keep", "1").unwrap();
+        assert_eq!(value(&req, Upgrade), Some(b"websocket".to_vec()));
+        assert_eq!(value(&req, Connection), Some(b"Upgrade".to_vec()));
+        assert_eq!(value(&req, KeepAlive), None);
+
+        let mut upstream = req.clone();
+        assert_eq!(value(&upstream, Upgrade), Some(b"websocket".to_vec()));
+        upstream.remove_header("upgrade");
+        upstream.insert_header(http::header::CONNECTION, "close").unwrap();
+        assert_eq!(value(&upstream, Upgrade), None);
+        assert_eq!(value(&upstream, Connection), Some(b"close".to_vec()));
+        // Removing another field keeps what is still there.
+        upstream.remove_header("x-keep");
+        assert_eq!(value(&upstream, Connection), Some(b"close".to_vec()));
+        assert_eq!(value(&req, Upgrade), Some(b"websocket".to_vec()));
+
+        // A head made from parts by no reader knows its fields too.
+        let from_parts = RequestHeader::from(req.as_owned_parts());
+        assert_eq!(value(&from_parts, Upgrade), Some(b"websocket".to_vec()));
+        assert_eq!(value(&from_parts, Connection), Some(b"Upgrade".to_vec()));
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("Keep-Alive", "timeout=5").unwrap();
+        assert_eq!(
+            resp.hop_by_hop(KeepAlive).map(|v| v.as_bytes()),
+            Some(&b"timeout=5"[..])
+        );
+        let resp = ResponseHeader::from(resp.as_owned_parts());
+        assert!(resp.hop_by_hop(KeepAlive).is_some());
+        assert!(resp.hop_by_hop(Connection).is_none());
+    }
+
     #[test]
     fn kept_body_framing_lasts_until_a_framing_field_changes() {
         let by_length = BodyFraming {

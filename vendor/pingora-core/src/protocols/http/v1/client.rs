@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
-use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
+use pingora_http::{BodyFraming, HMap, HopByHop, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
@@ -87,8 +87,6 @@ struct HandedOverResponse {
     keep_alive: Option<HeaderValue>,
     transfer_encoding: bool,
 }
-
-const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
 
 /// HTTP 1.x client session
 impl HttpSession {
@@ -556,7 +554,8 @@ impl HttpSession {
     /// The response's `Connection` field, if read (a head handed over included).
     fn resp_connection(&self) -> Option<&HeaderValue> {
         match &self.response_header {
-            Some(h) => h.headers.get(header::CONNECTION),
+            // Portico patch 0063: the head knows whether it has the field (patch 0062).
+            Some(h) => h.hop_by_hop(HopByHop::Connection),
             None => self.handed_over.as_ref()?.connection.as_ref(),
         }
     }
@@ -564,7 +563,7 @@ impl HttpSession {
     /// The response's `Keep-Alive` field, if read (a head handed over included).
     fn resp_keep_alive(&self) -> Option<&HeaderValue> {
         match &self.response_header {
-            Some(h) => h.headers.get(KEEP_ALIVE),
+            Some(h) => h.hop_by_hop(HopByHop::KeepAlive),
             None => self.handed_over.as_ref()?.keep_alive.as_ref(),
         }
     }
@@ -589,8 +588,9 @@ impl HttpSession {
         self.handed_over = Some(HandedOverResponse {
             status: head.status,
             version: head.version,
-            connection: head.headers.get(header::CONNECTION).cloned(),
-            keep_alive: head.headers.get(KEEP_ALIVE).cloned(),
+            // Portico patch 0063: the head knows whether it has these fields (patch 0062).
+            connection: head.hop_by_hop(HopByHop::Connection).cloned(),
+            keep_alive: head.hop_by_hop(HopByHop::KeepAlive).cloned(),
             // Portico patch 0045: from the framing kept on the head (patch 0039) when there
             // is one.
             transfer_encoding: match head.body_framing() {
@@ -739,7 +739,7 @@ impl HttpSession {
         let request_keepalive = self
             .request_written
             .as_ref()
-            .and_then(|req| is_buf_keepalive(req.headers.get(header::CONNECTION)));
+            .and_then(|req| is_buf_keepalive(req.hop_by_hop(HopByHop::Connection)));
 
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly

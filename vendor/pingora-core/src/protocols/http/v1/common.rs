@@ -17,7 +17,7 @@
 use http::{header, HeaderValue};
 use log::{debug, warn};
 use pingora_error::{Error, ErrorType::*, Result};
-use pingora_http::{BodyFraming, HMap, RequestHeader, ResponseHeader};
+use pingora_http::{BodyFraming, HMap, HopByHop, RequestHeader, ResponseHeader};
 use std::mem::MaybeUninit;
 use std::str;
 use std::sync::Arc;
@@ -243,7 +243,8 @@ pub(crate) fn transfer_encoding_framing(headers: &HMap) -> TransferEncodingFrami
 }
 
 pub fn is_upgrade_req(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11 && req.headers.get(header::UPGRADE).is_some()
+    // Portico patch 0063: the head knows whether it has the field (patch 0062).
+    req.version == http::Version::HTTP_11 && req.hop_by_hop(HopByHop::Upgrade).is_some()
 }
 
 pub fn is_expect_continue_req(req: &RequestHeader) -> bool {

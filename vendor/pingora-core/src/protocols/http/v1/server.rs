@@ -24,7 +24,7 @@ use log::{debug, trace, warn};
 use once_cell::sync::Lazy;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::{HopByHop, RequestHeader, ResponseHeader};
 use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
@@ -826,7 +826,12 @@ impl HttpSession {
     }
 
     fn is_connection_keepalive(&self) -> Option<bool> {
-        is_buf_keepalive(self.get_header(header::CONNECTION))
+        // Portico patch 0063: the head knows whether it has the field (patch 0062).
+        is_buf_keepalive(
+            self.request_header
+                .as_ref()
+                .and_then(|h| h.hop_by_hop(HopByHop::Connection)),
+        )
     }
 
     // calculate write timeout from min_send_rate if set, otherwise return write_timeout
