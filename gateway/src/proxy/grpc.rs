@@ -1,7 +1,7 @@
-//! gRPC at the edge. A request is gRPC when its content type says so. The gateway's own
-//! answers to one (auth, rate limit, no route, upstream down, timeout) are gRPC statuses —
-//! HTTP 200 with `grpc-status` and `grpc-message` and no body ("trailers-only") — since a
-//! gRPC client reads those, not a JSON body; and `grpc-timeout` is the call's deadline.
+//! gRPC at the edge. A request is gRPC when it is a POST whose content type says so. The
+//! gateway's own answers to one (auth, rate limit, no route, upstream down, timeout) are gRPC
+//! statuses — HTTP 200 with `grpc-status` and `grpc-message` and no body ("trailers-only") —
+//! since a gRPC client reads those, not a JSON body; and `grpc-timeout` is the call's deadline.
 
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -9,9 +9,13 @@ use portico_plugins::{ErrorCode, Rejection, RequestId};
 use std::time::Duration;
 
 pub fn is_grpc(req: &RequestHeader) -> bool {
-    req.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    // Every gRPC (and gRPC-Web) call is a POST: other requests are not looked up for the
+    // content type.
+    req.method == http::Method::POST
+        && req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// The gRPC status code for a gateway error (the codes of `google.rpc.Code`).
@@ -120,5 +124,8 @@ mod tests {
         );
         assert!(is_grpc(&with("content-type", "application/grpc+proto")));
         assert!(!is_grpc(&with("content-type", "application/json")));
+        let mut get = with("content-type", "application/grpc");
+        get.set_method(http::Method::GET);
+        assert!(!is_grpc(&get));
     }
 }
