@@ -1180,8 +1180,9 @@ struct Kept {
     /// Whether the request's authority (`Host`, the target) passed the server's checks, and
     /// neither has changed since. Never set on a response.
     authority_checked: bool,
-    /// Portico patch 0062: which [HopByHop] fields the head has (a bit each), kept exact as
-    /// fields are set and removed, so that asking for an absent one needs no hashed lookup.
+    /// Portico patch 0062: which [HopByHop] fields the head may have, a bit each, set as
+    /// fields are set and cleared when one is removed: a clear bit means the field is not
+    /// there, so asking for an absent one needs no hashed lookup.
     hop_by_hop: u8,
 }
 
