@@ -15,6 +15,7 @@ run: build
 test: build
 	@scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
+	cargo test -p pingora-http
 	target/tools-venv/bin/python scripts/check-deploy.py
 
 ## The release binary, built with profile-guided optimisation: target/pgo/release/portico
