@@ -64,21 +64,11 @@ routes:
     assert!(metrics.contains("portico_request_duration_seconds_bucket{route=\"all\""));
     assert!(metrics.contains("portico_upstream_duration_seconds_bucket{upstream=\"p\""));
 
-    let r = c
-        .post(gw.admin("/reload"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let r = c
-        .post(gw.admin("/reload"))
-        .bearer_auth("s3cret-admin")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(json(r).await["version"], 2);
+    let (status, _) = gw.admin_reload("wrong").await;
+    assert_eq!(status, 401);
+    let (status, v) = gw.admin_reload("s3cret-admin").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["version"], 2);
 
     // One JSON access log line per request, with the request id.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

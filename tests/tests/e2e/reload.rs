@@ -84,7 +84,7 @@ async fn reload_under_load_drops_nothing_and_keeps_pool_state() {
         assert_eq!(flaky["healthy"], 0, "health state lost on reload: {state}");
     }
     // Admin-triggered reload too.
-    let (status, v) = admin_reload(&client, &gw).await;
+    let (status, v) = gw.admin_reload("t0ken").await;
     assert_eq!(status, 200, "{v}");
     let (ok, failures) = load.stop().await;
     assert!(ok > 200, "too little load: {ok}");
@@ -116,7 +116,7 @@ async fn broken_config_is_rejected_and_the_old_one_keeps_serving() {
     // POST /reload answers 400 with the same messages as `check`.
     let r = client.post(gw.admin("/reload")).send().await.unwrap();
     assert_eq!(r.status(), 401, "reload needs the token");
-    let (status, v) = admin_reload(&client, &gw).await;
+    let (status, v) = gw.admin_reload("t0ken").await;
     assert_eq!(status, 400, "{v}");
     let errors = v["errors"].as_array().unwrap();
     let line = broken
@@ -166,16 +166,6 @@ fn forty_routes(up: &Witness, r10: &str, r30_pool: &str, second_pool: &str) -> S
     yaml
 }
 
-async fn admin_reload(client: &reqwest::Client, gw: &Gateway) -> (u16, serde_json::Value) {
-    let r = client
-        .post(gw.admin("/reload"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), json(r).await)
-}
-
 /// What `portico check` says of the gateway's config file, its path as the reload names it.
 fn check_errors(gw: &Gateway) -> Vec<String> {
     let out = std::process::Command::new(binary())
@@ -213,7 +203,7 @@ async fn a_reload_that_edits_one_route_of_many_reports_errors_as_check_does() {
 
     // One route edited: it takes effect, its neighbours are as they were.
     gw.write_config(&forty_routes(&up, "v2", "q", "q"));
-    let (status, v) = admin_reload(&client, &gw).await;
+    let (status, v) = gw.admin_reload("t0ken").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(version("/r10").await, "v2");
     assert_eq!(version("/r11").await, "v1");
@@ -222,7 +212,7 @@ async fn a_reload_that_edits_one_route_of_many_reports_errors_as_check_does() {
     // The pool `/r30` names is renamed; the route's own text and line are unchanged, and the
     // error still points at its `upstream:` value, as `check` does.
     gw.write_config(&forty_routes(&up, "v2", "q", "renamed"));
-    let (status, v) = admin_reload(&client, &gw).await;
+    let (status, v) = gw.admin_reload("t0ken").await;
     assert_eq!(status, 400, "{v}");
     let errors: Vec<String> = v["errors"]
         .as_array()
@@ -248,7 +238,7 @@ async fn a_reload_that_edits_one_route_of_many_reports_errors_as_check_does() {
     let broken = forty_routes(&up, "v2", "q", "q")
         .replace("    upstream: q\n", "    upstream: q\n    colour: red\n");
     gw.write_config(&broken);
-    let (status, v) = admin_reload(&client, &gw).await;
+    let (status, v) = gw.admin_reload("t0ken").await;
     assert_eq!(status, 400, "{v}");
     let line = broken.lines().position(|l| l == "    colour: red").unwrap() + 1;
     let error = v["errors"][0].as_str().unwrap().to_string();

@@ -820,6 +820,18 @@ impl Gateway {
         .await
     }
 
+    /// `POST /reload` with `token`: the status and the JSON body (the new version, or the
+    /// errors).
+    pub async fn admin_reload(&self, token: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.admin("/reload"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("reload");
+        (r.status().as_u16(), json(r).await)
+    }
+
     /// One pool of `/upstreams` by name.
     pub async fn pool(&self, name: &str) -> serde_json::Value {
         let v = self.upstreams().await;
