@@ -1457,7 +1457,7 @@ mod tests {
         assert!(!RequestHeader::from(checked.as_owned_parts()).authority_checked());
     }
 
-    // Portico patch 0038.
+    // Portico patch 0062.
     #[test]
     fn hop_by_hop_fields_follow_every_change_of_the_head() {
         use HopByHop::*;
@@ -1499,6 +1499,7 @@ mod tests {
         assert!(resp.hop_by_hop(Connection).is_none());
     }
 
+    // Portico patch 0038.
     #[test]
     fn kept_body_framing_lasts_until_a_framing_field_changes() {
         let by_length = BodyFraming {
