@@ -1190,10 +1190,7 @@ impl Kept {
     /// What is kept of a head made from `values` by no reader yet: its hop-by-hop fields.
     fn of_fields<T>(values: &HMap<T>) -> Self {
         Kept {
-            hop_by_hop: HopByHop::ALL
-                .iter()
-                .filter(|f| values.contains_key(f.name()))
-                .fold(0, |bits, f| bits | f.bit()),
+            hop_by_hop: hop_by_hop_present(u8::MAX, values),
             ..Kept::default()
         }
     }
@@ -1239,12 +1236,17 @@ impl Kept {
         if self.authority_checked && !values.contains_key(http::header::HOST) {
             self.authority_checked = false;
         }
-        for field in HopByHop::ALL {
-            if self.hop_by_hop & field.bit() != 0 && !values.contains_key(field.name()) {
-                self.hop_by_hop &= !field.bit();
-            }
-        }
+        self.hop_by_hop = hop_by_hop_present(self.hop_by_hop, values);
     }
+}
+
+/// Portico patch 0062: of the [HopByHop] fields whose bit is set in `asked`, those `values`
+/// has (looked up only for the bits set).
+fn hop_by_hop_present<T>(asked: u8, values: &HMap<T>) -> u8 {
+    HopByHop::ALL
+        .iter()
+        .filter(|f| asked & f.bit() != 0 && values.contains_key(f.name()))
+        .fold(0, |bits, f| bits | f.bit())
 }
 
 /// Build a [`HeaderValue`] from owned bytes, normalizing the value per RFC
