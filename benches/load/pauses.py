@@ -10,6 +10,10 @@ head read to response written, read before and after the round) and the same sha
 waits for the upstream's response head in them (`portico_upstream_duration_seconds`), and a
 summary with the worst p99 of each target and its ratio to nginx's in the same round.
 
+`nginx-twin` is a second nginx with the same configuration, measured in the same rounds and
+held to the same ratio: how often nginx itself stays within 2x of nginx's p99 is the floor
+that the machine's noise sets for that criterion.
+
 `--waits` also runs `socket_waits.bt` (bpftrace) on every round and prints the 99th
 percentile of each stage of a request as the kernel sees it: the request waiting in the
 proxy's socket, request read to response sent, the upstream answering, the answer waiting in
@@ -44,7 +48,8 @@ from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, U
                    Procs, hs256_token, http_get, nginx_conf, rate_load, require_portico, start_portico, wrk)
 
 NGINX = 18001
-TARGETS = {"nginx": NGINX, "portico": 18010, "portico-full-chain": 18034}
+NGINX_TWIN = 18002
+TARGETS = {"nginx": NGINX, "portico": 18010, "nginx-twin": NGINX_TWIN, "portico-full-chain": 18034}
 
 
 DURATIONS = {"portico_request_duration_seconds": "inside Portico",
@@ -158,7 +163,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rate", type=float, default=0, help="req/s; default half of nginx's peak")
-    ap.add_argument("--targets", default="nginx,portico,portico-full-chain")
+    # The twin sits between Portico's two targets, so that in alternating rounds it is as far
+    # from nginx's round as they are on average.
+    ap.add_argument("--targets", default="nginx,portico,nginx-twin,portico-full-chain")
     ap.add_argument("--waits", action="store_true",
                     help="measure with bpftrace how long data waited in the proxy's sockets")
     ap.add_argument("--sched", action="store_true",
@@ -176,11 +183,13 @@ def main():
         procs.start(nginx_conf(tmp, "upstream", f"""
   server {{ listen 127.0.0.1:{UPSTREAM} backlog=4096; location / {{ return 200 "hello world\\n"; }} }}"""),
                     LOAD_CORE, port=UPSTREAM)
-        procs.start(nginx_conf(tmp, "proxy", f"""
+        for name in ("nginx", "nginx-twin"):
+            if name == "nginx" or name in names:
+                procs.start(nginx_conf(tmp, name, f"""
   upstream backend {{ server 127.0.0.1:{UPSTREAM}; keepalive 128; keepalive_requests 100000000; }}
-  server {{ listen 127.0.0.1:{NGINX} backlog=4096;
+  server {{ listen 127.0.0.1:{TARGETS[name]} backlog=4096;
     location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""),
-                    PROXY_CORE, port=NGINX)
+                            PROXY_CORE, port=TARGETS[name])
         if "portico" in names:
             pids["portico"] = start_portico(procs, tmp, "passthrough", 18010, 18011)[0].pid
         if "portico-full-chain" in names:
