@@ -702,6 +702,44 @@ impl<T> HeaderMap<T> {
         usable_capacity(self.indices.len())
     }
 
+    /// Returns a clone of the map with room for `additional` more headers.
+    ///
+    /// `clone` gives the copy's headers no spare room, even where the map had
+    /// some, and `reserve` does not add any while the index table has room:
+    /// the first header inserted into a clone reallocates its headers, and so
+    /// may later ones. A clone made to be extended (a proxy's upstream request
+    /// made from the client's) can take the room it needs at once instead.
+    /// Room beyond what the index table holds comes when the table grows, as
+    /// it would with `reserve`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use http::HeaderMap;
+    /// # use http::header::{HOST, VIA};
+    /// let mut map = HeaderMap::new();
+    /// map.insert(HOST, "hello.world".parse().unwrap());
+    ///
+    /// let mut copy = map.clone_with_room(1);
+    /// copy.insert(VIA, "1.1 proxy".parse().unwrap());
+    /// assert_eq!(copy.len(), 2);
+    /// ```
+    // Portico patch 0064: a clone with room for the fields a proxy adds.
+    pub fn clone_with_room(&self, additional: usize) -> HeaderMap<T>
+    where
+        T: Clone,
+    {
+        let mut entries = Vec::with_capacity(self.entries.len().saturating_add(additional));
+        entries.extend_from_slice(&self.entries);
+        HeaderMap {
+            mask: self.mask,
+            indices: self.indices.clone(),
+            entries,
+            extra_values: self.extra_values.clone(),
+            danger: self.danger.clone(),
+        }
+    }
+
     /// Reserves capacity for at least `additional` more headers to be inserted
     /// into the `HeaderMap`.
     ///
