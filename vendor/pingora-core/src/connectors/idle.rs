@@ -139,7 +139,10 @@ impl IdlePool {
         if let Some(evicted) = evicted {
             self.left_unused(&evicted);
         }
-        if !self.sweeping.swap(true, Ordering::AcqRel) {
+        // Portico patch 0066: a load first. The sweeper runs as long as the pool lives, so
+        // nearly every release finds it running; a swap, a locked read-modify-write, made
+        // each of them wait for the core's stores to drain to learn that.
+        if !self.sweeping.load(Ordering::Acquire) && !self.sweeping.swap(true, Ordering::AcqRel) {
             self.start_sweeper();
         }
     }
