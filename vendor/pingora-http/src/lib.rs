@@ -934,6 +934,11 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
 const CLONED_REQUEST_ROOM: usize = 4;
 const SMALL_FIELD_LIST: usize = 9;
 
+/// The room a cloned request head of `fields` fields gets.
+fn cloned_request_room(fields: usize) -> usize {
+    CLONED_REQUEST_ROOM.max(SMALL_FIELD_LIST.saturating_sub(fields))
+}
+
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
     // Portico patch 0047: fields set on fresh parts instead of through a `Builder`, whose
     // `Result<Parts>` moved the parts once per step.
@@ -942,8 +947,7 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
     parts.uri = me.uri.clone();
     parts.version = me.version;
     // Portico patch 0065: with room for the fields the copy is given.
-    let room = CLONED_REQUEST_ROOM.max(SMALL_FIELD_LIST.saturating_sub(me.headers.len()));
-    parts.headers = me.headers.clone_with_room(room);
+    parts.headers = me.headers.clone_with_room(cloned_request_room(me.headers.len()));
     parts.extensions = me.extensions.clone();
     parts
 }
@@ -1578,7 +1582,8 @@ mod tests {
                 req.append_header(format!("x-field-{i}"), "v").unwrap();
             }
             // Four more fields, or up to nine in all.
-            let room = (9usize.saturating_sub(fields)).max(4);
+            let room = cloned_request_room(fields);
+            assert_eq!(room, (9usize.saturating_sub(fields)).max(4));
             // The names' first use is remembered per thread (patch 0019): not counted.
             add(&mut req.clone(), room);
 
