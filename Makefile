@@ -15,7 +15,7 @@ run: build
 test: build
 	@scripts/setup.sh test
 	cargo test --workspace --no-fail-fast
-	cargo test -p pingora-http
+	cargo test -p pingora-http -p pingora-runtime
 	target/tools-venv/bin/python scripts/check-deploy.py
 
 ## The release binary, built with profile-guided optimisation: target/pgo/release/portico

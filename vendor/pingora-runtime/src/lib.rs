@@ -84,6 +84,13 @@ pub struct RuntimeOpts {
     /// This requires building with `--cfg tokio_unstable` and only applies to
     /// Tokio's multi-threaded runtime.
     pub enable_alt_timer: bool,
+    /// How many tasks a worker runs between checks for ready I/O and due timers while it has
+    /// tasks queued (Tokio's `event_interval`; `None` keeps Tokio's default, 61). A lower
+    /// value answers sockets that became ready sooner when the worker is busy, for an
+    /// `epoll_wait` that more often finds nothing.
+    ///
+    /// Portico patch 0067 (vendor/patches/).
+    pub event_interval: Option<u32>,
     /// Options for dial9 Tokio telemetry.
     #[cfg(feature = "dial9")]
     pub dial9: Option<Dial9RuntimeOpts>,
@@ -292,6 +299,14 @@ fn apply_metrics_opts(builder: &mut Builder, opts: &RuntimeMetricsOpts) {
     let _ = (builder, opts);
 }
 
+/// Apply [`RuntimeOpts::event_interval`] to a tokio [`Builder`]; Tokio panics on zero, which
+/// is taken as unset.
+fn apply_event_interval(builder: &mut Builder, opts: &RuntimeOpts) {
+    if let Some(interval) = opts.event_interval.filter(|interval| *interval > 0) {
+        builder.event_interval(interval);
+    }
+}
+
 /// Apply timer options from [`RuntimeOpts`] to a tokio [`Builder`].
 fn apply_timer_opts(builder: &mut Builder, opts: &RuntimeOpts) {
     #[cfg(tokio_unstable)]
@@ -464,6 +479,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Set [`RuntimeOpts::event_interval`].
+    pub fn event_interval(mut self, interval: Option<u32>) -> Self {
+        self.runtime_opts.event_interval = interval;
+        self
+    }
+
     fn build_work_stealing_tokio_builder(&self) -> Builder {
         let mut builder = Builder::new_multi_thread();
         builder
@@ -473,6 +494,7 @@ impl RuntimeBuilder {
         apply_blocking_opts(&mut builder, &self.blocking_pool_opts);
         apply_metrics_opts(&mut builder, &self.runtime_opts.metrics);
         apply_timer_opts(&mut builder, &self.runtime_opts);
+        apply_event_interval(&mut builder, &self.runtime_opts);
         builder
     }
 
@@ -627,6 +649,7 @@ impl NoStealRuntime {
             builder.enable_all();
             apply_blocking_opts(&mut builder, &self.blocking_opts);
             apply_metrics_opts(&mut builder, &self.runtime_opts.metrics);
+            apply_event_interval(&mut builder, &self.runtime_opts);
             let rt = builder
                 .build()
                 .expect("failed to build no-steal Tokio runtime worker");
@@ -778,5 +801,67 @@ fn test_dial9_zero_worker_poll_interval_is_rejected() {
     assert_eq!(
         err.to_string(),
         "dial9 worker_poll_interval must be greater than zero"
+    );
+}
+
+/// Portico patch 0067: with tasks queued, a worker notices a socket that became ready within
+/// `event_interval` task polls; with Tokio's default it runs about 61 first.
+#[cfg(target_os = "linux")]
+#[test]
+fn test_event_interval_bounds_the_polls_before_ready_io_is_seen() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+
+    /// A task that is always ready to run again: it keeps the worker's queue busy, counting its
+    /// polls, until told to stop (or after a bound, so that a worker that never looks at its
+    /// sockets while busy fails the test instead of hanging it).
+    struct Busy {
+        polls: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+    }
+    impl Future for Busy {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            let polls = self.polls.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.stop.load(Ordering::Relaxed) || polls >= 10_000 {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    fn busy_polls_before_ready_io(event_interval: Option<u32>) -> usize {
+        let rt = RuntimeBuilder::new(1, "test")
+            .work_steal(false)
+            .event_interval(event_interval)
+            .build();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.get_handle().spawn(async move {
+            let (reader, writer) = tokio::net::UnixStream::pair().unwrap();
+            writer.try_write(b"x").unwrap();
+            let polls = Arc::new(AtomicUsize::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            tokio::spawn(Busy {
+                polls: polls.clone(),
+                stop: stop.clone(),
+            });
+            reader.readable().await.unwrap();
+            stop.store(true, Ordering::Relaxed);
+            tx.send(polls.load(Ordering::Relaxed)).unwrap();
+        });
+        let polls = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        rt.shutdown_timeout(Duration::from_secs(1));
+        polls
+    }
+
+    let with_two = busy_polls_before_ready_io(Some(2));
+    assert!(with_two <= 4, "{with_two} polls with event_interval 2");
+    let with_default = busy_polls_before_ready_io(None);
+    assert!(
+        (30..10_000).contains(&with_default),
+        "{with_default} polls with Tokio's default event_interval"
     );
 }

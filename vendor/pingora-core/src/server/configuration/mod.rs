@@ -81,6 +81,11 @@ pub struct ServerConf {
     /// Requires building with `--cfg tokio_unstable`. Ignored when
     /// [`Self::work_stealing`] is disabled.
     pub runtime_enable_alt_timer: bool,
+    /// How many tasks a service runtime's worker runs between checks for ready I/O while it has
+    /// tasks queued (Tokio's `event_interval`). Default `None`: Tokio's, 61.
+    ///
+    /// Portico patch 0068 (vendor/patches/).
+    pub runtime_event_interval: Option<u32>,
     /// The path to CA file the SSL library should use. If empty, the default trust store location
     /// defined by the SSL library will be used.
     pub ca_file: Option<String>,
@@ -237,6 +242,7 @@ impl Default for ServerConf {
             listener_tasks_per_fd: 1,
             work_stealing: true,
             runtime_enable_alt_timer: false,
+            runtime_event_interval: None,
             upstream_keepalive_pool_size: 128,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
@@ -365,6 +371,12 @@ impl ServerConf {
         if self.max_blocking_threads == Some(0) {
             return Error::e_explain(ReadError, "max_blocking_threads must be greater than zero");
         }
+        if self.runtime_event_interval == Some(0) {
+            return Error::e_explain(
+                ReadError,
+                "runtime_event_interval must be greater than zero",
+            );
+        }
         if self.runtime_metrics_poll_time_histogram_resolution_micros == Some(0) {
             return Error::e_explain(
                 ReadError,
@@ -425,6 +437,7 @@ impl ServerConf {
                 poll_time_histogram_buckets: self.runtime_metrics_poll_time_histogram_buckets,
             },
             enable_alt_timer: self.runtime_enable_alt_timer,
+            event_interval: self.runtime_event_interval,
             #[cfg(feature = "dial9")]
             dial9: None,
         }
@@ -484,6 +497,7 @@ mod tests {
             listener_tasks_per_fd: 1,
             work_stealing: true,
             runtime_enable_alt_timer: false,
+            runtime_event_interval: None,
             upstream_keepalive_pool_size: 4,
             upstream_connect_offload_threadpools: None,
             upstream_connect_offload_thread_per_pool: None,
@@ -606,11 +620,13 @@ runtime_metrics_poll_time_histogram: true
 runtime_metrics_poll_time_histogram_scale: log
 runtime_metrics_poll_time_histogram_resolution_micros: 20
 runtime_metrics_poll_time_histogram_buckets: 16
+runtime_event_interval: 4
         "#;
 
         let conf = ServerConf::from_yaml(conf_str).unwrap();
         let opts = conf.runtime_opts();
         assert!(opts.enable_alt_timer);
+        assert_eq!(Some(4), opts.event_interval);
         assert!(opts.metrics.poll_time_histogram);
         assert_eq!(
             Some(RuntimeMetricsPollTimeHistogramScale::Log),
