@@ -3,7 +3,7 @@
 
 use crate::access_log::AccessLog;
 use crate::admin::AdminApp;
-use crate::config::{load_file, ConfigErrors};
+use crate::config::{load_file, ConfigErrors, ServerSettings};
 use crate::control::discovery::DiscoveryService;
 use crate::control::reload::Reloader;
 use crate::control::{publish, Control};
@@ -26,6 +26,7 @@ use pingora::services::listening::Service;
 use portico_plugins::env::Env;
 use portico_plugins::revocation::Revocations;
 use portico_plugins::SharedBuckets;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -121,31 +122,7 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         })
         .map_err(StartError::Tracing)?;
 
-    let s = &config.server;
-    let threads = s.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let mut conf = ServerConf {
-        threads,
-        grace_period_seconds: Some(s.grace_period.get().as_secs()),
-        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.get().as_secs().max(1)),
-        upgrade_sock: s.upgrade_sock.clone(),
-        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        // One worker has no one to steal from, and tokio's single-threaded scheduler does its
-        // work without the multi-threaded one's cross-thread bookkeeping: 4 % more requests
-        // per second on the load benchmark (58.5k -> 61.0k), 0.5 us less system time each.
-        work_stealing: s.work_stealing && threads > 1,
-        ..ServerConf::default()
-    };
-    conf.max_retries = 16;
-    // Pingora's own timer for its I/O timeouts keeps each pending timeout in an ordered map
-    // per thread, served by a clock thread that wakes every 10 ms; a proxied request's
-    // upstream read registered one there (~1.2k instructions, `make bench-ir`). Tokio's timer
-    // wheel, per worker, does the same job for less: every timeout of a second or more goes
-    // there.
-    conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
+    let conf = pingora_conf(&config.server);
     // Nothing here reads how long a stream's reads and writes waited, and accounting it costs
     // two clock reads per wait, four per proxied request (~35 ns each on a virtual machine).
     pingora::protocols::l4::stream::set_pending_time_accounting(false);
@@ -315,4 +292,50 @@ pub fn run(path: PathBuf, upgrade: bool) -> Result<(), StartError> {
         t.shutdown(std::time::Duration::from_secs(2));
     }
     std::process::exit(0)
+}
+
+/// Pingora's server configuration from Portico's `server` settings.
+fn pingora_conf(s: &ServerSettings) -> ServerConf {
+    let threads = s.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let mut conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(s.grace_period.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.get().as_secs().max(1)),
+        upgrade_sock: s.upgrade_sock.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        // One worker has no one to steal from, and tokio's single-threaded scheduler does its
+        // work without the multi-threaded one's cross-thread bookkeeping: 4 % more requests
+        // per second on the load benchmark (58.5k -> 61.0k), 0.5 us less system time each.
+        work_stealing: s.work_stealing && threads > 1,
+        runtime_event_interval: s.event_interval.map(NonZeroU32::get),
+        ..ServerConf::default()
+    };
+    conf.max_retries = 16;
+    // Pingora's own timer for its I/O timeouts keeps each pending timeout in an ordered map
+    // per thread, served by a clock thread that wakes every 10 ms; a proxied request's
+    // upstream read registered one there (~1.2k instructions, `make bench-ir`). Tokio's timer
+    // wheel, per worker, does the same job for less: every timeout of a second or more goes
+    // there.
+    conf.fast_timeout_to_tokio_threshold_seconds = Some(0);
+    conf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_interval_reaches_the_runtime() {
+        let mut settings = ServerSettings::default();
+        assert_eq!(pingora_conf(&settings).runtime_opts().event_interval, None);
+        settings.event_interval = NonZeroU32::new(4);
+        assert_eq!(
+            pingora_conf(&settings).runtime_opts().event_interval,
+            Some(4)
+        );
+    }
 }

@@ -269,6 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn event_interval_is_a_count_of_one_or_more() {
+        let e = err("listeners: []\nserver:\n  event_interval: 0\n");
+        assert_eq!((e.line, e.column), (3, 3), "{e}");
+        assert!(e.message.contains("expected a nonzero u32"), "{e}");
+        let loaded = load_str(
+            "t.yaml".into(),
+            "listeners: []\nserver: { event_interval: 4 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.server.event_interval.map(|n| n.get()),
+            Some(4)
+        );
+    }
+
+    #[test]
     fn bad_unit() {
         let e = err("listeners: []\nlimits:\n  max_body_bytes: 10 parsecs\n");
         assert_eq!(e.line, 3, "{e}");

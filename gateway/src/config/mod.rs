@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -88,6 +89,11 @@ pub struct ServerSettings {
     /// request; connections stay on the thread that accepted them). With one thread there is
     /// nothing to steal, and it runs single-threaded either way.
     pub work_stealing: bool,
+    /// While a worker has tasks queued, how many it runs between checks for sockets that became
+    /// ready (tokio's `event_interval`). Lower answers ready connections sooner when the worker
+    /// is busy, for more `epoll_wait` calls that find nothing. Default: tokio's, 61.
+    #[schemars(with = "Option<u32>")]
+    pub event_interval: Option<NonZeroU32>,
 }
 
 impl Default for ServerSettings {
@@ -100,6 +106,7 @@ impl Default for ServerSettings {
             upstream_keepalive_pool_size: 1024,
             watch_config: true,
             work_stealing: true,
+            event_interval: None,
         }
     }
 }
