@@ -181,9 +181,10 @@ GLOBAL_LIMIT = '{ rate_limit: { limits: [ { name: bench, rate: 100000000/s, key:
 
 
 def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False, access_log=None,
-                 trace_ratio=None):
+                 trace_ratio=None, event_interval=None):
+    interval = f", event_interval: {event_interval}" if event_interval else ""
     lines = [
-        "server: { threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024 }",
+        f"server: {{ threads: 1, watch_config: false, upstream_keepalive_pool_size: 1024{interval} }}",
         f"listeners: [ {{ address: 127.0.0.1:{port} }} ]",
         f"admin: {{ address: 127.0.0.1:{admin}, token_env: BENCH_ADMIN_TOKEN }}",
         f"access_log: {{ enabled: true, path: '{access_log}' }}" if access_log else "access_log: { enabled: false }",

@@ -4,15 +4,22 @@
 nginx and Portico (passthrough, and the full chain) run pinned to the proxy core as in
 `make bench`; the upstream and the load generator run on the other core. Each target gets
 the same fixed rate (`--rate`, default half of nginx's peak measured first) in alternating
-rounds; the script prints p50/p99/p99.9 per round, for Portico's rounds the share of
+rounds; the script prints p50/p99/p99.9 per round, the time the hypervisor took from each core
+during it (`steal` in /proc/stat: noise from outside the machine), for Portico's rounds the share of
 requests that took over 0.5 and over 1 ms inside Portico (its `portico_request_duration_seconds`,
 head read to response written, read before and after the round) and the same share of the
 waits for the upstream's response head in them (`portico_upstream_duration_seconds`), and a
-summary with the worst p99 of each target and its ratio to nginx's in the same round.
+summary with the worst p99 of each target, its ratio to nginx's in the same round, and the
+run's ratio: the median of its rounds' p99 over nginx's median, as `make bench` reports the
+median of its rounds.
 
 `nginx-twin` is a second nginx with the same configuration, measured in the same rounds and
 held to the same ratio: how often nginx itself stays within 2x of nginx's p99 is the floor
 that the machine's noise sets for that criterion.
+
+`portico-eiN` (in `--targets`) is Portico passthrough with `server.event_interval: N`, to
+compare settings in the same rounds. `--peak` first measures every target's peak (wrk, three
+alternating rounds of 5 s, median), which is what a lower interval costs.
 
 `--waits` also runs `socket_waits.bt` (bpftrace) on every round and prints the 99th
 percentile of each stage of a request as the kernel sees it: the request waiting in the
@@ -28,7 +35,7 @@ ranked by CPU time. Recording changes what it records: with it, Portico's p99 at
 went from 0.2-1 ms to 47-77 ms (nginx's did not move), so the latency of a recorded round is
 not a measurement. Run it alone on the machine.
 
-Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico] [--waits] [--sched]
+Usage: benches/load/pauses.py [--rounds 5] [--seconds 8] [--rate N] [--targets nginx,portico] [--peak] [--waits] [--sched]
 """
 
 import argparse
@@ -44,16 +51,38 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, UPSTREAM,  # noqa: E402
+from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, TICK, UPSTREAM,  # noqa: E402
                    Procs, hs256_token, http_get, nginx_conf, rate_load, require_portico, start_portico, wrk)
 
 NGINX = 18001
 NGINX_TWIN = 18002
 TARGETS = {"nginx": NGINX, "portico": 18010, "nginx-twin": NGINX_TWIN, "portico-full-chain": 18034}
+EVENT_INTERVAL = re.compile(r"^portico-ei(\d+)$")
+
+
+def target_port(name, names):
+    """The listening port of a target; `portico-eiN` targets get 18040, 18042, ... in order."""
+    if EVENT_INTERVAL.match(name):
+        return 18040 + 2 * [n for n in names if EVENT_INTERVAL.match(n)].index(name)
+    if name not in TARGETS:
+        sys.exit(f"unknown target {name}: one of {', '.join(TARGETS)} or portico-eiN")
+    return TARGETS[name]
 
 
 DURATIONS = {"portico_request_duration_seconds": "inside Portico",
              "portico_upstream_duration_seconds": "of it waiting for the upstream"}
+
+
+def stolen_ticks():
+    """Clock ticks the hypervisor gave to other guests while each core had work (`steal` in
+    /proc/stat): the machine's share of a round's noise that no process on it can cause."""
+    ticks = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            m = re.match(r"^cpu(\d+) " + r"(\d+) " * 8, line)
+            if m:
+                ticks[m.group(1)] = int(m.group(9))
+    return ticks
 
 
 def duration_buckets(admin_port):
@@ -166,6 +195,8 @@ def main():
     # The twin sits between Portico's two targets, so that in alternating rounds it is as far
     # from nginx's round as they are on average.
     ap.add_argument("--targets", default="nginx,portico,nginx-twin,portico-full-chain")
+    ap.add_argument("--peak", action="store_true",
+                    help="measure each target's peak first (wrk, 3 alternating rounds of 5 s)")
     ap.add_argument("--waits", action="store_true",
                     help="measure with bpftrace how long data waited in the proxy's sockets")
     ap.add_argument("--sched", action="store_true",
@@ -173,6 +204,7 @@ def main():
     args = ap.parse_args()
     require_portico()
     names = args.targets.split(",")
+    ports = {name: target_port(name, names) for name in names}
     tmp = tempfile.mkdtemp(prefix="portico-pauses-")
     os.chmod(tmp, 0o755)
     procs = Procs()
@@ -196,7 +228,20 @@ def main():
             pids["portico-full-chain"] = start_portico(procs, tmp, "full-chain", 18034, 18035,
                                                        plugin=FULL_CHAIN)[0].pid
         for name in names:
-            wrk(TARGETS[name], 1, header=headers.get(name))  # warm-up
+            m = EVENT_INTERVAL.match(name)
+            if m:
+                pids[name] = start_portico(procs, tmp, name, ports[name], ports[name] + 1,
+                                           event_interval=int(m.group(1)))[0].pid
+        for name in names:
+            wrk(ports[name], 1, header=headers.get(name))  # warm-up
+        peaks = {name: [] for name in names}
+        for r in range(3 if args.peak else 0):
+            for name in (names if r % 2 == 0 else list(reversed(names))):
+                peaks[name].append(wrk(ports[name], 5, header=headers.get(name))["rps"])
+        for name, rps in peaks.items():
+            if rps:
+                print(f"peak {name:20s} {statistics.median(rps):8.0f} req/s  "
+                      f"({', '.join(f'{x:.0f}' for x in rps)})", file=sys.stderr)
         rate = args.rate or wrk(NGINX, 5)["rps"] / 2
         print(f"rate: {rate:.0f} req/s", file=sys.stderr)
         results = {name: [] for name in names}
@@ -208,12 +253,15 @@ def main():
                     trace = subprocess.Popen(["perf", "sched", "record", "-C", PROXY_CORE, "-o", data,
                                               "--", "sleep", str(args.seconds + 1)],
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                waits = start_waits(TARGETS[name]) if args.waits else None
-                admin = TARGETS[name] + 1 if name in pids else None
+                waits = start_waits(ports[name]) if args.waits else None
+                admin = ports[name] + 1 if name in pids else None
                 before = duration_buckets(admin) if admin else None
-                res = rate_load(TARGETS[name], rate, args.seconds, header=headers.get(name))
+                stolen = stolen_ticks()
+                res = rate_load(ports[name], rate, args.seconds, header=headers.get(name))
+                stolen = {core: (n - stolen[core]) * 1000 / TICK for core, n in stolen_ticks().items()}
                 line = (f"round {r + 1} {name:20s} p50 {res['p50_ms']:8.3f} ms  p99 {res['p99_ms']:8.3f} ms  "
-                        f"p99.9 {res['p999_ms']:8.3f} ms  achieved {res['achieved_rps']:.0f}  errors {res['errors']}")
+                        f"p99.9 {res['p999_ms']:8.3f} ms  achieved {res['achieved_rps']:.0f}  errors {res['errors']}  "
+                        f"stolen ms: proxy core {stolen.get(PROXY_CORE, 0):.0f}, load core {stolen.get(LOAD_CORE, 0):.0f}")
                 if admin:
                     line += in_portico(before, duration_buckets(admin))
                 if waits:
@@ -245,8 +293,10 @@ def main():
                 continue
             ratios = [x["p99_ms"] / b for x, b in zip(rs, base) if b > 0]
             within = sum(r <= 2 for r in ratios)
+            run_ratio = statistics.median(x["p99_ms"] for x in rs) / statistics.median(base)
             print(f"  {name:20s} p99 / nginx's p99 of the same round: "
-                  f"{', '.join(f'{r:.2f}' for r in ratios)}; within 2x in {within} of {len(ratios)}")
+                  f"{', '.join(f'{r:.2f}' for r in ratios)}; within 2x in {within} of {len(ratios)}; "
+                  f"the run's (median p99 over nginx's median p99): {run_ratio:.2f}")
 
 
 if __name__ == "__main__":
