@@ -21,9 +21,11 @@ use std::sync::Arc;
 
 /// Makes `next` the live snapshot: the pool metrics follow it (series of removed pools
 /// go), then requests that start from now on read it. Requests in flight keep theirs; the
-/// replaced one is dropped once they are done, off the request path ([`retire`]).
+/// replaced one is dropped once they are done, off the request path ([`retire`]). At start
+/// the store already holds `next` and nothing is replaced.
 pub fn publish(store: &SnapshotStore, metrics: &Metrics, next: Arc<Snapshot>) {
     let current = store.load();
+    let replaces = !Arc::ptr_eq(&current, &next);
     for (name, pool) in &current.pools {
         if !next.pools.contains_key(name) {
             metrics.forget_pool(pool);
@@ -34,7 +36,10 @@ pub fn publish(store: &SnapshotStore, metrics: &Metrics, next: Arc<Snapshot>) {
     }
     metrics.update_certificates(&next.tls);
     drop(current);
-    retire::retire(store.swap(next));
+    let replaced = store.swap(next);
+    if replaces {
+        retire::retire(replaced);
+    }
 }
 
 /// Starts the background loops with the server and stops them with it.
@@ -99,5 +104,28 @@ async fn reopen_on_sigusr1(log: AccessLog) {
     };
     while usr1.recv().await.is_some() {
         log.reopen();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::snapshot::CompileEnv;
+    use arc_swap::ArcSwap;
+
+    #[test]
+    fn publishing_the_snapshot_the_store_holds_retires_nothing() {
+        let config = "listeners: [ { address: 127.0.0.1:8080 } ]\n\
+                      upstreams: { up: { members: [ { address: 127.0.0.1:8081 } ] } }\n\
+                      routes: [ { name: main, match: { prefix: / }, upstream: up } ]\n";
+        let loaded = load_str("t.yaml".into(), config).unwrap();
+        let snapshot = Arc::new(Snapshot::compile(&loaded, 1, &CompileEnv::default()).unwrap());
+        let store: SnapshotStore = Arc::new(ArcSwap::new(snapshot.clone()));
+        let metrics = Metrics::new().unwrap();
+        publish(&store, &metrics, snapshot.clone());
+        // The test's reference and the store's; a retiring thread would hold a third, waking
+        // every 20 ms beside the proxy's worker for a minute before letting go of it.
+        assert_eq!(Arc::strong_count(&snapshot), 2);
     }
 }
