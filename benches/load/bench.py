@@ -208,6 +208,12 @@ def portico_yaml(port, admin, routes=1, headers=False, plugin=None, redis=False,
     return "\n".join(lines) + "\n"
 
 
+def alternating(names, r):
+    """The targets in round `r`'s order: forward in even rounds, backward in odd ones, so no
+    target always runs right after the same neighbour."""
+    return names if r % 2 == 0 else list(reversed(names))
+
+
 def start_portico(procs, tmp, name, port, admin, **kw):
     path = os.path.join(tmp, f"{name}.yaml")
     with open(path, "w") as f:
@@ -381,8 +387,7 @@ backend be
         new_conns = {name: [] for name in targets}
         names = list(targets)
         for r in range(args.rounds):
-            order = names if r % 2 == 0 else list(reversed(names))
-            for name in order:
+            for name in alternating(names, r):
                 path = "/svc9990/x" if name == "portico-10k-routes" else "/svc5/x" if name == "portico-10-routes" else "/"
                 before = upstream_accepts()
                 cpu_before = cpu_ticks(pids[name]) if name in pids else None
@@ -476,8 +481,7 @@ backend be
         rate = nginx_rps / 2
         at_rate = {name: [] for name in LATENCY_TARGETS}
         for r in range(args.rounds):
-            order = LATENCY_TARGETS if r % 2 == 0 else list(reversed(LATENCY_TARGETS))
-            for name in order:
+            for name in alternating(LATENCY_TARGETS, r):
                 res = rate_load(targets[name], rate, 2 * args.seconds, header=headers.get(name))
                 at_rate[name].append(res)
                 print(f"round {r + 1} {name:20s} at {rate:.0f} req/s: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "

@@ -52,7 +52,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench import (ADMIN_TOKEN, FULL_CHAIN, JWT_SECRET, LOAD_CORE, PROXY_CORE, TICK, UPSTREAM,  # noqa: E402
-                   Procs, hs256_token, http_get, nginx_conf, rate_load, require_portico, start_portico, wrk)
+                   Procs, alternating, hs256_token, http_get, nginx_conf, rate_load, require_portico,
+                   start_portico, wrk)
 
 NGINX = 18001
 NGINX_TWIN = 18002
@@ -236,7 +237,7 @@ def main():
             wrk(ports[name], 1, header=headers.get(name))  # warm-up
         peaks = {name: [] for name in names}
         for r in range(3 if args.peak else 0):
-            for name in (names if r % 2 == 0 else list(reversed(names))):
+            for name in alternating(names, r):
                 peaks[name].append(wrk(ports[name], 5, header=headers.get(name))["rps"])
         for name, rps in peaks.items():
             if rps:
@@ -246,7 +247,7 @@ def main():
         print(f"rate: {rate:.0f} req/s", file=sys.stderr)
         results = {name: [] for name in names}
         for r in range(args.rounds):
-            for name in (names if r % 2 == 0 else list(reversed(names))):
+            for name in alternating(names, r):
                 trace = None
                 if args.sched and name in pids:
                     data = os.path.join(tmp, f"{name}-{r}.sched")
